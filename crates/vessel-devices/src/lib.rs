@@ -1,0 +1,2 @@
+//! vessel-devices (being built).
+#![warn(missing_docs)]

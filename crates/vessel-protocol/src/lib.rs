@@ -1,0 +1,2 @@
+//! vessel-protocol (being built).
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! vessel-runtime (being built).
+#![warn(missing_docs)]
