@@ -1,2 +1,12 @@
-//! vessel-devices (being built).
+//! Vessel's device models, with no KVM dependency.
+//!
+//! Every device is a state machine whose I/O is injected: interrupts go through [`irq::Interrupt`]
+//! (an `EventFd` registered as a KVM irqfd in the VMM, a plain `EventFd` in tests), guest memory is
+//! a `vm_memory::GuestMemoryMmap`, and guest-controlled parsing lives in pure functions that never
+//! panic on malformed input.
 #![warn(missing_docs)]
+
+pub mod bus;
+pub mod irq;
+pub mod legacy;
+pub mod virtio;

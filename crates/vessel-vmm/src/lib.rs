@@ -1,8 +1,139 @@
-//! Vessel's microVM monitor: turns a VM configuration into a running KVM guest.
+//! Vessel's microVM monitor: turns a [`VmConfig`] into a running KVM guest.
 //!
 //! Built on the rust-vmm crates (kvm-ioctls, vm-memory, linux-loader); device models live in
-//! `vessel-devices`. The runtime's per-container monitor process embeds this library.
+//! `vessel-devices`. The runtime's per-container monitor process embeds this library:
+//! [`Vm::start`] boots a guest, [`Vm::wait`] returns its [`ExitReason`].
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod artefacts;
+pub mod config;
+pub mod devices;
 pub mod host;
+pub mod vm;
+pub mod vstate;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{ConfigError, SerialSink, VmConfig};
+pub use vm::Vm;
+pub use vstate::vcpu::{ExitReason, ShutdownCause};
+
+/// Why the VMM could not build or drive a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error("invalid vm config")]
+    Config(#[source] ConfigError),
+    /// The host's KVM cannot run guests (see `vessel check`).
+    #[error("{verdict}; {fix} (set allow_unsupported_host for setup-only use)")]
+    UnsupportedHost {
+        /// What the host probe found.
+        verdict: String,
+        /// How to fix it.
+        fix: &'static str,
+    },
+    /// `/dev/kvm` could not be opened.
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_VM` failed.
+    #[error("cannot create kvm vm")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// A VM-wide KVM setup ioctl failed.
+    #[error("cannot set up vm {what}")]
+    SetupVm {
+        /// What was being set up.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory setup failed.
+    #[error("cannot set up guest memory")]
+    Memory(#[source] vstate::memory::MemoryError),
+    /// The MP table could not be written.
+    #[error("cannot write mp table")]
+    Mptable(#[source] arch::x86_64::mptable::MptableError),
+    /// Loading kernel, initramfs or boot info failed.
+    #[error("cannot load guest")]
+    Boot(#[source] arch::x86_64::boot::BootError),
+    /// An eventfd could not be created.
+    #[error("cannot create eventfd")]
+    CreateEventFd(#[source] std::io::Error),
+    /// `KVM_IRQFD` failed.
+    #[error("cannot register irqfd for gsi {gsi}")]
+    RegisterIrqfd {
+        /// The GSI.
+        gsi: u32,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_IOEVENTFD` failed.
+    #[error("cannot register ioeventfd at {addr:#x}")]
+    RegisterIoevent {
+        /// Guest address.
+        addr: u64,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The serial log file could not be opened.
+    #[error("cannot open serial log {path}")]
+    OpenSerial {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `KVM_CREATE_VCPU` failed.
+    #[error("cannot create vcpu {index}")]
+    CreateVcpu {
+        /// vCPU index.
+        index: u32,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_SET_CPUID2` failed.
+    #[error("cannot set cpuid of vcpu {index}")]
+    SetCpuid {
+        /// vCPU index.
+        index: u32,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Register setup failed.
+    #[error("cannot set registers of vcpu {index}")]
+    SetRegs {
+        /// vCPU index.
+        index: u32,
+        /// The cause.
+        #[source]
+        source: arch::x86_64::regs::RegsError,
+    },
+    /// The vCPU kick signal handler could not be installed.
+    #[error("cannot install the vcpu kick signal handler")]
+    InstallSignal(#[source] std::io::Error),
+    /// A thread could not be spawned.
+    #[error("cannot spawn thread {name}")]
+    SpawnThread {
+        /// Thread name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VM has already ended.
+    #[error("vm has ended: {0}")]
+    Ended(ExitReason),
+}
+
+/// Reads a JSON [`VmConfig`] from `path`, boots it and blocks until the guest ends.
+pub fn run_config_file(path: &Path) -> Result<ExitReason, VmmError> {
+    let config = VmConfig::from_file(path).map_err(VmmError::Config)?;
+    let mut vm = Vm::start(config)?;
+    Ok(vm.wait())
+}

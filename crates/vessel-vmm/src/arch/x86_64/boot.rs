@@ -1,0 +1,236 @@
+//! Loading the guest for a PVH boot: the `vmlinux` ELF (linux-loader), the initramfs at the top of
+//! low RAM, the command line, and `hvm_start_info` with its memory map and module list
+//! (xen/include/public/arch-x86/hvm/start_info.h; Linux arch/x86/platform/pvh/enlighten.c).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use linux_loader::cmdline::Cmdline;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::{load_cmdline, KernelLoader};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+
+use super::layout::*;
+
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+const PAGE: u64 = 4096;
+
+/// Why the guest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The kernel file could not be opened.
+    #[error("cannot open kernel {path}")]
+    OpenKernel {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// linux-loader refused the ELF.
+    #[error("cannot load kernel {path} as an ELF vmlinux")]
+    LoadKernel {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    /// The ELF has no PVH entry note (`CONFIG_PVH` off).
+    #[error("kernel {path} has no PVH entry point (build it with CONFIG_PVH=y)")]
+    NoPvhEntry {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The initramfs could not be read.
+    #[error("cannot read initramfs {path}")]
+    ReadInitramfs {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initramfs does not fit between the kernel end and the top of low RAM.
+    #[error(
+        "initramfs of {size} bytes does not fit between kernel end {kernel_end:#x} and {top:#x}"
+    )]
+    InitramfsTooBig {
+        /// Its size.
+        size: u64,
+        /// End of the loaded kernel.
+        kernel_end: u64,
+        /// Top of low RAM.
+        top: u64,
+    },
+    /// Writing the initramfs into guest memory failed.
+    #[error("cannot write initramfs at {addr:#x}")]
+    WriteInitramfs {
+        /// Guest address.
+        addr: u64,
+        /// The cause.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// The command line is invalid or too long.
+    #[error("invalid kernel command line {cmdline:?}")]
+    Cmdline {
+        /// The line.
+        cmdline: String,
+        /// The cause.
+        #[source]
+        source: linux_loader::cmdline::Error,
+    },
+    /// Writing the command line failed.
+    #[error("cannot write kernel command line")]
+    WriteCmdline(#[source] linux_loader::loader::Error),
+    /// Writing the PVH start info failed.
+    #[error("cannot write pvh start info")]
+    WriteStartInfo(#[source] linux_loader::configurator::Error),
+}
+
+/// What the vCPU setup needs from the loaded guest.
+#[derive(Debug, Clone, Copy)]
+pub struct BootInfo {
+    /// PVH entry point (32-bit).
+    pub entry: u64,
+    /// Guest address of `hvm_start_info`.
+    pub start_info: u64,
+    /// End of the loaded kernel image.
+    pub kernel_end: u64,
+    /// Initramfs location `(addr, size)` if any.
+    pub initramfs: Option<(u64, u64)>,
+}
+
+/// Loads kernel, initramfs and `cmdline` into `mem` and writes the PVH start info.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    kernel: &Path,
+    initramfs: Option<&Path>,
+    cmdline: &str,
+) -> Result<BootInfo, BootError> {
+    let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
+        path: kernel.to_path_buf(),
+        source,
+    })?;
+    let loaded =
+        Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|source| {
+            BootError::LoadKernel {
+                path: kernel.to_path_buf(),
+                source,
+            }
+        })?;
+    let entry = match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(a) => a.raw_value(),
+        _ => {
+            return Err(BootError::NoPvhEntry {
+                path: kernel.to_path_buf(),
+            })
+        }
+    };
+    let kernel_end = loaded.kernel_end;
+    let low_top = mem.last_addr().raw_value().min(MMIO_START - 1) + 1;
+
+    let initramfs = match initramfs {
+        None => None,
+        Some(path) => {
+            let data = std::fs::read(path).map_err(|source| BootError::ReadInitramfs {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let size = data.len() as u64;
+            let addr = low_top.checked_sub(size).map(|a| a & !(PAGE - 1));
+            match addr {
+                Some(addr) if addr >= kernel_end => {
+                    mem.write_slice(&data, GuestAddress(addr))
+                        .map_err(|source| BootError::WriteInitramfs { addr, source })?;
+                    Some((addr, size))
+                }
+                _ => {
+                    return Err(BootError::InitramfsTooBig {
+                        size,
+                        kernel_end,
+                        top: low_top,
+                    })
+                }
+            }
+        }
+    };
+
+    let mut cl =
+        Cmdline::new(crate::config::MAX_CMDLINE_LEN).map_err(|source| BootError::Cmdline {
+            cmdline: String::new(),
+            source,
+        })?;
+    cl.insert_str(cmdline)
+        .map_err(|source| BootError::Cmdline {
+            cmdline: cmdline.to_owned(),
+            source,
+        })?;
+    load_cmdline(mem, GuestAddress(CMDLINE_START), &cl).map_err(BootError::WriteCmdline)?;
+
+    let memmap = memory_map(mem);
+    let mut start_info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC,
+        version: 1,
+        cmdline_paddr: CMDLINE_START,
+        memmap_paddr: MEMMAP_START,
+        memmap_entries: memmap.len() as u32,
+        ..Default::default()
+    };
+    let mut modules = Vec::new();
+    if let Some((addr, size)) = initramfs {
+        modules.push(hvm_modlist_entry {
+            paddr: addr,
+            size,
+            ..Default::default()
+        });
+        start_info.nr_modules = 1;
+        start_info.modlist_paddr = MODLIST_START;
+    }
+    let mut params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
+    params.set_sections(&memmap, GuestAddress(MEMMAP_START));
+    if !modules.is_empty() {
+        params.set_modules(&modules, GuestAddress(MODLIST_START));
+    }
+    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)
+        .map_err(BootError::WriteStartInfo)?;
+
+    Ok(BootInfo {
+        entry,
+        start_info: PVH_INFO_START,
+        kernel_end,
+        initramfs,
+    })
+}
+
+/// The e820-style map: base RAM below the EBDA, a reserved hole up to 1 MiB, then every RAM
+/// region of `mem` from 1 MiB up.
+pub fn memory_map(mem: &GuestMemoryMmap) -> Vec<hvm_memmap_table_entry> {
+    let e = |addr: u64, size: u64, type_: u32| hvm_memmap_table_entry {
+        addr,
+        size,
+        type_,
+        reserved: 0,
+    };
+    let mut map = vec![
+        e(0, EBDA_START, E820_RAM),
+        e(EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
+    ];
+    for r in mem.iter() {
+        use vm_memory::GuestMemoryRegion;
+        let start = r.start_addr().raw_value().max(HIMEM_START);
+        let end = r.start_addr().raw_value() + r.len();
+        if end > start {
+            map.push(e(start, end - start, E820_RAM));
+        }
+    }
+    map
+}

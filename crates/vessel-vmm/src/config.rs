@@ -1,0 +1,321 @@
+//! `VmConfig`: the user-facing description of one microVM, deserialised from JSON and validated
+//! before any KVM object exists. A bad value gets a [`ConfigError`] naming the field and its limit.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::x86_64::layout;
+
+/// Smallest number of vCPUs.
+pub const MIN_VCPUS: u32 = 1;
+/// Largest number of vCPUs (APIC ids stay below the IOAPIC's id and the MP table stays small).
+pub const MAX_VCPUS: u32 = 32;
+/// Smallest guest memory, MiB: the kernel is loaded at 16 MiB and needs room above it.
+pub const MIN_MEMORY_MIB: u32 = 64;
+/// Largest guest memory, MiB (64 GiB: low RAM up to the MMIO gap, the rest above 4 GiB).
+pub const MAX_MEMORY_MIB: u32 = 65536;
+/// First guest CID a VM may use (0 hypervisor, 1 loopback, 2 host; virtio spec 5.10.4).
+pub const MIN_GUEST_CID: u32 = 3;
+/// Longest kernel command line the x86 kernel accepts, bytes (`COMMAND_LINE_SIZE`).
+pub const MAX_CMDLINE_LEN: usize = 2048;
+
+/// Where the guest's 8250 console output goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialSink {
+    /// Discarded.
+    #[default]
+    None,
+    /// The VMM process's standard error.
+    Stderr,
+    /// Appended to this file (created when missing).
+    File(PathBuf),
+}
+
+/// One microVM. JSON example:
+/// `{"vcpus":2,"memory_mib":256,"kernel":"/path/vmlinux","initramfs":"/path/initrd.cpio",
+///   "serial":"stderr","vsock_cid":3}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Number of vCPUs, `MIN_VCPUS..=MAX_VCPUS`.
+    pub vcpus: u32,
+    /// Guest RAM in MiB, `MIN_MEMORY_MIB..=MAX_MEMORY_MIB`.
+    pub memory_mib: u32,
+    /// Uncompressed guest kernel (ELF `vmlinux` with a PVH note).
+    pub kernel: PathBuf,
+    /// Optional initramfs (newc cpio), passed as the first PVH module.
+    #[serde(default)]
+    pub initramfs: Option<PathBuf>,
+    /// Appended to the base kernel command line.
+    #[serde(default)]
+    pub extra_cmdline: String,
+    /// Guest console destination.
+    #[serde(default)]
+    pub serial: SerialSink,
+    /// Guest vsock CID, at least `MIN_GUEST_CID`.
+    pub vsock_cid: u32,
+    /// Optional Unix socket path where other processes reach guest vsock ports
+    /// (`CONNECT <port>\n` -> `OK <local port>\n`).
+    #[serde(default)]
+    pub vsock_uds: Option<PathBuf>,
+    /// Build the VM even when `host::probe()` says guests cannot run here (kvm_pvm). For
+    /// setup-only use (tests of VM creation and teardown); a guest started that way will not boot.
+    #[serde(default)]
+    pub allow_unsupported_host: bool,
+}
+
+/// Why a `VmConfig` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A number is out of range.
+    #[error("{field} is {value}, must be in {min}..={max}")]
+    OutOfRange {
+        /// Field name as in the JSON.
+        field: &'static str,
+        /// Given value.
+        value: u64,
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+    /// A file does not exist or is not a regular file.
+    #[error("{field} {path} is not a readable file")]
+    MissingFile {
+        /// Field name as in the JSON.
+        field: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The extra command line is too long or has a NUL byte.
+    #[error("extra_cmdline is {len} bytes or contains NUL, must be at most {max} printable bytes")]
+    BadCmdline {
+        /// Its length.
+        len: usize,
+        /// Room left for it.
+        max: usize,
+    },
+    /// The config file could not be read.
+    #[error("cannot read vm config {path}")]
+    ReadFile {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid JSON for `VmConfig`.
+    #[error("cannot parse vm config {path}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl VmConfig {
+    /// A config with defaults for everything but the kernel: 1 vCPU, 128 MiB, CID 3.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: kernel.into(),
+            initramfs: None,
+            extra_cmdline: String::new(),
+            serial: SerialSink::None,
+            vsock_cid: MIN_GUEST_CID,
+            vsock_uds: None,
+            allow_unsupported_host: false,
+        }
+    }
+
+    /// Reads and validates a JSON config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field against its limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range(
+            "vcpus",
+            self.vcpus.into(),
+            MIN_VCPUS.into(),
+            MAX_VCPUS.into(),
+        )?;
+        range(
+            "memory_mib",
+            self.memory_mib.into(),
+            MIN_MEMORY_MIB.into(),
+            MAX_MEMORY_MIB.into(),
+        )?;
+        range(
+            "vsock_cid",
+            self.vsock_cid.into(),
+            MIN_GUEST_CID.into(),
+            u64::from(u32::MAX - 1),
+        )?;
+        file("kernel", &self.kernel)?;
+        if let Some(p) = &self.initramfs {
+            file("initramfs", p)?;
+        }
+        let max = MAX_CMDLINE_LEN - layout::BASE_CMDLINE_RESERVED;
+        if self.extra_cmdline.len() > max
+            || self.extra_cmdline.bytes().any(|b| b == 0 || b == b'\n')
+        {
+            return Err(ConfigError::BadCmdline {
+                len: self.extra_cmdline.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Guest memory size in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mib) << 20
+    }
+}
+
+fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+fn file(field: &'static str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::MissingFile {
+            field,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> tempfile::NamedTempFile {
+        tempfile::NamedTempFile::new().unwrap()
+    }
+
+    #[test]
+    fn json_round_trip_with_defaults() {
+        let k = kernel();
+        let json = format!(
+            r#"{{"vcpus":2,"memory_mib":256,"kernel":"{}","serial":{{"file":"/tmp/x.log"}},"vsock_cid":7}}"#,
+            k.path().display()
+        );
+        let c: VmConfig = serde_json::from_str(&json).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.serial, SerialSink::File("/tmp/x.log".into()));
+        assert_eq!(c.initramfs, None);
+        assert_eq!(c.memory_bytes(), 256 << 20);
+        let s: VmConfig = serde_json::from_str(
+            r#"{"vcpus":1,"memory_mib":64,"kernel":"/k","serial":"stderr","vsock_cid":3}"#,
+        )
+        .unwrap();
+        assert_eq!(s.serial, SerialSink::Stderr);
+    }
+
+    #[test]
+    fn each_limit_is_named_in_the_error() {
+        let k = kernel();
+        let ok = VmConfig::new(k.path());
+        ok.validate().unwrap();
+        let cases: Vec<(VmConfig, &str)> = vec![
+            (
+                VmConfig {
+                    vcpus: 0,
+                    ..ok.clone()
+                },
+                "vcpus is 0, must be in 1..=32",
+            ),
+            (
+                VmConfig {
+                    vcpus: 33,
+                    ..ok.clone()
+                },
+                "vcpus is 33, must be in 1..=32",
+            ),
+            (
+                VmConfig {
+                    memory_mib: 63,
+                    ..ok.clone()
+                },
+                "memory_mib is 63, must be in 64..=65536",
+            ),
+            (
+                VmConfig {
+                    memory_mib: 65537,
+                    ..ok.clone()
+                },
+                "memory_mib is 65537",
+            ),
+            (
+                VmConfig {
+                    vsock_cid: 2,
+                    ..ok.clone()
+                },
+                "vsock_cid is 2, must be in 3..=",
+            ),
+            (
+                VmConfig {
+                    kernel: "/nonexistent/vmlinux".into(),
+                    ..ok.clone()
+                },
+                "kernel /nonexistent/vmlinux is not a readable file",
+            ),
+            (
+                VmConfig {
+                    initramfs: Some("/nope.cpio".into()),
+                    ..ok.clone()
+                },
+                "initramfs /nope.cpio",
+            ),
+            (
+                VmConfig {
+                    extra_cmdline: "x".repeat(5000),
+                    ..ok.clone()
+                },
+                "extra_cmdline is 5000 bytes",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} does not contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = serde_json::from_str::<VmConfig>(
+            r#"{"vcpus":1,"memory_mib":64,"kernel":"/k","vsock_cid":3,"cpus":4}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `cpus`"));
+    }
+}

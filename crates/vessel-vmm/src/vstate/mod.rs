@@ -1,0 +1,4 @@
+//! Live KVM state: guest memory and vCPUs. Only the builder (`crate::vm`) creates these.
+
+pub mod memory;
+pub mod vcpu;

@@ -1,0 +1,384 @@
+//! vCPU threads: one per vCPU, each looping on `KVM_RUN`, dispatching port and MMIO exits to the
+//! device manager, and ending the VM with an [`ExitReason`] on anything else.
+//!
+//! Pause, resume and stop go through [`VcpuControl`]: the controller sets the wanted state and
+//! kicks every vCPU thread with a real-time signal (whose handler does nothing) until each one has
+//! acknowledged; a kick that lands outside `KVM_RUN` is simply repeated, so none is lost.
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::time::Duration;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::devices::{BusOutcome, DeviceManager};
+
+/// Why the guest stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest shut down (see [`ShutdownCause`]).
+    Shutdown(ShutdownCause),
+    /// `KVM_EXIT_SYSTEM_EVENT` (kind from `include/uapi/linux/kvm.h`, `KVM_SYSTEM_EVENT_*`).
+    SystemEvent {
+        /// Event kind (1 shutdown, 2 reset, 3 crash ...).
+        kind: u32,
+        /// vCPU index that reported it.
+        vcpu: u32,
+    },
+    /// `KVM_EXIT_INTERNAL_ERROR` (e.g. emulation failure, suberror 1).
+    InternalError {
+        /// `KVM_INTERNAL_ERROR_*` suberror.
+        suberror: u32,
+        /// vCPU index.
+        vcpu: u32,
+    },
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
+    FailEntry {
+        /// Hardware entry failure reason.
+        reason: u64,
+        /// Physical CPU it happened on.
+        cpu: u32,
+        /// vCPU index.
+        vcpu: u32,
+    },
+    /// A guest MMIO access hit no device.
+    UnhandledMmio {
+        /// Guest physical address.
+        addr: u64,
+        /// Whether it was a store.
+        write: bool,
+        /// vCPU index.
+        vcpu: u32,
+    },
+    /// Another `KVM_RUN` exit the VMM does not handle.
+    UnexpectedExit {
+        /// Debug text of the exit.
+        exit: String,
+        /// vCPU index.
+        vcpu: u32,
+    },
+    /// `KVM_RUN` itself failed.
+    RunFailed {
+        /// errno.
+        errno: i32,
+        /// vCPU index.
+        vcpu: u32,
+    },
+    /// The host stopped the VM (`Vm::stop`).
+    Stopped,
+}
+
+/// How the guest shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCause {
+    /// The guest pulsed reset through the i8042 (its power-off and reboot path with `reboot=k`).
+    KeyboardReset,
+    /// `KVM_EXIT_SHUTDOWN`: a triple fault.
+    TripleFault,
+}
+
+impl ExitReason {
+    /// True for the orderly end: the guest itself asked for reset/power-off.
+    pub fn is_clean_shutdown(&self) -> bool {
+        matches!(self, ExitReason::Shutdown(ShutdownCause::KeyboardReset))
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Shutdown(ShutdownCause::KeyboardReset) => {
+                write!(f, "guest shut down (i8042 reset)")
+            }
+            ExitReason::Shutdown(ShutdownCause::TripleFault) => {
+                write!(f, "guest triple fault (kvm shutdown exit)")
+            }
+            ExitReason::SystemEvent { kind, vcpu } => {
+                write!(f, "system event {kind} on vcpu {vcpu}")
+            }
+            ExitReason::InternalError { suberror, vcpu } => {
+                write!(f, "kvm internal error, suberror {suberror}, on vcpu {vcpu}")
+            }
+            ExitReason::FailEntry { reason, cpu, vcpu } => write!(
+                f,
+                "vm entry failed on vcpu {vcpu} (hardware reason {reason:#x}, cpu {cpu})"
+            ),
+            ExitReason::UnhandledMmio { addr, write, vcpu } => write!(
+                f,
+                "unhandled mmio {} at {addr:#x} on vcpu {vcpu}",
+                if *write { "write" } else { "read" }
+            ),
+            ExitReason::UnexpectedExit { exit, vcpu } => {
+                write!(f, "unexpected kvm exit {exit} on vcpu {vcpu}")
+            }
+            ExitReason::RunFailed { errno, vcpu } => {
+                write!(f, "KVM_RUN failed on vcpu {vcpu}: errno {errno}")
+            }
+            ExitReason::Stopped => write!(f, "stopped by the host"),
+        }
+    }
+}
+
+/// What the controller wants the vCPUs to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// Where one vCPU thread is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Running,
+    Paused,
+    Exited,
+}
+
+struct ControlState {
+    wanted: Wanted,
+    at: Vec<Where>,
+    reason: Option<ExitReason>,
+}
+
+/// Shared state between the VM owner and its vCPU threads.
+pub struct VcpuControl {
+    state: Mutex<ControlState>,
+    cv: Condvar,
+}
+
+/// Signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the no-op kick handler (once per process) so the kick interrupts `KVM_RUN` with
+/// EINTR instead of killing the process.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut res = Ok(());
+    ONCE.call_once(|| {
+        res = vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_handler)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()));
+    });
+    res
+}
+
+impl VcpuControl {
+    /// Control for `n` vCPUs that start paused (before their first `KVM_RUN`).
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ControlState {
+                wanted: Wanted::Pause,
+                at: vec![Where::Running; n],
+                reason: None,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exit reason once the VM has ended.
+    pub fn reason(&self) -> Option<ExitReason> {
+        self.lock().reason.clone()
+    }
+
+    /// Lets every vCPU run; false when the VM has already ended.
+    pub fn resume(&self) -> bool {
+        let mut s = self.lock();
+        if s.wanted == Wanted::Stop {
+            return false;
+        }
+        s.wanted = Wanted::Run;
+        self.cv.notify_all();
+        true
+    }
+
+    /// Stops every vCPU at its next exit and waits until all are paused; false when the VM has
+    /// ended.
+    pub fn pause(&self, threads: &[libc::pthread_t]) -> bool {
+        {
+            let mut s = self.lock();
+            if s.wanted == Wanted::Stop {
+                return false;
+            }
+            s.wanted = Wanted::Pause;
+        }
+        self.kick_until(threads, |w| w != Where::Running);
+        self.lock().wanted != Wanted::Stop
+    }
+
+    /// Ends the VM (recording `reason` if none is recorded yet) and waits until every vCPU thread
+    /// has left its loop.
+    pub fn stop(&self, threads: &[libc::pthread_t], reason: ExitReason) {
+        {
+            let mut s = self.lock();
+            s.wanted = Wanted::Stop;
+            s.reason.get_or_insert(reason);
+            self.cv.notify_all();
+        }
+        self.kick_until(threads, |w| w == Where::Exited);
+    }
+
+    /// Blocks until some vCPU ended the VM (or `stop` was called) and returns the reason.
+    pub fn wait_exit(&self) -> ExitReason {
+        let mut s = self.lock();
+        loop {
+            if let Some(r) = &s.reason {
+                return r.clone();
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn kick_until(&self, threads: &[libc::pthread_t], done: impl Fn(Where) -> bool) {
+        loop {
+            let s = self.lock();
+            let pending: Vec<usize> = (0..s.at.len()).filter(|&i| !done(s.at[i])).collect();
+            if pending.is_empty() {
+                return;
+            }
+            drop(s);
+            for i in pending {
+                if let Some(t) = threads.get(i) {
+                    // SAFETY: `t` is the pthread id of a vCPU thread that has not been joined (the
+                    // owner joins only after this returns), so it names a live or zombie thread;
+                    // the signal has a no-op handler installed before any vCPU thread starts.
+                    unsafe { libc::pthread_kill(*t, kick_signal()) };
+                }
+            }
+            let s = self.lock();
+            let _ = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(1))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Called by vCPU `i` between runs: blocks while paused; returns false when it must exit.
+    fn checkpoint(&self, i: usize) -> bool {
+        let mut s = self.lock();
+        loop {
+            match s.wanted {
+                Wanted::Run => {
+                    s.at[i] = Where::Running;
+                    return true;
+                }
+                Wanted::Pause => {
+                    if s.at[i] != Where::Paused {
+                        s.at[i] = Where::Paused;
+                        self.cv.notify_all();
+                    }
+                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                Wanted::Stop => {
+                    s.at[i] = Where::Exited;
+                    self.cv.notify_all();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn exit_with(&self, i: usize, reason: ExitReason) {
+        let mut s = self.lock();
+        s.reason.get_or_insert(reason);
+        s.wanted = Wanted::Stop;
+        s.at[i] = Where::Exited;
+        self.cv.notify_all();
+    }
+}
+
+enum Step {
+    Continue,
+    Exit(ExitReason),
+    InternalError,
+}
+
+/// The body of vCPU thread `index`: runs until the VM ends.
+pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: Arc<VcpuControl>) {
+    let i = index as usize;
+    while ctl.checkpoint(i) {
+        let step = match vcpu.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(port, data) => {
+                    devices.pio_read(port, data);
+                    Step::Continue
+                }
+                VcpuExit::IoOut(port, data) => match devices.pio_write(port, data) {
+                    BusOutcome::Reset => {
+                        Step::Exit(ExitReason::Shutdown(ShutdownCause::KeyboardReset))
+                    }
+                    _ => Step::Continue,
+                },
+                VcpuExit::MmioRead(addr, data) => match devices.mmio_read(addr, data) {
+                    BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
+                        addr,
+                        write: false,
+                        vcpu: index,
+                    }),
+                    _ => Step::Continue,
+                },
+                VcpuExit::MmioWrite(addr, data) => match devices.mmio_write(addr, data) {
+                    BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
+                        addr,
+                        write: true,
+                        vcpu: index,
+                    }),
+                    _ => Step::Continue,
+                },
+                // With the in-kernel irqchip HLT stays in the kernel; an exit here is harmless.
+                VcpuExit::Hlt | VcpuExit::Intr => Step::Continue,
+                VcpuExit::Shutdown => Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault)),
+                VcpuExit::SystemEvent(kind, _) => {
+                    Step::Exit(ExitReason::SystemEvent { kind, vcpu: index })
+                }
+                VcpuExit::InternalError => Step::InternalError,
+                VcpuExit::FailEntry(reason, cpu) => Step::Exit(ExitReason::FailEntry {
+                    reason,
+                    cpu,
+                    vcpu: index,
+                }),
+                other => Step::Exit(ExitReason::UnexpectedExit {
+                    exit: format!("{other:?}"),
+                    vcpu: index,
+                }),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+                Step::Continue
+            }
+            Err(e) => Step::Exit(ExitReason::RunFailed {
+                errno: e.errno(),
+                vcpu: index,
+            }),
+        };
+        match step {
+            Step::Continue => {}
+            Step::InternalError => {
+                let run = vcpu.get_kvm_run();
+                // SAFETY: the last exit reason was KVM_EXIT_INTERNAL_ERROR, for which the kernel
+                // fills the `internal` member of the kvm_run exit union.
+                let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                ctl.exit_with(
+                    i,
+                    ExitReason::InternalError {
+                        suberror,
+                        vcpu: index,
+                    },
+                );
+                return;
+            }
+            Step::Exit(reason) => {
+                log::debug!("vcpu {index} ends the vm: {reason}");
+                ctl.exit_with(i, reason);
+                return;
+            }
+        }
+    }
+}

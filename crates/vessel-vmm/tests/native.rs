@@ -1,0 +1,111 @@
+//! VM setup, vCPU exits, pause/resume and teardown on the plain host's KVM (kvm_pvm is enough:
+//! the tiny guests here run a few ring-0 instructions, no Linux).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vessel_vmm::{ExitReason, ShutdownCause, Vm, VmmError};
+
+#[test]
+fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
+    if !have_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_print(b"hello\n");
+    code.extend_from_slice(I8042_RESET);
+    let cfg = tiny_vm(&dir, &code);
+    let mut vm = Vm::start(cfg).unwrap();
+    let r = vm.wait();
+    assert_eq!(r, ExitReason::Shutdown(ShutdownCause::KeyboardReset));
+    assert!(r.is_clean_shutdown());
+    assert_eq!(
+        std::fs::read(dir.path().join("serial.log")).unwrap(),
+        b"hello\n"
+    );
+}
+
+#[test]
+fn store_to_an_mmio_hole_is_reported_with_its_address() {
+    if !have_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = Vm::start(tiny_vm(&dir, MMIO_HOLE_STORE)).unwrap();
+    assert_eq!(
+        vm.wait(),
+        ExitReason::UnhandledMmio {
+            addr: 0xc000_0000,
+            write: true,
+            vcpu: 0
+        }
+    );
+}
+
+#[test]
+fn pause_resume_and_stop_a_spinning_guest_with_two_vcpus() {
+    if !have_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_vm(&dir, SPIN);
+    cfg.vcpus = 2;
+    let mut vm = Vm::start(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    vm.pause().unwrap();
+    vm.resume().unwrap();
+    vm.pause().unwrap();
+    vm.resume().unwrap();
+    assert_eq!(vm.stop(), ExitReason::Stopped);
+    // After the end, pause and resume report it.
+    assert!(matches!(
+        vm.pause(),
+        Err(VmmError::Ended(ExitReason::Stopped))
+    ));
+    assert!(matches!(
+        vm.resume(),
+        Err(VmmError::Ended(ExitReason::Stopped))
+    ));
+}
+
+#[test]
+fn hundred_setups_and_teardowns_leak_neither_fds_nor_memory() {
+    if !have_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_vm(&dir, SPIN);
+    cfg.vcpus = 2;
+    cfg.memory_mib = 128;
+    // Warm up allocator and lazily created process state.
+    for _ in 0..3 {
+        let mut vm = Vm::setup(cfg.clone()).unwrap();
+        vm.stop();
+    }
+    let (fds, rss) = (fd_count(), rss_kib());
+    for _ in 0..100 {
+        let mut vm = Vm::setup(cfg.clone()).unwrap();
+        assert_eq!(vm.stop(), ExitReason::Stopped);
+    }
+    let (fds2, rss2) = (fd_count(), rss_kib());
+    assert_eq!(fds2, fds, "fds before {fds}, after {fds2}");
+    assert!(rss2 < rss + 4096, "rss grew from {rss} KiB to {rss2} KiB");
+}
+
+#[test]
+fn refuses_hosts_that_cannot_boot_guests_unless_overridden() {
+    let report = vessel_vmm::host::probe();
+    if report.verdict.can_run_guests() {
+        eprintln!("skipping: this host can run guests ({})", report.verdict);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_vm(&dir, SPIN);
+    cfg.allow_unsupported_host = false;
+    let err = Vm::setup(cfg).err().expect("setup must refuse this host");
+    let msg = err.to_string();
+    assert!(matches!(err, VmmError::UnsupportedHost { .. }), "{msg}");
+    assert!(msg.contains("guests cannot run"), "{msg}");
+}
