@@ -1,2 +1,28 @@
-//! vessel-runtime (being built).
+//! Vessel's container lifecycle on the host: bundle loading and validation, the state store
+//! under `--root`, one module per runc operation, and the monitor process that owns a
+//! container's sandbox (the microVM) for the container's whole life.
+//!
+//! The behaviour follows runc's command-line contract (see `docs/runc-compat.md`); each
+//! operation checks the live status first and persists state atomically under a lock.
 #![warn(missing_docs)]
+
+pub mod bundle;
+pub mod control;
+pub mod create;
+pub mod delete;
+pub mod features;
+pub mod id;
+pub mod kill;
+pub mod list;
+pub mod monitor;
+pub mod pause;
+pub mod procfs;
+pub mod run;
+pub mod sandbox;
+pub mod signal;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod time;
+
+pub use state::{StateStore, Status};

@@ -1,0 +1,178 @@
+//! Loading and validating an OCI bundle: `<bundle>/config.json` (runtime-spec bundle.md) with the
+//! checks runc makes before it creates anything (runc spec.go `loadSpec`, utils_linux.go
+//! `validateProcessSpec`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+/// Errors of [`Bundle::load`].
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle directory could not be made absolute.
+    #[error("resolve bundle path {path}")]
+    ResolveBundle {
+        /// The path given.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `config.json` does not exist in the bundle (runc's message).
+    #[error("JSON specification file config.json not found")]
+    FindConfig,
+    /// `config.json` could not be read.
+    #[error("read {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `config.json` is not a valid runtime spec.
+    #[error("parse {path}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field is missing or has a value runc refuses; the message names the field.
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// `root.path` names a directory that does not exist.
+    #[error("rootfs ({path}) does not exist")]
+    FindRootfs {
+        /// The absolute rootfs path.
+        path: PathBuf,
+    },
+}
+
+/// A validated bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Absolute bundle directory (what `state` reports as `bundle`).
+    pub path: PathBuf,
+    /// The parsed `config.json`.
+    pub spec: Spec,
+    /// Absolute root filesystem path (`root.path` joined to the bundle when relative).
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    /// Loads `<dir>/config.json` and checks it: `process` present, `process.cwd` absolute,
+    /// `process.args` not empty, `root.path` set and existing.
+    pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+        let path = std::path::absolute(dir).map_err(|source| BundleError::ResolveBundle {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let config = path.join("config.json");
+        let text = match std::fs::read_to_string(&config) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BundleError::FindConfig),
+            Err(source) => {
+                return Err(BundleError::ReadConfig {
+                    path: config,
+                    source,
+                })
+            }
+        };
+        let spec: Spec =
+            serde_json::from_str(&text).map_err(|source| BundleError::ParseConfig {
+                path: config,
+                source,
+            })?;
+        validate_process(&spec)?;
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| BundleError::InvalidSpec("root must be specified".into()))?;
+        let rootfs = path.join(root.path());
+        if !rootfs.is_dir() {
+            return Err(BundleError::FindRootfs { path: rootfs });
+        }
+        Ok(Bundle { path, spec, rootfs })
+    }
+
+    /// `process.terminal` (false when absent).
+    pub fn terminal(&self) -> bool {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+    }
+}
+
+fn validate_process(spec: &Spec) -> Result<(), BundleError> {
+    let invalid = |m: &str| Err(BundleError::InvalidSpec(m.to_owned()));
+    let Some(process) = spec.process() else {
+        return invalid("process property must not be empty");
+    };
+    if process.cwd().as_os_str().is_empty() {
+        return invalid("Cwd property must not be empty");
+    }
+    if !process.cwd().is_absolute() {
+        return invalid("Cwd must be an absolute path");
+    }
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return invalid("args must not be empty");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    const GOOD: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+        "process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}}"#;
+
+    #[test]
+    fn loads_a_good_bundle() {
+        let dir = bundle_with(GOOD);
+        let b = Bundle::load(dir.path()).unwrap();
+        assert_eq!(b.rootfs, dir.path().join("rootfs"));
+        assert!(b.path.is_absolute());
+        assert!(!b.terminal());
+    }
+
+    #[test]
+    fn missing_config_uses_runc_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "JSON specification file config.json not found"
+        );
+    }
+
+    #[test]
+    fn refuses_relative_cwd_and_empty_args() {
+        let rel = GOOD.replace(r#""cwd":"/""#, r#""cwd":"tmp""#);
+        let err = Bundle::load(bundle_with(&rel).path()).unwrap_err();
+        assert_eq!(err.to_string(), "Cwd must be an absolute path");
+        let empty = GOOD.replace(r#""args":["sh"]"#, r#""args":[]"#);
+        let err = Bundle::load(bundle_with(&empty).path()).unwrap_err();
+        assert_eq!(err.to_string(), "args must not be empty");
+    }
+
+    #[test]
+    fn refuses_missing_rootfs() {
+        let cfg = GOOD.replace("\"rootfs\"", "\"nope\"");
+        let dir = bundle_with(&cfg);
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("nope) does not exist"), "{err}");
+    }
+}

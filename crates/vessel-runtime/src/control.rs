@@ -1,0 +1,171 @@
+//! The monitor's control socket, `<root>/<id>/monitor.sock`: one JSON request line, one JSON
+//! response line per connection. Only Vessel's own commands speak it (start, kill, pause, ...).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Run `process.args` (runc `start`).
+    Start,
+    /// Send a signal to the init, or to every process with `all`.
+    Signal {
+        /// Signal number.
+        signal: i32,
+        /// `kill --all`.
+        all: bool,
+    },
+    /// Freeze the workload.
+    Pause,
+    /// Thaw the workload.
+    Resume,
+}
+
+/// The monitor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ControlResponse {
+    /// Done.
+    Ok,
+    /// Refused or failed; the message is the sandbox's error chain.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Errors of [`call`].
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket could not be reached: the monitor has exited (or is exiting).
+    #[error("connect to monitor at {path}")]
+    ConnectMonitor {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The request could not be sent or the answer read.
+    #[error("talk to monitor at {path}")]
+    Exchange {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The monitor answered with something that is not a response.
+    #[error("parse monitor response {line:?}")]
+    ParseResponse {
+        /// The line received.
+        line: String,
+    },
+    /// The monitor refused or failed the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends `request` to the monitor listening at `socket` and waits for its answer.
+pub fn call(socket: &Path, request: &ControlRequest) -> Result<(), ControlError> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(|source| ControlError::ConnectMonitor {
+            path: socket.to_owned(),
+            source,
+        })?;
+    let exchange = |source| ControlError::Exchange {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut line = serde_json::to_string(request).expect("request always serialises");
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(exchange)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(exchange)?;
+    match serde_json::from_str(&answer) {
+        Ok(ControlResponse::Ok) => Ok(()),
+        Ok(ControlResponse::Error { message }) => Err(ControlError::Refused(message)),
+        Err(_) if answer.is_empty() => Err(exchange(io::ErrorKind::UnexpectedEof.into())),
+        Err(_) => Err(ControlError::ParseResponse { line: answer }),
+    }
+}
+
+/// Serves one connection: reads a request, answers with what `handle` returns.
+pub fn serve_one(
+    stream: &mut UnixStream,
+    handle: impl FnOnce(ControlRequest) -> ControlResponse,
+) -> io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(&*stream).read_line(&mut line)?;
+    let response = match serde_json::from_str(&line) {
+        Ok(request) => handle(request),
+        Err(e) => ControlResponse::Error {
+            message: format!("parse control request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_string(&response).expect("response always serialises");
+    out.push('\n');
+    stream.write_all(out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn request_and_refusal_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("m.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                serve_one(&mut s, |req| {
+                    seen.push(req.clone());
+                    match req {
+                        ControlRequest::Start => ControlResponse::Ok,
+                        _ => ControlResponse::Error {
+                            message: "nope".into(),
+                        },
+                    }
+                })
+                .unwrap();
+            }
+            seen
+        });
+        call(&sock, &ControlRequest::Start).unwrap();
+        let err = call(
+            &sock,
+            &ControlRequest::Signal {
+                signal: 9,
+                all: true,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "nope");
+        assert_eq!(
+            server.join().unwrap(),
+            vec![
+                ControlRequest::Start,
+                ControlRequest::Signal {
+                    signal: 9,
+                    all: true
+                }
+            ]
+        );
+        drop(std::fs::remove_file(&sock));
+        assert!(matches!(
+            call(&sock, &ControlRequest::Start),
+            Err(ControlError::ConnectMonitor { .. })
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! `create`: validate the bundle, record the container, fork the monitor, and return once the
+//! monitor reports the container `created` (runtime-spec runtime.md "create", runc create.go).
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::bundle::{Bundle, BundleError};
+use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
+use crate::sandbox::{self, SandboxError};
+use crate::state::{self, ContainerRecord, StateError, StateStore, Status};
+use crate::{procfs, time};
+
+/// Errors of [`create`].
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The ID is invalid, taken, or the store failed.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// The bundle is missing or invalid.
+    #[error(transparent)]
+    LoadBundle(#[from] BundleError),
+    /// The terminal and console-socket settings contradict each other (runc `checkTerminal`).
+    #[error("{0}")]
+    CheckTerminal(&'static str),
+    /// `process.terminal` is asked for; terminals are not supported yet.
+    #[error("process.terminal is not supported yet")]
+    AllocateTerminal,
+    /// No sandbox could be chosen.
+    #[error("select sandbox")]
+    SelectSandbox(#[source] SandboxError),
+    /// The pipe the monitor reports on could not be made.
+    #[error("create the monitor report pipe")]
+    CreatePipe(#[source] nix::Error),
+    /// The monitor could not be forked.
+    #[error("fork the monitor")]
+    ForkMonitor(#[source] nix::Error),
+    /// The monitor's start time could not be read.
+    #[error("read the monitor's start time")]
+    StatMonitor(#[source] procfs::ProcfsError),
+    /// The monitor failed to create the container; the message is the monitor's.
+    #[error("{0}")]
+    RunMonitor(String),
+    /// The pid-file could not be written.
+    #[error("write pid file {path}")]
+    WritePidFile {
+        /// The pid-file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What `create` (and `run`) take.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Container ID.
+    pub id: String,
+    /// Bundle directory (`--bundle`, default the current directory).
+    pub bundle: PathBuf,
+    /// `--pid-file`, made absolute by this function.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// Whether the caller detaches (true for `create` and `run -d`).
+    pub detach: bool,
+    /// `--systemd-cgroup`, recorded for later commands.
+    pub systemd_cgroup: bool,
+    /// `--rootless`, recorded for later commands.
+    pub rootless: String,
+}
+
+/// The created container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// PID of the monitor (what the pid-file holds).
+    pub pid: i32,
+}
+
+/// Creates the container `opts.id`. On success the monitor is alive, `state` says `created`, and
+/// the pid-file (if asked for) holds the monitor's PID. On failure nothing is left: no monitor
+/// and no state directory.
+///
+/// Must be called from a single-threaded process: it forks.
+pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, CreateError> {
+    store.container_dir(&opts.id)?;
+    let pid_file = opts
+        .pid_file
+        .as_ref()
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(|source| CreateError::WritePidFile {
+            path: opts.pid_file.clone().unwrap_or_default(),
+            source,
+        })?;
+    let bundle = Bundle::load(&opts.bundle)?;
+    check_terminal(
+        opts.detach,
+        bundle.terminal(),
+        opts.console_socket.is_some(),
+    )?;
+    if bundle.terminal() {
+        return Err(CreateError::AllocateTerminal);
+    }
+    let sandbox: Arc<dyn sandbox::Sandbox> =
+        Arc::from(sandbox::select().map_err(CreateError::SelectSandbox)?);
+    let dir = store.create_dir(&opts.id)?;
+    let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
+    let result = fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox)).and_then(|pid| {
+        let finish = || -> Result<Created, CreateError> {
+            let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
+            let record = ContainerRecord {
+                id: opts.id.clone(),
+                oci_version: bundle.spec.version().clone(),
+                bundle: bundle.path.clone(),
+                rootfs: bundle.rootfs.clone(),
+                annotations: bundle
+                    .spec
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                created: created_at.clone(),
+                monitor_pid: pid.as_raw(),
+                monitor_start_time: start.start_time,
+                status: Status::Created,
+                systemd_cgroup: opts.systemd_cgroup,
+                rootless: opts.rootless.clone(),
+                sandbox: sandbox.kind().to_owned(),
+            };
+            store.save(&record)?;
+            if let Some(path) = &pid_file {
+                state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
+                    |source| CreateError::WritePidFile {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+            }
+            Ok(Created { pid: pid.as_raw() })
+        };
+        finish().inspect_err(|_| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        })
+    });
+    if result.is_err() {
+        let _ = store.remove(&opts.id);
+    }
+    result
+}
+
+/// runc utils_linux.go `checkTerminal`.
+fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<(), CreateError> {
+    if detach && terminal && !console_socket {
+        return Err(CreateError::CheckTerminal(
+            "cannot allocate tty if runc will detach without setting console socket",
+        ));
+    }
+    if (!detach || !terminal) && console_socket {
+        return Err(CreateError::CheckTerminal(
+            "cannot use console socket if runc will not detach or allocate tty",
+        ));
+    }
+    Ok(())
+}
+
+/// Forks the monitor and waits for its report; returns its PID once it says `created`.
+fn fork_monitor(
+    id: &str,
+    bundle: &Bundle,
+    dir: PathBuf,
+    sandbox: Arc<dyn sandbox::Sandbox>,
+) -> Result<Pid, CreateError> {
+    let (read, write): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CreateError::CreatePipe)?;
+    // SAFETY: `create` is documented to run in a single-threaded process, so the child is a
+    // complete copy and may allocate and run ordinary Rust code.
+    match unsafe { fork() }.map_err(CreateError::ForkMonitor)? {
+        ForkResult::Child => {
+            drop(read);
+            // A new session: the monitor must not get the caller's terminal signals.
+            let _ = nix::unistd::setsid();
+            let config = MonitorConfig {
+                id: id.to_owned(),
+                bundle: bundle.clone(),
+                dir,
+            };
+            std::process::exit(monitor::run(config, sandbox, write));
+        }
+        ForkResult::Parent { child } => {
+            drop(write);
+            let mut line = String::new();
+            let _ = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
+            let line = line.trim_end();
+            if line == REPORT_CREATED {
+                return Ok(child);
+            }
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            let message = line.strip_prefix("error: ").unwrap_or(line);
+            Err(CreateError::RunMonitor(if message.is_empty() {
+                "the monitor exited before creating the container".to_owned()
+            } else {
+                message.to_owned()
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_rules_match_runc() {
+        assert!(check_terminal(true, false, false).is_ok());
+        assert!(check_terminal(true, true, true).is_ok());
+        assert!(check_terminal(false, false, false).is_ok());
+        let e = check_terminal(true, true, false).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot allocate tty if runc will detach without setting console socket"
+        );
+        let e = check_terminal(false, true, true).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot use console socket if runc will not detach or allocate tty"
+        );
+        assert!(check_terminal(true, false, true).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! `delete`: runc's rules exactly (runc delete.go, man/runc-delete.8.md).
+//!
+//! - stopped: remove the state directory;
+//! - created: SIGKILL and remove, no `--force` needed;
+//! - running or paused: refused without `--force`;
+//! - `--force`: SIGKILL, probe every 100 ms up to 100 times, then remove, or fail with
+//!   `container init still running`;
+//! - unknown ID: a leftover `<root>/<id>` is removed anyway; exit 0 with `--force`.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::procfs;
+use crate::state::{ContainerRecord, StateError, StateStore, Status};
+
+/// Errors of [`delete`].
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// Unknown ID, invalid ID, or store failure.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// Running or paused without `--force` (runc's text).
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    DeleteLive {
+        /// Container ID.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The monitor survived SIGKILL for 10 s (runc's text).
+    #[error("container init still running")]
+    KillInit,
+}
+
+/// How often, and how many times, a killed init is probed (runc delete.go `killContainer`).
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const PROBE_COUNT: u32 = 100;
+
+/// Deletes container `id` following runc's rules (module documentation).
+pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteError> {
+    let _lock = match store.lock(id) {
+        Ok(lock) => Some(lock),
+        Err(StateError::FindContainer) if force => return Ok(()),
+        Err(StateError::FindContainer) => return Err(StateError::FindContainer.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let record = match store.load(id) {
+        Ok(r) => r,
+        Err(StateError::FindContainer) => {
+            // An aborted create can leave a directory without state.json: remove it anyway.
+            store.remove(id)?;
+            return if force {
+                Ok(())
+            } else {
+                Err(StateError::FindContainer.into())
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = record.status();
+    match status {
+        Status::Stopped if !force => {}
+        Status::Created => kill_monitor(&record)?,
+        _ if force => kill_monitor(&record)?,
+        _ => {
+            return Err(DeleteError::DeleteLive {
+                id: id.to_owned(),
+                status,
+            })
+        }
+    }
+    Ok(store.remove(id)?)
+}
+
+/// SIGKILLs the monitor (the VM dies with it) and waits until it is gone or a zombie.
+fn kill_monitor(record: &ContainerRecord) -> Result<(), DeleteError> {
+    let alive = || procfs::is_alive(record.monitor_pid, record.monitor_start_time);
+    if !alive() {
+        return Ok(());
+    }
+    let _ = kill(Pid::from_raw(record.monitor_pid), Signal::SIGKILL);
+    for _ in 0..PROBE_COUNT {
+        if !alive() {
+            return Ok(());
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+    Err(DeleteError::KillInit)
+}

@@ -1,0 +1,47 @@
+//! `kill`: send a signal to the container's init (runc kill.go).
+
+use crate::control::{self, ControlError, ControlRequest};
+use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+
+/// Errors of [`kill`].
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// Unknown ID, invalid ID, or store failure.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// The init is gone (runc's text; containerd matches it).
+    #[error("container not running")]
+    SignalStopped,
+    /// The monitor refused or failed to deliver the signal.
+    #[error("send signal {signal}")]
+    SendSignal {
+        /// The signal number.
+        signal: i32,
+        /// The cause.
+        #[source]
+        source: ControlError,
+    },
+}
+
+/// Sends `signal` to container `id`'s init, or to all its processes with `all`. With `all`, a
+/// stopped container is not an error (runc swallows `container not running` there).
+pub fn kill(store: &StateStore, id: &str, signal: i32, all: bool) -> Result<(), KillError> {
+    let record = store.load(id)?;
+    let stopped = || {
+        if all {
+            Ok(())
+        } else {
+            Err(KillError::SignalStopped)
+        }
+    };
+    if record.status() == Status::Stopped {
+        return stopped();
+    }
+    let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
+    match control::call(&socket, &ControlRequest::Signal { signal, all }) {
+        Ok(()) => Ok(()),
+        // The monitor exited between the status check and the call.
+        Err(ControlError::ConnectMonitor { .. }) if record.status() == Status::Stopped => stopped(),
+        Err(source) => Err(KillError::SendSignal { signal, source }),
+    }
+}

@@ -1,0 +1,167 @@
+//! The monitor: the process `create` forks, whose PID goes in the pid-file. It owns the sandbox
+//! (the microVM), serves `<root>/<id>/monitor.sock`, and exits exactly when the container's init
+//! exits, with its code or 128+N (see docs/design.md "Processes").
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::bundle::Bundle;
+use crate::control::{self, ControlRequest, ControlResponse};
+use crate::sandbox::{Sandbox, Stdio};
+
+/// Status the monitor exits with when it fails before the workload runs.
+const EXIT_FAILED: i32 = 1;
+
+/// What the monitor needs to know about its container.
+#[derive(Debug)]
+pub struct MonitorConfig {
+    /// Container ID.
+    pub id: String,
+    /// The validated bundle.
+    pub bundle: Bundle,
+    /// `<root>/<id>`, where the control socket goes.
+    pub dir: PathBuf,
+}
+
+/// The line the monitor writes on its report pipe once the container is created.
+pub const REPORT_CREATED: &str = "created";
+
+/// Runs the monitor in the current (freshly forked, single-threaded) process and returns the exit
+/// status it must exit with. `report` is the pipe `create` reads: one line, `created` or
+/// `error: <message>`.
+pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
+    let mut report = std::fs::File::from(report);
+    let listener = match set_up(&config, sandbox.as_ref()) {
+        Ok(l) => l,
+        Err(message) => {
+            let _ = writeln!(report, "error: {message}");
+            let _ = sandbox.shutdown();
+            return EXIT_FAILED;
+        }
+    };
+    let forwarded = forwarded_signals();
+    // Block forwarded signals before any thread exists so that every thread inherits the mask and
+    // only the forwarding thread receives them (by sigwait).
+    if forwarded.thread_block().is_err() {
+        let _ = writeln!(report, "error: block signals in the monitor");
+        let _ = sandbox.shutdown();
+        return EXIT_FAILED;
+    }
+    let _ = writeln!(report, "{REPORT_CREATED}");
+    drop(report);
+
+    let control_sandbox = Arc::clone(&sandbox);
+    std::thread::spawn(move || serve(listener, control_sandbox.as_ref()));
+    let signal_sandbox = Arc::clone(&sandbox);
+    std::thread::spawn(move || forward_signals(forwarded, signal_sandbox.as_ref()));
+
+    let status = match sandbox.wait() {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            log::error!("container {}: wait for init: {}", config.id, chain(&e));
+            EXIT_FAILED
+        }
+    };
+    let _ = sandbox.shutdown();
+    let _ = std::fs::remove_file(config.dir.join(crate::state::MONITOR_SOCKET));
+    status
+}
+
+/// Boots the sandbox, creates the container, gives stdio away and binds the control socket.
+fn set_up(config: &MonitorConfig, sandbox: &dyn Sandbox) -> Result<UnixListener, String> {
+    let stdio = take_stdio().map_err(|e| format!("duplicate standard i/o: {e}"))?;
+    sandbox.boot().map_err(|e| chain(&e))?;
+    sandbox
+        .create_container(&config.id, &config.bundle, stdio)
+        .map_err(|e| chain(&e))?;
+    // The workload owns the caller's stdio now; the monitor must neither write to it nor keep
+    // copies that would delay the caller's EOF.
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    for fd in 0..=2 {
+        nix::unistd::dup2(null.as_raw_fd(), fd)
+            .map_err(|e| format!("redirect fd {fd} to /dev/null: {e}"))?;
+    }
+    let socket = config.dir.join(crate::state::MONITOR_SOCKET);
+    UnixListener::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+}
+
+fn take_stdio() -> std::io::Result<Stdio> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+    Ok(Stdio {
+        stdin: dup(std::io::stdin().as_fd())?,
+        stdout: dup(std::io::stdout().as_fd())?,
+        stderr: dup(std::io::stderr().as_fd())?,
+    })
+}
+
+fn serve(listener: UnixListener, sandbox: &dyn Sandbox) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = control::serve_one(&mut stream, |request| {
+            let result = match request {
+                ControlRequest::Start => sandbox.start(),
+                ControlRequest::Signal { signal, all } => sandbox.signal(signal, all),
+                ControlRequest::Pause => sandbox.pause(),
+                ControlRequest::Resume => sandbox.resume(),
+            };
+            match result {
+                Ok(()) => ControlResponse::Ok,
+                Err(e) => ControlResponse::Error { message: chain(&e) },
+            }
+        });
+    }
+}
+
+/// Signals the monitor passes on to the init, as runc's init would receive them: all but those
+/// that cannot be caught, SIGCHLD (the monitor's own children), and the synchronous faults.
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in Signal::iterator() {
+        if !matches!(
+            sig,
+            Signal::SIGKILL
+                | Signal::SIGSTOP
+                | Signal::SIGCHLD
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGILL
+                | Signal::SIGFPE
+                | Signal::SIGTRAP
+                | Signal::SIGSYS
+                | Signal::SIGPIPE
+        ) {
+            set.add(sig);
+        }
+    }
+    set
+}
+
+fn forward_signals(set: SigSet, sandbox: &dyn Sandbox) {
+    while let Ok(sig) = set.wait() {
+        if let Err(e) = sandbox.signal(sig as i32, false) {
+            log::warn!("forward {sig} to the container: {}", chain(&e));
+        }
+    }
+}
+
+/// The error and its sources joined with `: `.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,59 @@
+//! `pause` and `resume` (runc pause.go; libcontainer container_linux.go `Pause`/`Resume`).
+
+use crate::control::{self, ControlError, ControlRequest};
+use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+
+/// Errors of [`pause`] and [`resume`]; the state texts are runc's.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    /// Unknown ID, invalid ID, or store failure.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// `pause` outside `running`/`created`.
+    #[error("container not running")]
+    PauseNotRunning,
+    /// `resume` outside `paused`.
+    #[error("container not paused")]
+    ResumeNotPaused,
+    /// The monitor refused or failed.
+    #[error("{op} container")]
+    Freeze {
+        /// `pause` or `resume`.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: ControlError,
+    },
+}
+
+/// Freezes container `id` (from `running` or `created`); `state` then reports `paused`.
+pub fn pause(store: &StateStore, id: &str) -> Result<(), PauseError> {
+    let _lock = store.lock(id)?;
+    let mut record = store.load(id)?;
+    if !matches!(record.status(), Status::Running | Status::Created) {
+        return Err(PauseError::PauseNotRunning);
+    }
+    let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
+    control::call(&socket, &ControlRequest::Pause).map_err(|source| PauseError::Freeze {
+        op: "pause",
+        source,
+    })?;
+    record.status = Status::Paused;
+    Ok(store.save(&record)?)
+}
+
+/// Thaws container `id` (only from `paused`); `state` then reports `running`.
+pub fn resume(store: &StateStore, id: &str) -> Result<(), PauseError> {
+    let _lock = store.lock(id)?;
+    let mut record = store.load(id)?;
+    if record.status() != Status::Paused {
+        return Err(PauseError::ResumeNotPaused);
+    }
+    let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
+    control::call(&socket, &ControlRequest::Resume).map_err(|source| PauseError::Freeze {
+        op: "resume",
+        source,
+    })?;
+    record.status = Status::Running;
+    Ok(store.save(&record)?)
+}

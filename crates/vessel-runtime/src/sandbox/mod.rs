@@ -1,0 +1,137 @@
+//! The `Sandbox` trait: what the monitor asks of the thing that runs a container.
+//!
+//! The real implementation is the microVM (VMM plus guest agent over vsock, through
+//! `vessel-protocol`). [`host::HostSandbox`] is a **test double** that runs `process.args`
+//! straight on the host, so the lifecycle can be tested on machines that cannot boot a guest;
+//! it is chosen only by an explicit environment variable (see [`select`]).
+//!
+//! One sandbox holds one container. Methods take `&self`: the monitor's main thread blocks in
+//! [`Sandbox::wait`] while its control thread calls `start`, `signal`, `pause` and so on.
+
+pub mod host;
+
+use std::os::fd::OwnedFd;
+
+use crate::bundle::Bundle;
+
+/// Environment variable that selects the host test double: `VESSEL_TEST_SANDBOX=host`.
+pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
+
+/// Errors of a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// `VESSEL_TEST_SANDBOX` holds a value that names no sandbox.
+    #[error("unknown {TEST_SANDBOX_ENV} value {0:?} (only \"host\" is known)")]
+    SelectSandbox(String),
+    /// The microVM sandbox is not available in this build yet.
+    #[error("the microVM sandbox is not wired into the runtime yet")]
+    BootMicroVm,
+    /// The executable of `process.args[0]` could not be found (runc's create-time error).
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    FindExecutable(String),
+    /// The operation was called in the wrong order (for example `start` twice).
+    #[error("{0}")]
+    InvalidState(&'static str),
+    /// The sandbox cannot do this at all.
+    #[error("{0} is not supported by the {1} sandbox")]
+    Unsupported(&'static str, &'static str),
+    /// A system call failed.
+    #[error("{op}")]
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// How the container's init ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadExit {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+}
+
+impl WorkloadExit {
+    /// The status callers see (containerd reaper, conmon): the code, or 128+N for signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            WorkloadExit::Exited(c) => c,
+            WorkloadExit::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// The standard I/O `create` received, handed to the workload (copies owned by the sandbox).
+#[derive(Debug)]
+pub struct Stdio {
+    /// Standard input.
+    pub stdin: OwnedFd,
+    /// Standard output.
+    pub stdout: OwnedFd,
+    /// Standard error.
+    pub stderr: OwnedFd,
+}
+
+/// Runs one container. Called by the monitor in this order: `boot`, `create_container`, then
+/// `start`/`signal`/`pause`/`resume` from the control thread while `wait` blocks, and `shutdown`
+/// when the monitor is about to exit.
+pub trait Sandbox: Send + Sync {
+    /// Short name recorded in the state (`microvm`, `host`).
+    fn kind(&self) -> &'static str;
+
+    /// Brings the sandbox up (for the microVM: boot and wait for the agent's ready message).
+    fn boot(&self) -> Result<(), SandboxError>;
+
+    /// Sets the container up from `bundle` with everything but the `execve` of `process.args`
+    /// (runtime-spec runtime.md "create"); `stdio` becomes the workload's standard I/O.
+    fn create_container(&self, id: &str, bundle: &Bundle, stdio: Stdio)
+        -> Result<(), SandboxError>;
+
+    /// Runs `process.args` in the created container (runtime-spec "start").
+    fn start(&self) -> Result<(), SandboxError>;
+
+    /// Sends `signal` to the init, or to every process of the container with `all`.
+    fn signal(&self, signal: i32, all: bool) -> Result<(), SandboxError>;
+
+    /// Blocks until the container's init has exited; called once.
+    fn wait(&self) -> Result<WorkloadExit, SandboxError>;
+
+    /// Freezes the workload (runc `pause`).
+    fn pause(&self) -> Result<(), SandboxError>;
+
+    /// Thaws the workload (runc `resume`).
+    fn resume(&self) -> Result<(), SandboxError>;
+
+    /// Tears the sandbox down; nothing of it may be left running afterwards.
+    fn shutdown(&self) -> Result<(), SandboxError>;
+}
+
+/// Picks the sandbox for a new container: the microVM by default, the host test double only when
+/// `VESSEL_TEST_SANDBOX=host` is set in the environment of `vessel create`/`run`.
+pub fn select() -> Result<Box<dyn Sandbox>, SandboxError> {
+    match std::env::var(TEST_SANDBOX_ENV) {
+        Ok(v) if v == "host" => {
+            log::warn!("{TEST_SANDBOX_ENV}=host: running the workload directly on the host (test double, no isolation)");
+            Ok(Box::new(host::HostSandbox::new()))
+        }
+        Ok(v) => Err(SandboxError::SelectSandbox(v)),
+        // The seam for the microVM: return the VMM + agent implementation here.
+        Err(_) => Err(SandboxError::BootMicroVm),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_shell_convention() {
+        assert_eq!(WorkloadExit::Exited(3).code(), 3);
+        assert_eq!(WorkloadExit::Signaled(9).code(), 137);
+        assert_eq!(WorkloadExit::Signaled(15).code(), 143);
+    }
+}

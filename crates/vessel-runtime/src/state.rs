@@ -1,0 +1,422 @@
+//! The state store: one directory per container under `--root`, holding `state.json` (what
+//! later commands need, recorded at create time) and the monitor's control socket.
+//!
+//! Layout (runc libcontainer/factory_linux.go): `<root>/` is 0700, `<root>/<id>/` is 0711.
+//! `state.json` is Vessel's own format; callers read state only through `state` and `list`.
+//! The status is never trusted from disk alone: a container is `stopped` as soon as its monitor
+//! (the pid-file process) is gone, a zombie, or a different process with the same PID (runc
+//! container_linux.go `refreshState`).
+
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::{id, procfs};
+
+/// Name of the record inside a container directory.
+pub const STATE_FILE: &str = "state.json";
+/// Name of the monitor's control socket inside a container directory.
+pub const MONITOR_SOCKET: &str = "monitor.sock";
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The ID is not valid (runc's `invalid container ID format`).
+    #[error(transparent)]
+    ValidateId(#[from] id::IdError),
+    /// No `state.json` for this ID (runc's `container does not exist`, matched by callers).
+    #[error("container does not exist")]
+    FindContainer,
+    /// The ID is taken (runc's text, matched by callers).
+    #[error("container with given ID already exists")]
+    CreateExisting,
+    /// A directory of the store could not be created.
+    #[error("create directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be read.
+    #[error("read {path}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be written atomically.
+    #[error("write {path}")]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `state.json` is not a record this version understands.
+    #[error("parse {path}")]
+    ParseRecord {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The container directory could not be locked.
+    #[error("lock {path}")]
+    LockDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The container directory could not be removed.
+    #[error("remove {path}")]
+    RemoveDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The status `state` reports (runc libcontainer/container.go `Status.String`; runc never
+/// prints `creating`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, `process.args` not yet run.
+    Created,
+    /// Started.
+    Running,
+    /// Frozen by `pause`.
+    Paused,
+    /// The init (for Vessel: the monitor) is gone.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// Everything recorded about a container at create time and updated by start, pause and resume.
+/// Later commands get no global flags from some callers (containerd's cleanup `delete --force`,
+/// podman's `state`), so whatever they need lives here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// The container ID.
+    pub id: String,
+    /// `ociVersion` of the bundle's config.json.
+    pub oci_version: String,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// `annotations` of config.json.
+    pub annotations: BTreeMap<String, String>,
+    /// Creation time, RFC 3339 UTC with nanoseconds.
+    pub created: String,
+    /// PID of the monitor process (the pid-file PID).
+    pub monitor_pid: i32,
+    /// Start time of the monitor, field 22 of `/proc/<pid>/stat`, to detect PID reuse.
+    pub monitor_start_time: u64,
+    /// Status as last set by a lifecycle command; only meaningful while the monitor lives.
+    pub status: Status,
+    /// `--systemd-cgroup` as given to create.
+    pub systemd_cgroup: bool,
+    /// `--rootless` as given to create (`true`, `false` or `auto`).
+    pub rootless: String,
+    /// Which sandbox runs the container (`microvm`, or `host` for the test double).
+    pub sandbox: String,
+}
+
+impl ContainerRecord {
+    /// The live status: the recorded one while the monitor is alive with the recorded start
+    /// time, `stopped` otherwise.
+    pub fn status(&self) -> Status {
+        if procfs::is_alive(self.monitor_pid, self.monitor_start_time) {
+            self.status
+        } else {
+            Status::Stopped
+        }
+    }
+
+    /// The object `state` prints, with `owner` empty (runc state.go).
+    pub fn oci_state(&self) -> OciState {
+        let status = self.status();
+        OciState {
+            oci_version: self.oci_version.clone(),
+            id: self.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.monitor_pid
+            },
+            status,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            annotations: self.annotations.clone(),
+            owner: String::new(),
+        }
+    }
+}
+
+/// runc's `containerState` (runc list.go): the JSON of `state` and of each `list --format json`
+/// entry. Field order and omissions match runc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciState {
+    /// `ociVersion` of the bundle.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// Container ID.
+    pub id: String,
+    /// Host PID of the pid-file process; 0 when stopped.
+    pub pid: i32,
+    /// Live status.
+    pub status: Status,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// RFC 3339 UTC creation time.
+    pub created: String,
+    /// Annotations, omitted when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Owner: empty from `state`, user name or `#<uid>` from `list`.
+    pub owner: String,
+}
+
+impl OciState {
+    /// runc's `state` output: 2-space indented JSON with no trailing newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("OciState always serialises")
+    }
+}
+
+/// An exclusive `flock` on a container directory, held until dropped, so that concurrent
+/// commands on one ID see each other's complete updates.
+#[derive(Debug)]
+pub struct ContainerLock(#[allow(dead_code)] Flock<File>);
+
+/// The store rooted at `--root`.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    root: PathBuf,
+}
+
+impl StateStore {
+    /// A store at `root` (made absolute by the caller).
+    pub fn new(root: impl Into<PathBuf>) -> StateStore {
+        StateStore { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<id>`, after validating `id`.
+    pub fn container_dir(&self, id: &str) -> Result<PathBuf, StateError> {
+        id::validate(id)?;
+        Ok(self.root.join(id))
+    }
+
+    /// Creates `<root>` (0700, if missing) and `<root>/<id>` (0711); fails with runc's
+    /// `container with given ID already exists` when the directory is already there.
+    pub fn create_dir(&self, id: &str) -> Result<PathBuf, StateError> {
+        let dir = self.container_dir(id)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|source| StateError::CreateDir {
+                path: self.root.clone(),
+                source,
+            })?;
+        match DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StateError::CreateExisting),
+            Err(source) => Err(StateError::CreateDir { path: dir, source }),
+        }
+    }
+
+    /// Locks `<root>/<id>` exclusively; `container does not exist` if there is no directory.
+    pub fn lock(&self, id: &str) -> Result<ContainerLock, StateError> {
+        let dir = self.container_dir(id)?;
+        let file = match File::open(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::FindContainer),
+            Err(source) => return Err(StateError::LockDir { path: dir, source }),
+        };
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(ContainerLock)
+            .map_err(|(_, errno)| StateError::LockDir {
+                path: dir,
+                source: errno.into(),
+            })
+    }
+
+    /// Reads `<root>/<id>/state.json`; `container does not exist` when absent.
+    pub fn load(&self, id: &str) -> Result<ContainerRecord, StateError> {
+        let path = self.container_dir(id)?.join(STATE_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::FindContainer),
+            Err(source) => return Err(StateError::ReadFile { path, source }),
+        };
+        serde_json::from_slice(&text).map_err(|source| StateError::ParseRecord { path, source })
+    }
+
+    /// Writes `<root>/<id>/state.json` atomically.
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        let path = self.container_dir(&record.id)?.join(STATE_FILE);
+        let data = serde_json::to_vec(record).expect("ContainerRecord always serialises");
+        write_atomic(&path, &data, 0o600).map_err(|source| StateError::WriteFile { path, source })
+    }
+
+    /// Removes `<root>/<id>` and everything in it; a missing directory is not an error.
+    pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let dir = self.container_dir(id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::RemoveDir { path: dir, source }),
+        }
+    }
+
+    /// The names of the subdirectories of the root, sorted (runc `list` reads them all).
+    pub fn ids(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// Writes `data` to `path` atomically: a temporary `.<name>` in the same directory with `mode`,
+/// flushed, then renamed over `path` (runc utils_linux.go `createPidFile` does the same).
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, pid: i32, start: u64) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            oci_version: "1.0.2".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            annotations: BTreeMap::new(),
+            created: "2024-01-02T03:04:05.5Z".into(),
+            monitor_pid: pid,
+            monitor_start_time: start,
+            status: Status::Running,
+            systemd_cgroup: false,
+            rootless: "auto".into(),
+            sandbox: "host".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_duplicates() {
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let dir = store.create_dir("c1").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o711
+        );
+        assert!(matches!(
+            store.create_dir("c1"),
+            Err(StateError::CreateExisting)
+        ));
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
+        let rec = record("c1", 1, 2);
+        store.save(&rec).unwrap();
+        assert_eq!(store.load("c1").unwrap(), rec);
+        assert_eq!(store.ids().unwrap(), vec!["c1".to_owned()]);
+        let _lock = store.lock("c1").unwrap();
+        store.remove("c1").unwrap();
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
+        assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+    }
+
+    #[test]
+    fn live_status_follows_the_monitor() {
+        let me = std::process::id() as i32;
+        let start = procfs::stat(me).unwrap().start_time;
+        let alive = record("a", me, start);
+        assert_eq!(alive.status(), Status::Running);
+        assert_eq!(alive.oci_state().pid, me);
+        let reused = record("a", me, start + 1);
+        assert_eq!(reused.status(), Status::Stopped);
+        assert_eq!(reused.oci_state().pid, 0);
+    }
+
+    #[test]
+    fn state_json_matches_runc_shape() {
+        let mut rec = record("x", 0, 0);
+        let json = rec.oci_state().to_json();
+        assert_eq!(
+            json,
+            "{\n  \"ociVersion\": \"1.0.2\",\n  \"id\": \"x\",\n  \"pid\": 0,\n  \"status\": \"stopped\",\n  \"bundle\": \"/b\",\n  \"rootfs\": \"/b/rootfs\",\n  \"created\": \"2024-01-02T03:04:05.5Z\",\n  \"owner\": \"\"\n}"
+        );
+        rec.annotations.insert("k".into(), "v".into());
+        assert!(rec
+            .oci_state()
+            .to_json()
+            .contains("\"annotations\": {\n    \"k\": \"v\"\n  },"));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pid");
+        write_atomic(&p, b"123", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"123");
+        assert!(!dir.path().join(".pid").exists());
+    }
+}
