@@ -36,7 +36,15 @@ if [ -f "$dest/.done" ]; then
   exit 0
 fi
 
+# One build per key at a time: a second caller waits, then finds the finished artefact.
 mkdir -p "$cache/src" "$cache/kernel"
+exec 8>"$dest.lock"
+flock 8
+if [ -f "$dest/.done" ]; then
+  echo "$dest"
+  exit 0
+fi
+
 src="$cache/src/linux-source-6.1-$srcver"
 exec 9>"$cache/src/.lock"
 flock 9
@@ -59,15 +67,23 @@ make -s -C "$src" O="$out" ARCH=x86_64 tinyconfig >&2
 KCONFIG_CONFIG="$out/.config" "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "${fragments[@]}" >/dev/null
 make -s -C "$src" O="$out" ARCH=x86_64 olddefconfig >&2
 
-# Every option the fragments ask for must survive Kconfig's dependency resolution.
-missing=0
+# Every option the fragments ask for must survive Kconfig's dependency resolution. A later
+# fragment overrides an earlier one (lab.fragment turns ACPI and PCI back on).
+declare -A want from
 for f in "${fragments[@]}"; do
   while IFS= read -r line; do
     case "$line" in
-      CONFIG_*=*) grep -qxF "$line" "$out/.config" || { echo "build.sh: $line requested by $(basename "$f") but Kconfig dropped it" >&2; missing=1; } ;;
-      "# CONFIG_"*" is not set") grep -qxF "$line" "$out/.config" || { sym=${line#\# }; sym=${sym%% *}; echo "build.sh: $sym must be unset (per $(basename "$f")) but is $(grep "^$sym=" "$out/.config" || echo '?')" >&2; missing=1; } ;;
+      CONFIG_*=*) sym=${line%%=*}; want[$sym]=$line; from[$sym]=$(basename "$f") ;;
+      "# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *}; want[$sym]=$line; from[$sym]=$(basename "$f") ;;
     esac
   done < "$f"
+done
+missing=0
+for sym in "${!want[@]}"; do
+  grep -qxF "${want[$sym]}" "$out/.config" || {
+    echo "build.sh: ${from[$sym]} asks for '${want[$sym]}' but Kconfig gave '$(grep -E "^(# )?$sym[= ]" "$out/.config" || echo unset)'" >&2
+    missing=1
+  }
 done
 [ "$missing" = 0 ] || exit 1
 

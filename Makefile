@@ -1,0 +1,92 @@
+# Vessel build, test and lab entry points. `make help` lists the targets.
+#
+# Variables (override on the command line, e.g. `make lab CMD='uname -r'`):
+#   CMD            command run inside the lab by `make lab` (a shell string)
+#   VESSEL_CACHE   kernel build cache, outside the repo (default /var/cache/vessel)
+#   CARGO          cargo executable (default cargo)
+#   PROFILE        cargo profile for the vessel binary and agent (default release)
+#   LAB_TIMEOUT    seconds before a lab run is killed (default 900, see tests/lab/run.sh)
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+PROFILE      ?= release
+VESSEL_CACHE ?= /var/cache/vessel
+export VESSEL_CACHE
+
+TARGET       := x86_64-unknown-linux-gnu
+BUILD        := build
+SHARE        := $(BUILD)/share/vessel
+BIN          := $(BUILD)/bin
+AGENT_BIN    := target/$(TARGET)/$(PROFILE)/vessel-agent
+CMD          ?= uname -a
+
+# Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
+DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
+                busybox-static debootstrap iproute2 util-linux
+
+.PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab \
+        lint demo bench clean
+
+all: artefacts
+
+help:
+	@echo "make deps        install missing Debian packages (idempotent)"
+	@echo "make             build vessel, the guest kernel and the agent initramfs into $(BUILD)/"
+	@echo "make kernel      guest kernel (cached under $(VESSEL_CACHE)/kernel)"
+	@echo "make lab-kernel  lab-host kernel (cached)"
+	@echo "make lab CMD=..  run CMD inside the nested KVM lab"
+	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
+	@echo "make lint        rustfmt and clippy with -D warnings"
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: all present"; fi
+
+vessel:
+	$(CARGO) build --profile $(PROFILE) -p vessel
+	@mkdir -p $(BIN)
+	@cmp -s target/$(PROFILE)/vessel $(BIN)/vessel || install -m 0755 target/$(PROFILE)/vessel $(BIN)/vessel
+
+# The agent is PID 1 in the guest: a static binary (crt-static, no NSS). --target keeps the
+# static flags off build scripts and proc macros.
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile $(PROFILE) --target $(TARGET) -p vessel-agent
+
+kernel:
+	@dir=$$(kernel-config/build.sh guest) && mkdir -p $(SHARE) && \
+	  { cmp -s $$dir/vmlinux $(SHARE)/vmlinux || install -m 0644 $$dir/vmlinux $(SHARE)/vmlinux; } && \
+	  { cmp -s $$dir/config kernel-config/guest.config || cp $$dir/config kernel-config/guest.config; }
+
+lab-kernel:
+	@dir=$$(kernel-config/build.sh lab) && \
+	  { cmp -s $$dir/config kernel-config/lab.config || cp $$dir/config kernel-config/lab.config; }
+
+initramfs: agent
+	@tests/lab/mkinitramfs.sh $(SHARE)/initramfs.cpio /init=$(AGENT_BIN)
+
+artefacts: vessel kernel initramfs
+
+export CMD
+lab: lab-kernel
+	tests/lab/run.sh bash -c "$$CMD"
+
+test: test-unit test-lab
+
+test-unit:
+	$(CARGO) test --workspace
+
+test-lab: artefacts lab-kernel
+	tests/lab/e2e.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean
