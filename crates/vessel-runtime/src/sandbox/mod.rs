@@ -115,7 +115,7 @@ pub trait Sandbox: Send + Sync {
 pub fn select() -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {
         Ok(v) if v == "host" => {
-            log::warn!("{TEST_SANDBOX_ENV}=host: running the workload directly on the host (test double, no isolation)");
+            log::info!("{TEST_SANDBOX_ENV}=host: running the workload directly on the host (test double, no isolation)");
             Ok(Box::new(host::HostSandbox::new()))
         }
         Ok(v) => Err(SandboxError::SelectSandbox(v)),

@@ -1,0 +1,92 @@
+//! `vessel events [--interval DUR] [--stats] <id>` (runc events.go).
+//!
+//! Parsing (Go duration syntax for `--interval`) and runc's state error are complete; the
+//! statistics come from the guest agent (issue 7), so a live container gets a clear error.
+
+use std::time::Duration;
+
+use clap::Args;
+use vessel_runtime::Status;
+
+use super::{check_args, load_in_state, Arity, Context};
+
+/// Arguments of `vessel events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Interval between stats events, Go duration syntax (`5s`, `1m30s`, `250ms`).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_go_duration)]
+    interval: Duration,
+    /// Print one stats object and exit.
+    #[arg(long)]
+    stats: bool,
+    /// The container ID.
+    #[arg(value_name = "container-id")]
+    args: Vec<String>,
+}
+
+/// Parses a Go `time.ParseDuration` string: signed sequence of decimal numbers with units `ns`,
+/// `us`/`µs`, `ms`, `s`, `m`, `h`; `0` alone is allowed. Negative durations are refused.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("time: invalid duration {text:?}");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() || rest.starts_with('-') {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Checks the container, then reports that statistics are not available yet.
+pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
+    check_args("events", &args.args, &[Arity::Exact(1)])?;
+    let id = &args.args[0];
+    load_in_state(ctx, id, |s| {
+        (s == Status::Stopped).then(|| format!("container with id {id} is not running"))
+    })?;
+    anyhow::bail!(
+        "events (interval {:?}, stats {}) needs guest statistics from the agent, not supported yet",
+        args.interval,
+        args.stats
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_go_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5", "s", "-1s", "5x", "1..2s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

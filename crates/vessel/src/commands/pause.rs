@@ -1,0 +1,20 @@
+//! `vessel pause <id>` (runc pause.go).
+
+use clap::Args;
+
+use super::{check_args, Arity, Context};
+
+/// Arguments of `vessel pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The container ID.
+    #[arg(value_name = "container-id")]
+    args: Vec<String>,
+}
+
+/// Freezes the container.
+pub fn run(ctx: &Context, args: PauseArgs) -> anyhow::Result<i32> {
+    check_args("pause", &args.args, &[Arity::Exact(1)])?;
+    vessel_runtime::pause::pause(&ctx.store, &args.args[0])?;
+    Ok(0)
+}

@@ -1,0 +1,20 @@
+//! `vessel resume <id>` (runc pause.go).
+
+use clap::Args;
+
+use super::{check_args, Arity, Context};
+
+/// Arguments of `vessel resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The container ID.
+    #[arg(value_name = "container-id")]
+    args: Vec<String>,
+}
+
+/// Thaws the container.
+pub fn run(ctx: &Context, args: ResumeArgs) -> anyhow::Result<i32> {
+    check_args("resume", &args.args, &[Arity::Exact(1)])?;
+    vessel_runtime::pause::resume(&ctx.store, &args.args[0])?;
+    Ok(0)
+}

@@ -1,0 +1,20 @@
+//! `vessel start <id>` (runc start.go).
+
+use clap::Args;
+
+use super::{check_args, Arity, Context};
+
+/// Arguments of `vessel start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The container ID.
+    #[arg(value_name = "container-id")]
+    args: Vec<String>,
+}
+
+/// Releases a created container.
+pub fn run(ctx: &Context, args: StartArgs) -> anyhow::Result<i32> {
+    check_args("start", &args.args, &[Arity::Exact(1)])?;
+    vessel_runtime::start::start(&ctx.store, &args.args[0])?;
+    Ok(0)
+}
