@@ -1,0 +1,125 @@
+//! PID 1 duties: the guest's own mounts, loopback, and power-off.
+
+use std::io;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+/// Errors bringing the guest up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A boot-time mount failed.
+    #[error("mount {fstype} on {target}")]
+    Mount {
+        /// File system type.
+        fstype: &'static str,
+        /// Mount point.
+        target: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Leaving the initramfs root failed.
+    #[error("move the root out of the initramfs")]
+    Reroot(#[source] io::Error),
+    /// `lo` could not be brought up.
+    #[error("bring up lo")]
+    BringUpLo(#[source] io::Error),
+}
+
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// pivot_root(2) refuses to leave the initramfs (`rootfs`), so containers could not pivot.
+/// Stack a recursive bind of `/` over `/` and chroot into it (what `switch_root` users do), so
+/// that every later mount namespace has a root that is an ordinary mount.
+fn leave_initramfs() -> io::Result<()> {
+    let st = nix::sys::statfs::statfs("/")?;
+    let magic = st.filesystem_type().0 as i64;
+    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+        return Ok(());
+    }
+    let tmp = Path::new("/.vessel-root");
+    std::fs::create_dir_all(tmp)?;
+    nix::mount::mount(
+        Some("/"),
+        tmp,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    nix::unistd::chdir(tmp)?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::chdir("/")?;
+    Ok(())
+}
+
+/// Mounts the guest's pseudo file systems, enables cgroup controllers for containers and
+/// brings up `lo`.
+///
+/// # Errors
+/// [`InitError`] naming the step.
+pub fn init_system() -> Result<(), InitError> {
+    leave_initramfs().map_err(InitError::Reroot)?;
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mounts: [(&'static str, &'static str, MsFlags, Option<&str>); 7] = [
+        ("proc", "/proc", nosuid_nodev | MsFlags::MS_NOEXEC, None),
+        ("sysfs", "/sys", nosuid_nodev | MsFlags::MS_NOEXEC, None),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
+        (
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0620,ptmxmode=0666"),
+        ),
+        ("tmpfs", "/dev/shm", nosuid_nodev, Some("mode=1777")),
+        ("tmpfs", "/run", nosuid_nodev, Some("mode=0755")),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+            None,
+        ),
+    ];
+    for (fstype, target, flags, data) in mounts {
+        let _ = std::fs::create_dir_all(target);
+        match nix::mount::mount(Some(fstype), target, Some(fstype), flags, data) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(InitError::Mount {
+                    fstype,
+                    target,
+                    source: e.into(),
+                })
+            }
+        }
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    crate::container::cgroup::enable_controllers(root);
+    let _ = std::fs::create_dir_all(root.join("vessel"));
+    crate::container::cgroup::enable_controllers(&root.join("vessel"));
+    crate::net::bring_up_lo().map_err(InitError::BringUpLo)
+}
+
+/// Syncs file systems and powers the VM off (`reboot(RB_POWER_OFF)`; without ACPI the kernel
+/// falls back to the i8042 reset that the VMM reports as a shutdown).
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot only returns on failure; PID 1 must not exit (that panics the kernel), so wait.
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// Microseconds since boot (`CLOCK_BOOTTIME`).
+pub fn boot_time_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec the kernel writes into.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}

@@ -1,0 +1,224 @@
+//! The agent's side of standard I/O streams (`vessel_protocol::stdio`): the pipes or pty of
+//! every process, and the relays that join them to the host's stdio connections.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use vessel_protocol::{Code, RemoteError, StdioConfig, StdioHeader, StreamKind};
+
+/// Identifies a process: container id and exec id (`None` for init).
+pub type ProcKey = (String, Option<String>);
+
+/// The agent's ends of one process's streams, until the host attaches them.
+#[derive(Debug, Default)]
+pub struct ProcStdio {
+    stdin: Option<Arc<Mutex<Option<File>>>>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    tty: Option<File>,
+}
+
+/// Builds the streams of a new process: pipes (or `/dev/null`) per `cfg`, or one pty when
+/// `terminal`. Returns the agent's ends, the process's three fds, and the pty master (for
+/// resizing) when there is one.
+///
+/// # Errors
+/// Creating a pipe, pty or opening `/dev/null` failed.
+pub fn make(
+    terminal: bool,
+    cfg: StdioConfig,
+) -> io::Result<(ProcStdio, [OwnedFd; 3], Option<File>)> {
+    if terminal {
+        let (master, slave) = crate::tty::open_pty()?;
+        let master = File::from(master);
+        let resize = master.try_clone()?;
+        let fds = [slave.try_clone()?, slave.try_clone()?, slave];
+        let ends = ProcStdio {
+            tty: Some(master),
+            ..ProcStdio::default()
+        };
+        return Ok((ends, fds, Some(resize)));
+    }
+    let null = || -> io::Result<OwnedFd> {
+        Ok(std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?
+            .into())
+    };
+    let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
+        Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+    };
+    let mut ends = ProcStdio::default();
+    let stdin = if cfg.stdin {
+        let (r, w) = pipe()?;
+        ends.stdin = Some(Arc::new(Mutex::new(Some(File::from(w)))));
+        r
+    } else {
+        null()?
+    };
+    let stdout = if cfg.stdout {
+        let (r, w) = pipe()?;
+        ends.stdout = Some(File::from(r));
+        w
+    } else {
+        null()?
+    };
+    let stderr = if cfg.stderr {
+        let (r, w) = pipe()?;
+        ends.stderr = Some(File::from(r));
+        w
+    } else {
+        null()?
+    };
+    Ok((ends, [stdin, stdout, stderr], None))
+}
+
+/// Every process's unattached stream ends.
+#[derive(Debug, Default)]
+pub struct StdioRegistry {
+    procs: Mutex<HashMap<ProcKey, ProcStdio>>,
+}
+
+fn relay_out(mut from: File, mut to: UnixStream) {
+    // EIO from a pty master means the terminal was hung up: that is the end of output.
+    let _ = io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn relay_in(mut from: UnixStream, to: Arc<Mutex<Option<File>>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut g = to.lock().unwrap_or_else(|e| e.into_inner());
+        let written = g.as_mut().map(|f| f.write_all(&buf[..n]).is_ok());
+        if written != Some(true) {
+            break;
+        }
+    }
+    // EOF from the host: the process reads EOF.
+    to.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
+impl StdioRegistry {
+    /// Registers a process's stream ends.
+    pub fn insert(&self, key: ProcKey, ends: ProcStdio) {
+        self.lock().insert(key, ends);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, ProcStdio>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops a process's unattached ends.
+    pub fn remove_container(&self, container_id: &str) {
+        self.lock().retain(|k, _| k.0 != container_id);
+    }
+
+    /// Closes a process's stdin (now, or as soon as its relay is done writing).
+    ///
+    /// # Errors
+    /// `NotFound` if the process has no stdin pipe.
+    pub fn close_stdin(&self, key: &ProcKey) -> Result<(), RemoteError> {
+        let g = self.lock();
+        let stdin = g.get(key).and_then(|p| p.stdin.clone()).ok_or_else(|| {
+            RemoteError::new(
+                Code::NotFound,
+                format!("process {key:?} has no stdin stream"),
+            )
+        })?;
+        drop(g);
+        stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
+    }
+
+    /// Hands the stream named by `h` to `conn` and starts its relay thread(s).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown process, `FailedPrecondition` for a stream that does not exist
+    /// or is already attached.
+    pub fn attach(
+        &self,
+        h: &StdioHeader,
+        conn: UnixStream,
+    ) -> Result<(), (RemoteError, UnixStream)> {
+        let key = (h.container_id.clone(), h.exec_id.clone());
+        let mut g = self.lock();
+        let Some(p) = g.get_mut(&key) else {
+            let e = RemoteError::new(
+                Code::NotFound,
+                format!("no process {:?} in container {}", h.exec_id, h.container_id),
+            );
+            return Err((e, conn));
+        };
+        let gone = |conn| {
+            Err((
+                RemoteError::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "stream {:?} of {key:?} is not available (unused or attached)",
+                        h.stream
+                    ),
+                ),
+                conn,
+            ))
+        };
+        let spawn = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name("stdio".into())
+                .spawn(f)
+                .map(|_| ())
+        };
+        let started = match h.stream {
+            StreamKind::Stdout | StreamKind::Stderr => {
+                let slot = if h.stream == StreamKind::Stdout {
+                    &mut p.stdout
+                } else {
+                    &mut p.stderr
+                };
+                let Some(f) = slot.take() else {
+                    return gone(conn);
+                };
+                ack(&conn);
+                spawn(Box::new(move || relay_out(f, conn)))
+            }
+            StreamKind::Stdin => {
+                let Some(f) = p.stdin.clone() else {
+                    return gone(conn);
+                };
+                ack(&conn);
+                spawn(Box::new(move || relay_in(conn, f)))
+            }
+            StreamKind::Tty => {
+                let Some(m) = p.tty.take() else {
+                    return gone(conn);
+                };
+                ack(&conn);
+                let (m2, c2) = match (m.try_clone(), conn.try_clone()) {
+                    (Ok(m2), Ok(c2)) => (m2, c2),
+                    _ => return Ok(()),
+                };
+                let input = Arc::new(Mutex::new(Some(m2)));
+                spawn(Box::new(move || relay_in(c2, input)))
+                    .and_then(|()| spawn(Box::new(move || relay_out(m, conn))))
+            }
+        };
+        if let Err(e) = started {
+            log::error!("start stdio relay: {e}");
+        }
+        Ok(())
+    }
+}
+
+fn ack(mut conn: &UnixStream) {
+    let ok: Result<(), RemoteError> = Ok(());
+    let _ = vessel_protocol::write_message(&mut conn, &ok);
+}
