@@ -24,7 +24,7 @@ CMD          ?= uname -a
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux
 
-.PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab \
+.PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
         lint demo bench clean
 
 all: artefacts
@@ -75,7 +75,10 @@ export CMD
 lab: lab-kernel
 	tests/lab/run.sh bash -c "$$CMD"
 
-test: test-unit test-lab
+test: test-unit test-lab-runner test-lab
+
+test-lab-runner: lab-kernel
+	tests/lab/selftest.sh
 
 test-unit:
 	$(CARGO) test --workspace
