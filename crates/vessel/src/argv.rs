@@ -21,7 +21,9 @@ struct Flags {
 fn flags_of(cmd: &Command) -> Flags {
     let mut flags = Flags::default();
     for arg in cmd.get_arguments() {
-        let takes_value = arg.get_action().takes_values();
+        // A flag whose value must be attached (`--systemd-cgroup=true`) never takes the next
+        // argument.
+        let takes_value = arg.get_action().takes_values() && !arg.is_require_equals_set();
         if let Some(long) = arg.get_long() {
             flags.long.insert(long.to_owned(), takes_value);
         }

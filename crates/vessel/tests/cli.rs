@@ -1,0 +1,501 @@
+//! CLI tests of the real `vessel` binary against runc's contract
+//! (`../shared/reference/runc-cli-contract.md`), each with its own temporary `--root`.
+//!
+//! Lifecycle tests use the host test double (`VESSEL_TEST_SANDBOX=host`): this machine's KVM
+//! cannot boot a guest, and the double runs `process.args` directly on the host so that the
+//! monitor, pid-file, state and exit-status plumbing can be checked for real.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
+
+/// A temporary root and bundle directory.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A bundle whose process is `sh -c <script>`.
+    fn bundle(&self, name: &str, script: &str) -> PathBuf {
+        let b = self.dir.path().join(name);
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
+                        "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]},
+            "annotations": {"org.example/k": "v"}
+        });
+        std::fs::write(b.join("config.json"), config.to_string()).unwrap();
+        b
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(VESSEL);
+        c.arg("--root").arg(self.root()).args(args);
+        c.env("VESSEL_TEST_SANDBOX", "host");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// `create` with stdout on /dev/null and stderr in a file: the workload inherits both, so a
+    /// pipe would stay open (and `output()` block) while the workload lives.
+    fn create(&self, id: &str, bundle: &Path, extra: &[&str]) -> Output {
+        let err_path = self
+            .dir
+            .path()
+            .join(format!("create-{}.err", id.replace('/', "_")));
+        let mut c = self.cmd(&["create", "--bundle", bundle.to_str().unwrap()]);
+        c.args(extra).arg(id).stdout(Stdio::null());
+        c.stderr(std::fs::File::create(&err_path).unwrap());
+        let status = c.status().unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&err_path).unwrap(),
+        }
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.run(&["state", id]);
+        assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Makes this test process the subreaper of orphaned monitors, as containerd's shim and conmon
+/// are, so tests can wait for a pid-file process.
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(pid: i32) -> i32 {
+    match waitpid(Pid::from_raw(pid), None).unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+/// Checks the exit code and the error text. Without `--log`, errors are logrus text lines on
+/// stderr (`msg="..."`, quotes escaped), as with runc.
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    let escaped = needle.replace('"', "\\\"");
+    assert!(
+        stderr.contains(needle) || stderr.contains(&escaped),
+        "stderr {stderr:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn state_of_unknown_container_fails() {
+    let env = Env::new();
+    assert_fails(&env.run(&["state", "nope"]), 1, "container does not exist");
+}
+
+#[test]
+fn invalid_ids_are_refused() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "true");
+    for id in ["a/b", "..", "x y", "é"] {
+        assert_fails(
+            &env.create(id, &bundle, &[]),
+            1,
+            "invalid container ID format",
+        );
+        assert_fails(&env.run(&["state", id]), 1, "invalid container ID format");
+    }
+    assert!(!env.root().join("..").join("b").join("state.json").exists());
+}
+
+#[test]
+fn wrong_argument_count_prints_incorrect_usage_on_stdout() {
+    let env = Env::new();
+    let out = env.run(&["state"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).starts_with("Incorrect Usage.\n\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("Usage: vessel state"));
+    assert_fails(&out, 1, "\"state\" requires exactly 1 argument(s)");
+    let out = env.run(&["kill", "a", "9", "extra"]);
+    assert_fails(&out, 1, "\"kill\" requires a maximum of 2 argument(s)");
+}
+
+#[test]
+fn list_is_null_when_empty_and_missing_explicit_root_fails() {
+    let env = Env::new();
+    std::fs::create_dir(env.root()).unwrap();
+    let out = env.run(&["list", "--format", "json"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "null\n");
+    let out = env.run(&["list", "--format=json"]);
+    assert_eq!(text(&out.stdout), "null\n");
+    let out = env.run(&["list", "-q"]);
+    assert_eq!(text(&out.stdout), "");
+    std::fs::remove_dir(env.root()).unwrap();
+    assert_eq!(env.run(&["list"]).status.code(), Some(1));
+}
+
+#[test]
+fn json_log_gets_one_logrus_line_and_stderr_one_plain_line() {
+    let env = Env::new();
+    let log = env.dir.path().join("log.json");
+    for _ in 0..2 {
+        let out = env.run(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format=json",
+            "state",
+            "gone",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(text(&out.stderr), "container does not exist\n");
+    }
+    let content = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = content.lines().collect();
+    assert_eq!(lines.len(), 2, "appended, not truncated: {content}");
+    let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(v["level"], "error");
+    assert_eq!(v["msg"], "container does not exist");
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn bad_log_format_is_refused() {
+    let env = Env::new();
+    assert_fails(
+        &env.run(&["--log-format", "xml", "list"]),
+        1,
+        "invalid log-format: xml",
+    );
+}
+
+#[test]
+fn missing_config_json_fails_create_and_leaves_nothing() {
+    let env = Env::new();
+    let empty = env.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = env.create("c", &empty, &[]);
+    assert_fails(&out, 1, "JSON specification file config.json not found");
+    assert!(!env.root().join("c").exists());
+}
+
+#[test]
+fn unknown_executable_fails_at_create() {
+    let env = Env::new();
+    let b = env.dir.path().join("nox");
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    std::fs::write(
+        b.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+            "process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["no-such-binary-xyz"]}}"#,
+    )
+    .unwrap();
+    let out = env.create("c", &b, &[]);
+    assert_fails(&out, 1, "executable file not found in $PATH");
+    assert!(!env.root().join("c").exists());
+}
+
+#[test]
+fn spec_writes_once_and_features_is_four_space_json() {
+    let env = Env::new();
+    let b = env.dir.path().join("spec");
+    std::fs::create_dir(&b).unwrap();
+    let out = env.run(&["spec", "-b", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"][0], "sh");
+    assert_eq!(spec["root"]["path"], "rootfs");
+    let out = env.run(&["spec", "--bundle", b.to_str().unwrap()]);
+    assert_fails(&out, 1, "File config.json exists. Remove it first");
+
+    let out = Command::new(VESSEL).arg("features").output().unwrap();
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    assert!(s.starts_with("{\n    \"ociVersionMin\""), "{s}");
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert_eq!(v["ociVersionMax"], "1.2.0");
+}
+
+#[test]
+fn version_first_line_and_spec_line() {
+    let out = Command::new(VESSEL).arg("--version").output().unwrap();
+    let s = text(&out.stdout);
+    assert!(s.starts_with("vessel version "), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("spec: ")));
+}
+
+#[test]
+fn kill_signal_parsing_errors() {
+    let env = Env::new();
+    assert_fails(
+        &env.run(&["kill", "c", "sigfoo"]),
+        1,
+        "unknown signal \"sigfoo\"",
+    );
+    assert_fails(
+        &env.run(&["kill", "c", "KILL"]),
+        1,
+        "container does not exist",
+    );
+}
+
+#[test]
+fn checkpoint_help_fails_so_podman_sees_no_support() {
+    let out = Command::new(VESSEL)
+        .args(["checkpoint", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("checkpoint is not supported"));
+}
+
+#[test]
+fn create_start_wait_with_pid_file_and_exit_code() {
+    become_subreaper();
+    let env = Env::new();
+    let bundle = env.bundle("b", "read x < /dev/null; exit 3");
+    let pid_file = env.dir.path().join("init.pid");
+    let out_file = env.dir.path().join("create.out");
+    let mut c = env.cmd(&["create", "--bundle", bundle.to_str().unwrap(), "--pid-file"]);
+    c.arg(&pid_file).arg("c1");
+    c.stdout(std::fs::File::create(&out_file).unwrap());
+    c.stderr(std::fs::File::create(env.dir.path().join("create.err")).unwrap());
+    assert!(
+        c.status().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(env.dir.path().join("create.err")).unwrap()
+    );
+    // Nothing written by vessel on the container's stdio during create.
+    assert_eq!(std::fs::read(&out_file).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(env.dir.path().join("create.err")).unwrap(),
+        b""
+    );
+    // Decimal, no newline, no temp file left.
+    let content = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(content.chars().all(|c| c.is_ascii_digit()), "{content:?}");
+    assert!(!env.dir.path().join(".init.pid").exists());
+    let pid: i32 = content.parse().unwrap();
+
+    let state = env.state("c1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], pid);
+    assert_eq!(state["annotations"]["org.example/k"], "v");
+    assert!(state["bundle"].as_str().unwrap().starts_with('/'));
+    assert!(state["created"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(state["owner"], "");
+
+    let dup = env.create("c1", &bundle, &[]);
+    assert_fails(&dup, 1, "container with given ID already exists");
+
+    assert!(env.run(&["start", "c1"]).status.success());
+    assert_eq!(
+        wait_exit(pid),
+        3,
+        "the pid-file process exits with the workload's code"
+    );
+    // Stopped as soon as the monitor is reaped, with pid 0.
+    let state = env.state("c1");
+    assert_eq!(state["status"], "stopped");
+    assert_eq!(state["pid"], 0);
+    assert_fails(
+        &env.run(&["start", "c1"]),
+        1,
+        "cannot start a container that has stopped",
+    );
+    assert_fails(&env.run(&["kill", "c1"]), 1, "container not running");
+    assert!(env.run(&["kill", "--all", "c1", "9"]).status.success());
+    assert!(env.run(&["delete", "c1"]).status.success());
+    assert!(!env.root().join("c1").exists());
+}
+
+#[test]
+fn kill_by_name_gives_128_plus_signal() {
+    become_subreaper();
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let pid_file = env.dir.path().join("pid");
+    let out = env.create("k", &bundle, &["--pid-file", pid_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(env.run(&["start", "k"]).status.success());
+    assert_fails(
+        &env.run(&["start", "k"]),
+        1,
+        "cannot start an already running container",
+    );
+    assert_eq!(env.state("k")["status"], "running");
+    assert!(env.run(&["kill", "k", "sigkill"]).status.success());
+    assert_eq!(wait_exit(pid), 137);
+    assert!(env.run(&["delete", "k"]).status.success());
+}
+
+#[test]
+fn workload_output_reaches_the_callers_pipe_and_ends_in_eof() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "echo out; echo err >&2");
+    let mut c = env.cmd(&["create", "--bundle", bundle.to_str().unwrap(), "io"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // Start from another process while `create`'s pipes are being read to EOF.
+    let root = env.root();
+    let starter = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !root.join("io").join("state.json").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Command::new(VESSEL)
+            .arg("--root")
+            .arg(&root)
+            .args(["start", "io"])
+            .output()
+            .unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(starter.join().unwrap().status.success());
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+}
+
+#[test]
+fn delete_follows_runc_rules() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    // created: deletable without --force, monitor killed.
+    assert!(env.create("cr", &bundle, &[]).status.success());
+    let pid = env.state("cr")["pid"].as_i64().unwrap() as i32;
+    assert!(env.run(&["delete", "cr"]).status.success());
+    assert!(!env.root().join("cr").exists());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "monitor still alive: {stat}"
+    );
+    // running: refused without --force, accepted with it.
+    assert!(env.create("ru", &bundle, &[]).status.success());
+    assert!(env.run(&["start", "ru"]).status.success());
+    let out = env.run(&["delete", "ru"]);
+    assert_fails(
+        &out,
+        1,
+        "cannot delete container ru that is not stopped: running",
+    );
+    assert!(env.run(&["delete", "--force", "ru"]).status.success());
+    assert!(!env.root().join("ru").exists());
+    // missing: error without force, exit 0 with; a leftover directory is removed either way.
+    assert_fails(&env.run(&["delete", "gone"]), 1, "container does not exist");
+    assert!(env.run(&["delete", "-f", "gone"]).status.success());
+    std::fs::create_dir_all(env.root().join("half")).unwrap();
+    assert_fails(&env.run(&["delete", "half"]), 1, "container does not exist");
+    assert!(!env.root().join("half").exists());
+}
+
+#[test]
+fn pause_and_resume_follow_runc_states() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    assert!(env.create("p", &bundle, &[]).status.success());
+    assert_fails(&env.run(&["resume", "p"]), 1, "container not paused");
+    assert!(env.run(&["start", "p"]).status.success());
+    assert!(env.run(&["pause", "p"]).status.success());
+    assert_eq!(env.state("p")["status"], "paused");
+    assert_fails(
+        &env.run(&["start", "p"]),
+        1,
+        "cannot start a container in the paused state",
+    );
+    let out = env.run(&["exec", "p", "true"]);
+    assert_fails(&out, 255, "exec failed: cannot exec in a paused container");
+    assert!(env.run(&["resume", "p"]).status.success());
+    assert_eq!(env.state("p")["status"], "running");
+    assert!(env.run(&["delete", "--force", "p"]).status.success());
+    assert_fails(&env.run(&["pause", "p"]), 1, "container does not exist");
+}
+
+#[test]
+fn foreground_run_returns_status_and_cleans_up() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exit 7");
+    let out = env.run(&["run", "--bundle", bundle.to_str().unwrap(), "r1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(!env.root().join("r1").exists());
+    // go-style single-dash long flags, --keep, and global flags later commands do not repeat.
+    let out = env.run(&[
+        "-systemd-cgroup",
+        "--criu",
+        "/usr/sbin/criu",
+        "run",
+        "-no-subreaper",
+        "-keep",
+        "-bundle",
+        bundle.to_str().unwrap(),
+        "r2",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(env.state("r2")["status"], "stopped");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root().join("r2").join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["systemd_cgroup"], true);
+    assert!(env.run(&["delete", "r2"]).status.success());
+}
+
+#[test]
+fn detached_run_leaves_a_running_container() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let mut c = env.cmd(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "d1"]);
+    let status = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(env.state("d1")["status"], "running");
+    let list = env.run(&["list", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["id"], "d1");
+    assert_eq!(v[0]["owner"], "root");
+    let ps = env.run(&["ps", "--format", "json", "d1"]);
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(pids, vec![env.state("d1")["pid"].as_i64().unwrap() as i32]);
+    assert!(env.run(&["delete", "--force", "d1"]).status.success());
+}
