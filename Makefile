@@ -75,6 +75,9 @@ export CMD
 lab: lab-kernel
 	tests/lab/run.sh bash -c "$$CMD"
 
+demo: artefacts lab-kernel
+	tests/demo.sh
+
 test: test-unit test-lab-runner test-lab
 
 test-lab-runner: lab-kernel
