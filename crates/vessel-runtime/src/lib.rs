@@ -19,6 +19,7 @@ pub mod pause;
 pub mod procfs;
 pub mod run;
 pub mod sandbox;
+pub mod share;
 pub mod signal;
 pub mod spec;
 pub mod start;

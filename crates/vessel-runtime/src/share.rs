@@ -1,0 +1,1001 @@
+//! The per-container share: one host directory, `<root>/<id>/share/`, that the VMM serves to the
+//! guest over virtio-fs and from which the guest agent builds the container's root and bind
+//! mounts.
+//!
+//! Layout (names relative to the share):
+//!
+//! ```text
+//! share/              a private bind mount of itself (nothing propagates in or out)
+//!   rootfs/           the bundle's root.path, rbind, read-only when root.readonly
+//!   mounts/<n>        the source of OCI mount <n> (index in config.json "mounts") when that
+//!                     mount is a bind or rbind mount: a directory or a file, like its source,
+//!                     read-only when its options say "ro"
+//! ```
+//!
+//! Every mount point is created and reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+//! from the share's own directory descriptor and mounted on through `/proc/self/fd`, so a symlink
+//! or `..` planted in the state directory cannot redirect a mount outside the share. Sources are
+//! resolved (symlinks followed, as runc's bind mounts do) before they are opened; a source inside
+//! the share itself is refused. [`remove`] unmounts everything under the share (lazily when busy)
+//! and removes only the empty mount points it created, never recursing into a mounted tree;
+//! [`prepare`] calls it on every failure.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mkdirat, Mode};
+use oci_spec::runtime::{Mount, Spec};
+use serde::{Deserialize, Serialize};
+
+/// Name of the share directory inside a container's state directory.
+pub const SHARE_DIR: &str = "share";
+/// Entry of the bundle's root file system, relative to the share.
+pub const ROOTFS_ENTRY: &str = "rootfs";
+/// Directory of the bind-mount sources, relative to the share.
+pub const MOUNTS_DIR: &str = "mounts";
+
+/// How many rounds of unmounting [`remove`] tries before it reports what is still mounted.
+const UNMOUNT_ROUNDS: usize = 16;
+
+/// Errors of [`prepare`] and [`remove`]. Paths are host paths.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// The share directory or a mount point in it could not be created.
+    #[error("create {path}")]
+    CreateEntry {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A path inside the share resolves outside it (a symlink or `..`), or cannot be reached.
+    #[error("{path} escapes the share or cannot be reached beneath it")]
+    EscapeShare {
+        /// The path that was refused.
+        path: PathBuf,
+        /// The cause (`EXDEV` or `ELOOP` for an escape).
+        #[source]
+        source: io::Error,
+    },
+    /// A bind-mount source or the rootfs cannot be resolved or opened.
+    #[error("resolve source {path} of mount {index}")]
+    ResolveSource {
+        /// Index of the mount in config.json (`None` for the rootfs).
+        index: MountIndex,
+        /// The source as given (joined to the bundle when relative).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A bind-mount source lies inside the share, which would expose other entries.
+    #[error("source {path} of mount {index} is inside the share {share}")]
+    SourceInShare {
+        /// Index of the mount in config.json.
+        index: MountIndex,
+        /// The resolved source.
+        path: PathBuf,
+        /// The share directory.
+        share: PathBuf,
+    },
+    /// A mount or a change of its propagation or flags failed.
+    #[error("{what} {path}")]
+    Mount {
+        /// What was being done (`bind`, `make private`, `make read-only`).
+        what: &'static str,
+        /// The mount point.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `/proc/self/mountinfo` could not be read.
+    #[error("read /proc/self/mountinfo")]
+    ReadMountinfo(#[source] io::Error),
+    /// Something under the share stays mounted after every unmount attempt.
+    #[error("{path} is still mounted after {rounds} unmount rounds")]
+    StillMounted {
+        /// The first remaining mount point.
+        path: PathBuf,
+        /// Rounds tried.
+        rounds: usize,
+    },
+    /// A mount point or the share directory could not be removed.
+    #[error("remove {path}")]
+    RemoveEntry {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Which entry an error is about: the rootfs or OCI mount `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountIndex {
+    /// The bundle's `root.path`.
+    Rootfs,
+    /// `mounts[n]` of config.json.
+    Mount(usize),
+}
+
+impl std::fmt::Display for MountIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountIndex::Rootfs => f.write_str("root"),
+            MountIndex::Mount(n) => write!(f, "#{n}"),
+        }
+    }
+}
+
+/// What an entry of the share is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A directory: the agent bind-mounts it onto a directory.
+    Dir,
+    /// Anything else (regular file, socket, device node): the agent bind-mounts it onto a file.
+    File,
+}
+
+/// One bind or rbind mount of the spec, as found in the share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareEntry {
+    /// Index of the mount in config.json `mounts`.
+    pub index: usize,
+    /// Path relative to the share root (`mounts/<index>`), plain components only.
+    pub path: String,
+    /// Directory or file.
+    pub kind: EntryKind,
+    /// Mounted read-only in the share (the mount's options contain `ro`).
+    pub readonly: bool,
+}
+
+/// What the agent needs to build the container from the share: where the rootfs is and where
+/// each bind mount's source is. Serialisable so it can travel in the create request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareLayout {
+    /// The share on the host (`<root>/<id>/share`, symlinks resolved): the virtio-fs shared dir.
+    pub dir: PathBuf,
+    /// The rootfs entry relative to the share (always [`ROOTFS_ENTRY`]).
+    pub rootfs: String,
+    /// The rootfs is mounted read-only (`root.readonly`).
+    pub rootfs_readonly: bool,
+    /// One entry per bind or rbind mount, in config.json order.
+    pub mounts: Vec<ShareEntry>,
+}
+
+impl ShareLayout {
+    /// The entry for OCI mount `index`, if that mount is a bind mount.
+    pub fn entry(&self, index: usize) -> Option<&ShareEntry> {
+        self.mounts.iter().find(|e| e.index == index)
+    }
+}
+
+/// Whether an OCI mount is a bind mount, by runc's rule: type `bind`, or `bind`/`rbind` among its
+/// options (runc libcontainer/specconv `createLibcontainerMount`).
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || options(m).any(|o| o == "bind" || o == "rbind")
+}
+
+/// Whether an OCI bind mount is recursive: `rbind` among its options (runc: a plain `bind` type
+/// with no `rbind` option is not recursive).
+pub fn is_recursive(m: &Mount) -> bool {
+    options(m).any(|o| o == "rbind")
+}
+
+/// Whether an OCI mount asks for read-only: the last of `ro`/`rw` in its options wins.
+pub fn is_readonly(m: &Mount) -> bool {
+    options(m)
+        .filter(|o| *o == "ro" || *o == "rw")
+        .last()
+        .is_some_and(|o| o == "ro")
+}
+
+fn options(m: &Mount) -> impl Iterator<Item = &str> {
+    m.options().iter().flatten().map(String::as_str)
+}
+
+/// The share directory of the container whose state directory is `state_dir`.
+pub fn share_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(SHARE_DIR)
+}
+
+/// Builds `<state_dir>/share` for the bundle at `bundle` (relative mount sources are joined to
+/// it) with root file system `rootfs` and spec `spec`. On any error everything done so far is
+/// undone (see [`remove`]) and the first error is returned.
+pub fn prepare(
+    state_dir: &Path,
+    bundle: &Path,
+    rootfs: &Path,
+    spec: &Spec,
+) -> Result<ShareLayout, ShareError> {
+    let share = share_dir(state_dir);
+    refuse_symlink(&share)?;
+    let state_fd = open_dir(state_dir).map_err(|source| ShareError::CreateEntry {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    match mkdirat(
+        Some(state_fd.as_raw_fd()),
+        SHARE_DIR,
+        Mode::from_bits_truncate(0o700),
+    ) {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(ShareError::CreateEntry {
+                path: share,
+                source: e.into(),
+            })
+        }
+    }
+    let result = build(&state_fd, &share, bundle, rootfs, spec);
+    if result.is_err() {
+        if let Err(e) = remove(state_dir) {
+            log::warn!("share clean-up after a failed create: {e}");
+        }
+    }
+    result
+}
+
+fn build(
+    state_fd: &OwnedFd,
+    share: &Path,
+    bundle: &Path,
+    rootfs: &Path,
+    spec: &Spec,
+) -> Result<ShareLayout, ShareError> {
+    let escape = |path: &Path| {
+        let path = path.to_owned();
+        move |source: io::Error| ShareError::EscapeShare { path, source }
+    };
+    // The share itself, reached without following anything.
+    let under =
+        beneath(state_fd, SHARE_DIR, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(escape(share))?;
+    let real_share = std::fs::read_link(fd_path(&under)).map_err(escape(share))?;
+    // A private bind of the share onto itself: its submounts neither propagate to the host's
+    // peer groups nor receive theirs.
+    bind_fd(&under, &under, false).map_err(mount_err("bind", share))?;
+    drop(under);
+    // The share's mount root now hides the directory `under` pointed at; reopen it.
+    let share_fd =
+        beneath(state_fd, SHARE_DIR, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(escape(share))?;
+    make_private(&share_fd, share, true)?;
+
+    let rootfs_readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let source = resolve_source(MountIndex::Rootfs, rootfs, &real_share)?;
+    attach(
+        &share_fd,
+        share,
+        ROOTFS_ENTRY,
+        &source,
+        EntryKind::Dir,
+        true,
+        rootfs_readonly,
+    )?;
+
+    let mounts_fd = create_dir_beneath(&share_fd, share, MOUNTS_DIR)?;
+    drop(mounts_fd);
+    let mut entries = Vec::new();
+    for (index, m) in spec.mounts().iter().flatten().enumerate() {
+        if !is_bind(m) {
+            continue;
+        }
+        let given = m.source().clone().unwrap_or_default();
+        let given = if given.is_absolute() {
+            given
+        } else {
+            bundle.join(given)
+        };
+        let source = resolve_source(MountIndex::Mount(index), &given, &real_share)?;
+        let kind = if source.meta.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        let rel = format!("{MOUNTS_DIR}/{index}");
+        let readonly = is_readonly(m);
+        attach(
+            &share_fd,
+            share,
+            &rel,
+            &source,
+            kind,
+            is_recursive(m),
+            readonly,
+        )?;
+        entries.push(ShareEntry {
+            index,
+            path: rel,
+            kind,
+            readonly,
+        });
+    }
+    Ok(ShareLayout {
+        dir: real_share,
+        rootfs: ROOTFS_ENTRY.to_owned(),
+        rootfs_readonly,
+        mounts: entries,
+    })
+}
+
+struct Source {
+    fd: OwnedFd,
+    meta: std::fs::Metadata,
+}
+
+fn resolve_source(index: MountIndex, given: &Path, share: &Path) -> Result<Source, ShareError> {
+    let err = |source: io::Error| ShareError::ResolveSource {
+        index,
+        path: given.to_owned(),
+        source,
+    };
+    let real = std::fs::canonicalize(given).map_err(err)?;
+    if real.starts_with(share) {
+        return Err(ShareError::SourceInShare {
+            index,
+            path: real,
+            share: share.to_owned(),
+        });
+    }
+    let fd: OwnedFd = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(err)?
+        .into();
+    let meta = std::fs::metadata(fd_path(&fd)).map_err(err)?;
+    Ok(Source { fd, meta })
+}
+
+/// Creates the mount point `rel` (a directory or an empty file) beneath the share, binds
+/// `source` on it, makes it private and, when asked, read-only.
+fn attach(
+    share_fd: &OwnedFd,
+    share: &Path,
+    rel: &str,
+    source: &Source,
+    kind: EntryKind,
+    recursive: bool,
+    readonly: bool,
+) -> Result<(), ShareError> {
+    let path = share.join(rel);
+    let target = match kind {
+        EntryKind::Dir => create_dir_beneath(share_fd, share, rel)?,
+        EntryKind::File => {
+            let how = OpenHow::new()
+                .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+                .mode(Mode::from_bits_truncate(0o600))
+                .resolve(confined());
+            let fd =
+                openat2(share_fd.as_raw_fd(), rel, how).map_err(|e| ShareError::CreateEntry {
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+            // SAFETY: openat2 returned a new descriptor that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        }
+    };
+    bind_fd(&source.fd, &target, recursive).map_err(mount_err("bind", &path))?;
+    drop(target);
+    // Reach the new mount's root (the old descriptor names the covered mount point).
+    let mounted =
+        beneath(share_fd, rel, OFlag::O_PATH).map_err(|source| ShareError::EscapeShare {
+            path: path.clone(),
+            source,
+        })?;
+    make_private(&mounted, &path, recursive)?;
+    if readonly {
+        set_readonly(&mounted).map_err(mount_err("make read-only", &path))?;
+    }
+    Ok(())
+}
+
+fn create_dir_beneath(share_fd: &OwnedFd, share: &Path, rel: &str) -> Result<OwnedFd, ShareError> {
+    let path = share.join(rel);
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (
+            beneath(share_fd, p, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|source| {
+                ShareError::EscapeShare {
+                    path: share.join(p),
+                    source,
+                }
+            })?,
+            n,
+        ),
+        None => (
+            share_fd
+                .try_clone()
+                .map_err(|source| ShareError::CreateEntry {
+                    path: path.clone(),
+                    source,
+                })?,
+            rel,
+        ),
+    };
+    mkdirat(
+        Some(parent.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(0o700),
+    )
+    .map_err(|e| ShareError::CreateEntry {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    beneath(share_fd, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .map_err(|source| ShareError::EscapeShare { path, source })
+}
+
+/// The resolution rules for everything under the share: stay beneath the starting directory,
+/// follow no symlink (magic links included), cross no mount.
+fn confined() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV
+}
+
+/// Opens `rel` beneath `dir` following no symlink (`ELOOP`) and never leaving `dir` (`EXDEV`);
+/// unlike [`confined`] it may enter a mount, to reach a mount's root.
+fn beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = openat2(dir.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?
+        .into())
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(Errno) -> ShareError {
+    let path = path.to_owned();
+    move |e| ShareError::Mount {
+        what,
+        path,
+        source: e.into(),
+    }
+}
+
+fn bind_fd(source: &OwnedFd, target: &OwnedFd, recursive: bool) -> Result<(), Errno> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(
+        Some(&fd_path(source)),
+        &fd_path(target),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+}
+
+fn make_private(fd: &OwnedFd, path: &Path, recursive: bool) -> Result<(), ShareError> {
+    let mut flags = MsFlags::MS_PRIVATE;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(
+        None::<&str>,
+        &fd_path(fd),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(mount_err("make private", path))
+}
+
+/// `struct mount_attr` of linux/mount.h (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY` of linux/mount.h.
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// Makes the mount whose root `fd` names read-only, with every mount below it
+/// (`mount_setattr(AT_RECURSIVE)`, Linux 5.12; runc's `rro`), leaving its other flags alone.
+fn set_readonly(fd: &OwnedFd) -> Result<(), Errno> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a NUL-terminated empty string, `attr` is a valid `mount_attr` that
+    // outlives the call and its size is passed; the kernel only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Unmounts everything under `<state_dir>/share` (deepest first, lazily when busy) and removes
+/// the share's mount points and directory. Only empty directories and the share's own mount
+/// point files are removed, so a failure to unmount can never delete host data. A missing share
+/// is not an error; calling it twice is harmless.
+pub fn remove(state_dir: &Path) -> Result<(), ShareError> {
+    let share = share_dir(state_dir);
+    match std::fs::symlink_metadata(&share) {
+        Ok(_) => refuse_symlink(&share)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ShareError::RemoveEntry {
+                path: share,
+                source,
+            })
+        }
+    }
+    // The state directory is ours; resolving it (not the share) makes mountinfo paths match.
+    let real = std::fs::canonicalize(state_dir)
+        .map_err(|source| ShareError::RemoveEntry {
+            path: share.clone(),
+            source,
+        })?
+        .join(SHARE_DIR);
+    unmount_all(&real)?;
+    let mounts = real.join(MOUNTS_DIR);
+    match std::fs::read_dir(&mounts) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|source| ShareError::RemoveEntry {
+                    path: mounts.clone(),
+                    source,
+                })?;
+                let path = entry.path();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let r = if is_dir {
+                    std::fs::remove_dir(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                r.map_err(|source| ShareError::RemoveEntry { path, source })?;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ShareError::RemoveEntry {
+                path: mounts,
+                source,
+            })
+        }
+    }
+    for dir in [mounts, real.join(ROOTFS_ENTRY), real.clone()] {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ShareError::RemoveEntry { path: dir, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `path` when it is a symlink (never followed: it could point anywhere on the host).
+fn refuse_symlink(path: &Path) -> Result<(), ShareError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(ShareError::EscapeShare {
+            path: path.to_owned(),
+            source: io::Error::from_raw_os_error(libc::ELOOP),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn unmount_all(share: &Path) -> Result<(), ShareError> {
+    for _ in 0..UNMOUNT_ROUNDS {
+        let points = mounts_under(share)?;
+        if points.is_empty() {
+            return Ok(());
+        }
+        // mountinfo lists parents before children; undo in reverse.
+        for p in points.iter().rev() {
+            match umount2(p, MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) => {}
+                Err(Errno::EBUSY) => {
+                    if let Err(e) = umount2(p, MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH) {
+                        log::warn!("lazy unmount {}: {e}", p.display());
+                    }
+                }
+                // Already gone with a parent detached before it.
+                Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(ShareError::Mount {
+                        what: "unmount",
+                        path: p.clone(),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+    match mounts_under(share)?.into_iter().next() {
+        None => Ok(()),
+        Some(path) => Err(ShareError::StillMounted {
+            path,
+            rounds: UNMOUNT_ROUNDS,
+        }),
+    }
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, in `/proc/self/mountinfo`
+/// order. `dir` must be free of symlinks (canonical) to match.
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(ShareError::ReadMountinfo)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(dir))
+        .collect())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, proc(5)).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Checks that `rel` is a plain relative path (no root, no `..`, no `.`), as every path of a
+/// [`ShareLayout`] is; the agent applies the same rule before it joins one to its mount of the
+/// share.
+pub fn check_relative(rel: &str) -> Result<(), ShareError> {
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(ShareError::EscapeShare {
+            path: p.to_owned(),
+            source: io::Error::from_raw_os_error(libc::EXDEV),
+        });
+    }
+    let _ = CString::new(rel).map_err(|e| ShareError::EscapeShare {
+        path: p.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, e),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    /// Mounting needs root (CAP_SYS_ADMIN in the initial user namespace).
+    fn root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skipped: share tests bind-mount and need root");
+        false
+    }
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            for d in ["state", "bundle/rootfs/etc", "vol/sub", "ro-vol"] {
+                std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+            }
+            std::fs::write(tmp.path().join("bundle/rootfs/etc/os-release"), "ID=test\n").unwrap();
+            std::fs::write(tmp.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+            std::fs::write(tmp.path().join("ro-vol/data"), "keep").unwrap();
+            std::os::unix::fs::symlink(tmp.path().join("vol"), tmp.path().join("vol-link"))
+                .unwrap();
+            Fixture { tmp }
+        }
+        fn p(&self, rel: &str) -> PathBuf {
+            std::fs::canonicalize(self.tmp.path()).unwrap().join(rel)
+        }
+        fn spec(&self, mounts: serde_json::Value, readonly: bool) -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "root": {"path": "rootfs", "readonly": readonly},
+                "mounts": mounts,
+            }))
+            .unwrap()
+        }
+        fn prepare(&self, spec: &Spec) -> Result<ShareLayout, ShareError> {
+            prepare(
+                &self.p("state"),
+                &self.p("bundle"),
+                &self.p("bundle/rootfs"),
+                spec,
+            )
+        }
+        fn mounted(&self) -> Vec<PathBuf> {
+            mounts_under(&self.p("")).unwrap()
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            // Never let tempdir's recursive removal walk into a leftover bind mount.
+            let _ = remove(&self.p("state"));
+            for p in self.mounted().iter().rev() {
+                let _ = umount2(p, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_binds_rootfs_and_bind_sources_and_remove_leaves_nothing() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        let spec = f.spec(
+            serde_json::json!([
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/etc/hosts", "type": "bind", "source": f.p("hosts"),
+                 "options": ["rbind", "rw"]},
+                {"destination": "/data", "source": "../vol-link", "options": ["rbind"]},
+                {"destination": "/ro", "type": "none", "source": f.p("ro-vol"),
+                 "options": ["bind", "rw", "ro"]},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            ]),
+            false,
+        );
+        let layout = f.prepare(&spec).unwrap();
+        let share = f.p("state/share");
+        assert_eq!(layout.dir, share);
+        assert_eq!(layout.rootfs, "rootfs");
+        assert!(!layout.rootfs_readonly);
+        assert_eq!(
+            layout.mounts,
+            vec![
+                ShareEntry {
+                    index: 1,
+                    path: "mounts/1".into(),
+                    kind: EntryKind::File,
+                    readonly: false
+                },
+                ShareEntry {
+                    index: 2,
+                    path: "mounts/2".into(),
+                    kind: EntryKind::Dir,
+                    readonly: false
+                },
+                ShareEntry {
+                    index: 3,
+                    path: "mounts/3".into(),
+                    kind: EntryKind::Dir,
+                    readonly: true
+                },
+            ]
+        );
+        assert_eq!(layout.entry(2).unwrap().path, "mounts/2");
+        assert!(layout.entry(0).is_none());
+
+        // The share shows the host's files, and writes land in the sources.
+        assert_eq!(
+            std::fs::read_to_string(share.join("rootfs/etc/os-release")).unwrap(),
+            "ID=test\n"
+        );
+        std::fs::write(share.join("rootfs/new"), "from share").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.p("bundle/rootfs/new")).unwrap(),
+            "from share"
+        );
+        std::fs::write(share.join("mounts/1"), "10.0.0.1 db\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.p("hosts")).unwrap(),
+            "10.0.0.1 db\n"
+        );
+        std::fs::write(share.join("mounts/2/sub/x"), "vol").unwrap();
+        assert_eq!(std::fs::read_to_string(f.p("vol/sub/x")).unwrap(), "vol");
+        let e = std::fs::write(share.join("mounts/3/data"), "no").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        assert_eq!(std::fs::read_to_string(f.p("ro-vol/data")).unwrap(), "keep");
+
+        // Mounted: the share itself, rootfs and three entries; all private.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let lines: Vec<&str> = info
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|m| m.starts_with(share.to_str().unwrap()))
+            })
+            .collect();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines.iter().all(|l| !l.contains("shared:")), "{lines:#?}");
+
+        remove(&f.p("state")).unwrap();
+        assert_eq!(f.mounted(), Vec::<PathBuf>::new());
+        assert!(!share.exists());
+        // The sources are untouched by the clean-up.
+        assert_eq!(std::fs::read_to_string(f.p("vol/sub/x")).unwrap(), "vol");
+        assert_eq!(
+            std::fs::read_to_string(f.p("bundle/rootfs/new")).unwrap(),
+            "from share"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.p("hosts")).unwrap(),
+            "10.0.0.1 db\n"
+        );
+        // A second remove (delete after a failed create) is harmless.
+        remove(&f.p("state")).unwrap();
+    }
+
+    #[test]
+    fn readonly_root_gives_erofs() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        let layout = f.prepare(&f.spec(serde_json::json!([]), true)).unwrap();
+        assert!(layout.rootfs_readonly);
+        let e = std::fs::write(f.p("state/share/rootfs/etc/x"), "x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        remove(&f.p("state")).unwrap();
+        assert_eq!(f.mounted(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn failed_create_unmounts_everything_and_removes_the_share() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        let spec = f.spec(
+            serde_json::json!([
+                {"destination": "/a", "type": "bind", "source": f.p("vol"), "options": ["rbind"]},
+                {"destination": "/b", "type": "bind", "source": f.p("missing")},
+            ]),
+            false,
+        );
+        let e = f.prepare(&spec).unwrap_err();
+        assert!(matches!(
+            &e,
+            ShareError::ResolveSource { index: MountIndex::Mount(1), source, .. }
+                if source.kind() == ErrorKind::NotFound
+        ));
+        assert_eq!(
+            e.to_string(),
+            format!("resolve source {} of mount #1", f.p("missing").display())
+        );
+        assert_eq!(f.mounted(), Vec::<PathBuf>::new());
+        assert!(!f.p("state/share").exists());
+        assert!(f.p("vol/sub").is_dir());
+    }
+
+    #[test]
+    fn sources_inside_the_share_are_refused_even_through_dotdot() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        let spec = f.spec(
+            serde_json::json!([
+                {"destination": "/x", "type": "bind", "source": "../state/share/rootfs"},
+            ]),
+            false,
+        );
+        let e = f.prepare(&spec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "source {} of mount #0 is inside the share {}",
+                f.p("state/share/rootfs").display(),
+                f.p("state/share").display()
+            )
+        );
+        assert_eq!(f.mounted(), Vec::<PathBuf>::new());
+        assert!(!f.p("state/share").exists());
+    }
+
+    #[test]
+    fn a_share_symlink_planted_in_the_state_dir_is_never_followed() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        // The target holds a mount that a followed symlink would unmount and files it would
+        // remove.
+        let outside = f.p("vol");
+        mount(
+            Some("tmpfs"),
+            &outside.join("sub"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&outside, f.p("state/share")).unwrap();
+        let want = format!(
+            "{} escapes the share or cannot be reached beneath it",
+            f.p("state/share").display()
+        );
+        let e = f
+            .prepare(&f.spec(serde_json::json!([]), false))
+            .unwrap_err();
+        assert_eq!(e.to_string(), want);
+        let e = remove(&f.p("state")).unwrap_err();
+        assert_eq!(e.to_string(), want);
+        assert_eq!(mounts_under(&outside).unwrap(), vec![outside.join("sub")]);
+        umount2(&outside.join("sub"), MntFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn layout_paths_must_be_plain_relative() {
+        for ok in ["rootfs", "mounts/3"] {
+            check_relative(ok).unwrap();
+        }
+        for bad in ["", "/etc", "../x", "mounts/../../x", "./rootfs"] {
+            let e = check_relative(bad).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{bad} escapes")), "{e}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\011c\134d"),
+            PathBuf::from("/a b\tc\\d")
+        );
+    }
+
+    #[test]
+    fn bind_rules_follow_runc() {
+        let m = |v: serde_json::Value| -> Mount { serde_json::from_value(v).unwrap() };
+        assert!(is_bind(&m(
+            serde_json::json!({"destination": "/a", "type": "bind"})
+        )));
+        assert!(is_bind(&m(
+            serde_json::json!({"destination": "/a", "type": "none", "options": ["rbind"]})
+        )));
+        assert!(!is_bind(&m(
+            serde_json::json!({"destination": "/a", "type": "tmpfs"})
+        )));
+        let ro = m(serde_json::json!({"destination": "/a", "options": ["ro", "rw"]}));
+        assert!(!is_readonly(&ro));
+        let ro = m(serde_json::json!({"destination": "/a", "options": ["bind", "ro"]}));
+        assert!(is_readonly(&ro) && !is_recursive(&ro));
+    }
+}
