@@ -1,0 +1,495 @@
+//! The virtio-fs device: config space, and a serving thread per device that owns the queues once
+//! the driver activates them.
+//!
+//! The thread starts when the device is created: it confines itself to the shared directory
+//! ([`super::confine`]), opens the [`FileServer`] and reports back, so a bad directory fails VM
+//! construction rather than the guest's mount. It then sleeps on an `EventFd` that
+//! [`VirtioDevice::queue_notify`] (and activation, reset and drop) write; on each wake-up it
+//! serves both queues and signals a used-ring interrupt when the driver wants one.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    confine, FileServer, FsError, CONFIG_LEN, HIPRIO_QUEUE, NUM_REQUEST_QUEUES, QUEUE_SIZE,
+    REQUEST_QUEUE, TAG_LEN, VIRTIO_ID_FS,
+};
+use crate::virtio::{
+    VirtioDevice, VirtioError, VirtioInterrupt, INT_USED_RING, VIRTIO_F_VERSION_1,
+};
+
+/// What the device tells its thread.
+enum Command {
+    Activate {
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<Queue>,
+    },
+    Reset,
+    Stop,
+}
+
+/// A virtio-fs device sharing one host directory under one tag.
+pub struct Fs {
+    tag: String,
+    shared_dir: PathBuf,
+    config: [u8; CONFIG_LEN],
+    queue_sizes: [u16; 2],
+    acked_features: u64,
+    commands: Sender<Command>,
+    kick: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Fs {
+    /// A device that serves `shared_dir` as `tag` (1 to [`TAG_LEN`] bytes, what the guest names
+    /// in `mount -t virtiofs <tag> <dir>`). Starts its serving thread, which confines itself to
+    /// `shared_dir` in a mount namespace of its own; needs `CAP_SYS_ADMIN`.
+    pub fn new(tag: &str, shared_dir: &Path) -> Result<Fs, FsError> {
+        if tag.is_empty() || tag.len() > TAG_LEN {
+            return Err(FsError::BadTag {
+                tag: tag.to_owned(),
+                len: tag.len(),
+            });
+        }
+        let mut config = [0u8; CONFIG_LEN];
+        config[..tag.len()].copy_from_slice(tag.as_bytes());
+        config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+
+        let start_err = |source| FsError::StartThread {
+            tag: tag.to_owned(),
+            source,
+        };
+        let kick = Arc::new(EventFd::new(0).map_err(start_err)?);
+        let (commands, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let dir = shared_dir.to_owned();
+        let thread_kick = Arc::clone(&kick);
+        let thread = std::thread::Builder::new()
+            .name(format!("vessel-fs-{tag}"))
+            .spawn(move || {
+                // The server is rooted at ".": `PassthroughFs` reopens its root by that path at
+                // FUSE INIT, when the share is this thread's working directory and `/`.
+                let server = match confine::enter(&dir, || FileServer::open(Path::new("."))) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                serve(&server, &thread_kick, &rx);
+            })
+            .map_err(start_err)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(start_err(std::io::Error::other("thread exited")));
+            }
+        }
+        Ok(Fs {
+            tag: tag.to_owned(),
+            shared_dir: shared_dir.to_owned(),
+            config,
+            queue_sizes: [QUEUE_SIZE; 2],
+            acked_features: 0,
+            commands,
+            kick,
+            thread: Some(thread),
+        })
+    }
+
+    /// The tag the guest mounts.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The host directory served.
+    pub fn shared_dir(&self) -> &Path {
+        &self.shared_dir
+    }
+
+    /// Features the driver accepted.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    fn send(&self, c: Command) {
+        if self.commands.send(c).is_ok() {
+            self.kick_thread();
+        }
+    }
+
+    fn kick_thread(&self) {
+        if let Err(e) = self.kick.write(1) {
+            log::warn!("virtio-fs {}: cannot wake serving thread: {e}", self.tag);
+        }
+    }
+}
+
+/// The serving thread's loop: wait for a kick, apply commands, serve both queues.
+fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) {
+    let mut active: Option<(GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<Queue>)> = None;
+    loop {
+        if kick.read().is_err() {
+            return;
+        }
+        while let Ok(c) = commands.try_recv() {
+            match c {
+                Command::Activate {
+                    mem,
+                    interrupt,
+                    queues,
+                } => active = Some((mem, interrupt, queues)),
+                Command::Reset => active = None,
+                Command::Stop => return,
+            }
+        }
+        let Some((mem, interrupt, queues)) = active.as_mut() else {
+            continue;
+        };
+        let mut notify = false;
+        for q in [HIPRIO_QUEUE, REQUEST_QUEUE] {
+            match server.process_queue(mem, &mut queues[q]) {
+                Ok(n) => notify |= n,
+                Err(e) => log::error!("virtio-fs queue {q}: {e}"),
+            }
+        }
+        if notify {
+            interrupt.signal(INT_USED_RING);
+        }
+    }
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    /// The config space is read-only for the driver (virtio 1.2, 5.11.4); writes are dropped.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::debug!(
+            "virtio-fs {}: dropped {}-byte config write at {offset}",
+            self.tag,
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), VirtioError> {
+        if queues.len() != self.queue_sizes.len() {
+            return Err(VirtioError::QueueCount {
+                want: self.queue_sizes.len(),
+                got: queues.len(),
+            });
+        }
+        self.send(Command::Activate {
+            mem,
+            interrupt,
+            queues,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.send(Command::Reset);
+    }
+
+    fn queue_notify(&mut self, _index: u16) {
+        self.kick_thread();
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies `data.len()` bytes of `config` at `offset`; bytes past the end read as 0.
+fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if start < config.len() {
+        let n = data.len().min(config.len() - start);
+        data[..n].copy_from_slice(&config[start..start + n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use fuse_backend_rs::abi::fuse_abi::{
+        AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader,
+        ReadIn, WriteIn, WriteOut,
+    };
+    use virtio_queue::QueueT;
+    use vm_memory::ByteValued;
+
+    use super::super::test_utils::{cname, obj, Driver};
+    use super::*;
+
+    const LOOKUP: u32 = 1;
+    const GETATTR: u32 = 3;
+    const OPEN: u32 = 14;
+    const READ: u32 = 15;
+    const WRITE: u32 = 16;
+    const INIT: u32 = 26;
+    const CREATE: u32 = 35;
+    const ROOT: u64 = 1;
+
+    /// The device confines its thread with a mount namespace: that needs root.
+    fn root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skipped: the virtio-fs thread unshares its mount namespace and needs root");
+        false
+    }
+
+    struct Session {
+        fs: Fs,
+        d: Driver,
+    }
+
+    impl Session {
+        fn start(dir: &Path) -> Session {
+            let mut fs = Fs::new("vessel", dir).unwrap();
+            let d = Driver::new();
+            let hiprio = Queue::new(QUEUE_SIZE).unwrap();
+            fs.activate(
+                d.mem.clone(),
+                Arc::clone(&d.interrupt),
+                vec![hiprio, d.queue()],
+            )
+            .unwrap();
+            let mut s = Session { fs, d };
+            let (h, body) = s.call(
+                INIT,
+                0,
+                InitIn {
+                    major: 7,
+                    minor: 31,
+                    max_readahead: 0x20000,
+                    flags: 0,
+                }
+                .as_slice(),
+            );
+            assert_eq!(h.error, 0);
+            let out: InitOut = obj(&body);
+            // The server answers with its own protocol version; the client uses the lower one.
+            assert_eq!((out.major, out.minor), (7, 33));
+            s
+        }
+
+        fn call(&mut self, op: u32, node: u64, args: &[u8]) -> (OutHeader, Vec<u8>) {
+            let (unique, at) = self.d.post(op, node, args);
+            self.fs.queue_notify(REQUEST_QUEUE as u16);
+            let len = self.d.wait_used();
+            let (h, body) = self.d.reply(at, len);
+            assert_eq!(h.unique, unique);
+            assert_eq!(h.len, len);
+            (h, body)
+        }
+
+        fn lookup(&mut self, parent: u64, name: &str) -> Result<EntryOut, i32> {
+            let (h, body) = self.call(LOOKUP, parent, &cname(name));
+            if h.error != 0 {
+                return Err(-h.error);
+            }
+            Ok(obj(&body))
+        }
+
+        fn open(&mut self, node: u64, flags: i32) -> u64 {
+            let (h, body) = self.call(
+                OPEN,
+                node,
+                OpenIn {
+                    flags: flags as u32,
+                    fuse_flags: 0,
+                }
+                .as_slice(),
+            );
+            assert_eq!(h.error, 0);
+            obj::<OpenOut>(&body).fh
+        }
+
+        fn read(&mut self, node: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
+            let args = ReadIn {
+                fh,
+                offset,
+                size,
+                ..Default::default()
+            };
+            let (h, body) = self.call(READ, node, args.as_slice());
+            assert_eq!(h.error, 0);
+            body
+        }
+
+        fn write(&mut self, node: u64, fh: u64, offset: u64, data: &[u8]) -> u32 {
+            let mut args = WriteIn {
+                fh,
+                offset,
+                size: data.len() as u32,
+                ..Default::default()
+            }
+            .as_slice()
+            .to_vec();
+            args.extend_from_slice(data);
+            let (h, body) = self.call(WRITE, node, &args);
+            assert_eq!(h.error, 0, "write failed");
+            obj::<WriteOut>(&body).size
+        }
+    }
+
+    #[test]
+    fn config_space_is_the_tag_then_one_request_queue() {
+        let mut config = [0u8; CONFIG_LEN];
+        config[..6].copy_from_slice(b"vessel");
+        config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
+        let mut b = [0xffu8; 8];
+        read_config_bytes(&config, 0, &mut b);
+        assert_eq!(&b, b"vessel\0\0");
+        let mut w = [0xffu8; 4];
+        read_config_bytes(&config, TAG_LEN as u64, &mut w);
+        assert_eq!(u32::from_le_bytes(w), 1);
+        read_config_bytes(&config, CONFIG_LEN as u64 - 2, &mut w);
+        assert_eq!(w, [0, 0, 0, 0]);
+        for bad in ["", &"x".repeat(37)] {
+            let e = Fs::new(bad, Path::new("/nonexistent")).err().unwrap();
+            assert!(e.to_string().contains("must be 1..=36"), "{e}");
+        }
+    }
+
+    #[test]
+    fn device_registers_as_fs_with_two_queues_and_its_tag() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Fs::new("vessel", dir.path()).unwrap();
+        assert_eq!(fs.device_type(), 26);
+        assert_eq!(fs.queue_max_sizes(), &[1024, 1024]);
+        assert_eq!(fs.features(), VIRTIO_F_VERSION_1);
+        let mut tag = [0u8; 40];
+        fs.read_config(0, &mut tag);
+        assert_eq!(&tag[..7], b"vessel\0");
+        assert_eq!(&tag[36..], &1u32.to_le_bytes());
+        let e = Fs::new("vessel", &dir.path().join("missing"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("confine file server to"), "{e}");
+    }
+
+    #[test]
+    fn fuse_requests_read_and_write_host_files() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.txt"), "hello from host").unwrap();
+        let mut s = Session::start(dir.path());
+
+        let e = s.lookup(ROOT, "hello.txt").unwrap();
+        assert_eq!(e.attr.size, 15);
+        let host = std::fs::metadata(dir.path().join("hello.txt")).unwrap();
+        assert_eq!(e.attr.ino, host.ino());
+        let (h, body) = s.call(GETATTR, e.nodeid, GetattrIn::default().as_slice());
+        assert_eq!(h.error, 0);
+        let attr: AttrOut = obj(&body);
+        assert_eq!(attr.attr.mode, host.mode());
+        assert_eq!(attr.attr.size, 15);
+
+        let fh = s.open(e.nodeid, libc::O_RDWR);
+        assert_eq!(s.read(e.nodeid, fh, 0, 4096), b"hello from host");
+        assert_eq!(s.read(e.nodeid, fh, 6, 4), b"from");
+        assert_eq!(s.write(e.nodeid, fh, 6, b"guest"), 5);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(),
+            "hello guesthost"
+        );
+
+        // A file created by the guest lands on the host with the mode asked for.
+        let mut args = CreateIn {
+            flags: (libc::O_RDWR | libc::O_CREAT) as u32,
+            mode: libc::S_IFREG | 0o640,
+            umask: 0,
+            fuse_flags: 0,
+        }
+        .as_slice()
+        .to_vec();
+        args.extend_from_slice(&cname("from-guest"));
+        let (h, body) = s.call(CREATE, ROOT, &args);
+        assert_eq!(h.error, 0);
+        let entry: EntryOut = obj(&body);
+        let open: OpenOut = obj(&body[std::mem::size_of::<EntryOut>()..]);
+        let data = vec![0xa5u8; 100_000];
+        assert_eq!(s.write(entry.nodeid, open.fh, 0, &data), 100_000);
+        let path = dir.path().join("from-guest");
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+
+        // Missing names are ENOENT; ".." of the root is the root itself.
+        assert_eq!(s.lookup(ROOT, "nope").unwrap_err(), libc::ENOENT);
+        let up = s.lookup(ROOT, "..").unwrap();
+        let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
+        assert_eq!(up.attr.ino, root_ino);
+        assert_eq!(s.lookup(ROOT, "a/b").unwrap_err(), libc::EINVAL);
+    }
+
+    #[test]
+    fn a_chain_outside_guest_memory_is_used_empty_and_serving_goes_on() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "ok").unwrap();
+        let mut s = Session::start(dir.path());
+        // A request whose descriptor points past the end of guest memory.
+        s.d.post_raw_outside();
+        s.fs.queue_notify(REQUEST_QUEUE as u16);
+        assert_eq!(s.d.wait_used(), 0);
+        assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
+        assert!(s.d.interrupt.status() & INT_USED_RING != 0);
+    }
+}
