@@ -37,6 +37,14 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
+    let forwarded = forwarded_signals();
+    // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
+    // threads), so that every thread inherits the mask and only the forwarding thread receives
+    // them, by sigwait.
+    if forwarded.thread_block().is_err() {
+        let _ = writeln!(report, "error: block signals in the monitor");
+        return EXIT_FAILED;
+    }
     let listener = match set_up(&config, sandbox.as_ref()) {
         Ok(l) => l,
         Err(message) => {
@@ -45,14 +53,6 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
             return EXIT_FAILED;
         }
     };
-    let forwarded = forwarded_signals();
-    // Block forwarded signals before any thread exists so that every thread inherits the mask and
-    // only the forwarding thread receives them (by sigwait).
-    if forwarded.thread_block().is_err() {
-        let _ = writeln!(report, "error: block signals in the monitor");
-        let _ = sandbox.shutdown();
-        return EXIT_FAILED;
-    }
     let _ = writeln!(report, "{REPORT_CREATED}");
     drop(report);
 

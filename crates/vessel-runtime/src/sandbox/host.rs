@@ -137,6 +137,8 @@ impl Sandbox for HostSandbox {
                 if nix::unistd::getppid() != parent {
                     std::process::exit(1);
                 }
+                // The monitor blocks the signals it forwards; the workload must not inherit that.
+                let _ = nix::sys::signal::SigSet::all().thread_unblock();
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
                     if nix::unistd::dup2(fd.as_raw_fd(), target).is_err() {

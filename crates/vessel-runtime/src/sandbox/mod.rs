@@ -8,6 +8,7 @@
 //! One sandbox holds one container. Methods take `&self`: the monitor's main thread blocks in
 //! [`Sandbox::wait`] while its control thread calls `start`, `signal`, `pause` and so on.
 
+pub mod agent;
 pub mod host;
 
 use std::os::fd::OwnedFd;
@@ -21,7 +22,7 @@ pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// `VESSEL_TEST_SANDBOX` holds a value that names no sandbox.
-    #[error("unknown {TEST_SANDBOX_ENV} value {0:?} (only \"host\" is known)")]
+    #[error("unusable {TEST_SANDBOX_ENV} value {0:?} (known: \"host\", \"agent\")")]
     SelectSandbox(String),
     /// The microVM sandbox is not available in this build yet.
     #[error("the microVM sandbox is not wired into the runtime yet")]
@@ -35,6 +36,24 @@ pub enum SandboxError {
     /// The sandbox cannot do this at all.
     #[error("{0} is not supported by the {1} sandbox")]
     Unsupported(&'static str, &'static str),
+    /// The guest agent could not be reached or refused a request.
+    #[error("{op}")]
+    CallAgent {
+        /// What was being done.
+        op: &'static str,
+        /// The cause, with the agent's typed error.
+        #[source]
+        source: vessel_protocol::ClientError,
+    },
+    /// A connection to the agent could not be opened.
+    #[error("connect to agent port {port}")]
+    ConnectAgent {
+        /// The vsock port.
+        port: u32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A system call failed.
     #[error("{op}")]
     Sys {
@@ -110,10 +129,33 @@ pub trait Sandbox: Send + Sync {
     fn shutdown(&self) -> Result<(), SandboxError>;
 }
 
-/// Picks the sandbox for a new container: the microVM by default, the host test double only when
-/// `VESSEL_TEST_SANDBOX=host` is set in the environment of `vessel create`/`run`.
+/// With `VESSEL_TEST_SANDBOX=agent`: the agent's control socket (stands for vsock port 1024).
+pub const TEST_AGENT_CONTROL_ENV: &str = "VESSEL_TEST_AGENT_CONTROL";
+/// With `VESSEL_TEST_SANDBOX=agent`: the agent's stdio socket (stands for vsock port 1025).
+pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
+
+/// Picks the sandbox for a new container from the environment of `vessel create`/`run`:
+/// - unset: the microVM (the default; the only choice outside tests);
+/// - `VESSEL_TEST_SANDBOX=host`: the host test double ([`host::HostSandbox`]);
+/// - `VESSEL_TEST_SANDBOX=agent`: a vessel-agent already serving on the Unix sockets named by
+///   `VESSEL_TEST_AGENT_CONTROL` and `VESSEL_TEST_AGENT_STDIO` ([`agent::UnixAgent`]), to test the
+///   protocol path without a VM.
 pub fn select() -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {
+        Ok(v) if v == "agent" => {
+            let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
+            match (path(TEST_AGENT_CONTROL_ENV), path(TEST_AGENT_STDIO_ENV)) {
+                (Some(control), Some(stdio)) => {
+                    Ok(Box::new(agent::AgentSandbox::new(agent::UnixAgent {
+                        control,
+                        stdio,
+                    })))
+                }
+                _ => Err(SandboxError::SelectSandbox(format!(
+                    "agent without {TEST_AGENT_CONTROL_ENV} and {TEST_AGENT_STDIO_ENV}"
+                ))),
+            }
+        }
         Ok(v) if v == "host" => {
             log::info!("{TEST_SANDBOX_ENV}=host: running the workload directly on the host (test double, no isolation)");
             Ok(Box::new(host::HostSandbox::new()))
