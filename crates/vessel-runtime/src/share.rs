@@ -41,6 +41,11 @@ pub const ROOTFS_ENTRY: &str = "rootfs";
 /// Directory of the bind-mount sources, relative to the share.
 pub const MOUNTS_DIR: &str = "mounts";
 
+/// The virtio-fs tag of the share (`VmConfig` fs entry; the guest mounts it by this name).
+pub const TAG: &str = "vessel";
+/// Where the agent mounts the share in the guest (docs/design.md, "File sharing").
+pub const GUEST_MOUNT: &str = "/run/vessel/shared";
+
 /// How many rounds of unmounting [`remove`] tries before it reports what is still mounted.
 const UNMOUNT_ROUNDS: usize = 16;
 
@@ -178,6 +183,27 @@ impl ShareLayout {
     /// The entry for OCI mount `index`, if that mount is a bind mount.
     pub fn entry(&self, index: usize) -> Option<&ShareEntry> {
         self.mounts.iter().find(|e| e.index == index)
+    }
+
+    /// The spec as the agent must see it (docs/design.md, "File sharing"): `root.path` is
+    /// `<GUEST_MOUNT>/rootfs` and the `source` of every bind mount in the layout is
+    /// `<GUEST_MOUNT>/mounts/<n>`; everything else is unchanged.
+    pub fn guest_spec(&self, spec: &Spec) -> Spec {
+        let guest = Path::new(GUEST_MOUNT);
+        let mut out = spec.clone();
+        if let Some(mut root) = out.root().clone() {
+            root.set_path(guest.join(&self.rootfs));
+            out.set_root(Some(root));
+        }
+        if let Some(mut mounts) = out.mounts().clone() {
+            for (index, m) in mounts.iter_mut().enumerate() {
+                if let Some(e) = self.entry(index) {
+                    m.set_source(Some(guest.join(&e.path)));
+                }
+            }
+            out.set_mounts(Some(mounts));
+        }
+        out
     }
 }
 
@@ -971,6 +997,44 @@ mod tests {
             let e = check_relative(bad).unwrap_err();
             assert!(e.to_string().starts_with(&format!("{bad} escapes")), "{e}");
         }
+    }
+
+    #[test]
+    fn guest_spec_points_root_and_bind_sources_into_the_guest_share() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": true},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/x/hosts",
+                 "options": ["rbind", "ro"]},
+            ],
+        }))
+        .unwrap();
+        let layout = ShareLayout {
+            dir: "/run/vessel/c1/share".into(),
+            rootfs: ROOTFS_ENTRY.into(),
+            rootfs_readonly: true,
+            mounts: vec![ShareEntry {
+                index: 1,
+                path: "mounts/1".into(),
+                kind: EntryKind::File,
+                readonly: true,
+            }],
+        };
+        let g = layout.guest_spec(&spec);
+        let root = g.root().as_ref().unwrap();
+        assert_eq!(root.path(), Path::new("/run/vessel/shared/rootfs"));
+        assert_eq!(root.readonly(), Some(true));
+        let m = g.mounts().as_ref().unwrap();
+        assert_eq!(m[0].source().as_deref(), Some(Path::new("proc")));
+        assert_eq!(
+            m[1].source().as_deref(),
+            Some(Path::new("/run/vessel/shared/mounts/1"))
+        );
+        assert_eq!(m[1].options(), spec.mounts().as_ref().unwrap()[1].options());
+        let json = serde_json::to_value(&layout).unwrap();
+        assert_eq!(json["mounts"][0]["kind"], "file");
     }
 
     #[test]
