@@ -14,7 +14,7 @@ use crate::bundle::{Bundle, BundleError};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{self, ContainerRecord, StateError, StateStore, Status};
-use crate::{procfs, time};
+use crate::{procfs, sizing, time};
 
 /// Errors of [`create`].
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,9 @@ pub enum CreateError {
     /// `process.terminal` is asked for; terminals are not supported yet.
     #[error("process.terminal is not supported yet")]
     AllocateTerminal,
+    /// The VM size could not be worked out from the spec.
+    #[error(transparent)]
+    SizeVm(#[from] sizing::SizingError),
     /// No sandbox could be chosen.
     #[error("select sandbox")]
     SelectSandbox(#[source] SandboxError),
@@ -108,8 +111,13 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     if bundle.terminal() {
         return Err(CreateError::AllocateTerminal);
     }
+    let host_cpus = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .unwrap_or(1) as u32;
+    let size = sizing::size_vm(&bundle.spec, host_cpus)?;
     let sandbox: Arc<dyn sandbox::Sandbox> =
-        Arc::from(sandbox::select().map_err(CreateError::SelectSandbox)?);
+        Arc::from(sandbox::select(size).map_err(CreateError::SelectSandbox)?);
     let dir = store.create_dir(&opts.id)?;
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
     let result = fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox)).and_then(|pid| {

@@ -21,6 +21,7 @@ pub mod run;
 pub mod sandbox;
 pub mod share;
 pub mod signal;
+pub mod sizing;
 pub mod spec;
 pub mod start;
 pub mod state;

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::{SigSet, Signal};
 
@@ -56,8 +56,12 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
     let _ = writeln!(report, "{REPORT_CREATED}");
     drop(report);
 
+    // Held while a control request is handled, so that the monitor does not exit (when the
+    // workload ends right after `start`) before the answer is written.
+    let busy = Arc::new(Mutex::new(()));
     let control_sandbox = Arc::clone(&sandbox);
-    std::thread::spawn(move || serve(listener, control_sandbox.as_ref()));
+    let control_busy = Arc::clone(&busy);
+    std::thread::spawn(move || serve(listener, control_sandbox.as_ref(), &control_busy));
     let signal_sandbox = Arc::clone(&sandbox);
     std::thread::spawn(move || forward_signals(forwarded, signal_sandbox.as_ref()));
 
@@ -68,8 +72,9 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
             EXIT_FAILED
         }
     };
-    let _ = sandbox.shutdown();
     let _ = std::fs::remove_file(config.dir.join(crate::state::MONITOR_SOCKET));
+    let _answered = busy.lock();
+    let _ = sandbox.shutdown();
     status
 }
 
@@ -104,9 +109,10 @@ fn take_stdio() -> std::io::Result<Stdio> {
     })
 }
 
-fn serve(listener: UnixListener, sandbox: &dyn Sandbox) {
+fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let _handling = busy.lock();
         let _ = control::serve_one(&mut stream, |request| {
             let result = match request {
                 ControlRequest::Start => sandbox.start(),

@@ -14,6 +14,7 @@ pub mod host;
 use std::os::fd::OwnedFd;
 
 use crate::bundle::Bundle;
+use crate::sizing::VmSize;
 
 /// Environment variable that selects the host test double: `VESSEL_TEST_SANDBOX=host`.
 pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
@@ -140,7 +141,9 @@ pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 /// - `VESSEL_TEST_SANDBOX=agent`: a vessel-agent already serving on the Unix sockets named by
 ///   `VESSEL_TEST_AGENT_CONTROL` and `VESSEL_TEST_AGENT_STDIO` ([`agent::UnixAgent`]), to test the
 ///   protocol path without a VM.
-pub fn select() -> Result<Box<dyn Sandbox>, SandboxError> {
+///
+/// `size` is the VM size worked out from the spec ([`crate::sizing`]); the test doubles ignore it.
+pub fn select(size: VmSize) -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {
         Ok(v) if v == "agent" => {
             let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
@@ -161,8 +164,16 @@ pub fn select() -> Result<Box<dyn Sandbox>, SandboxError> {
             Ok(Box::new(host::HostSandbox::new()))
         }
         Ok(v) => Err(SandboxError::SelectSandbox(v)),
-        // The seam for the microVM: return the VMM + agent implementation here.
-        Err(_) => Err(SandboxError::BootMicroVm),
+        // The seam for the microVM: boot a VM of `size` (vessel_vmm::Vm::start) and return an
+        // `AgentSandbox` whose connector is the VM's vsock (`vm.vsock().connect(port)`).
+        Err(_) => {
+            log::debug!(
+                "microVM of {} vCPUs and {} MiB requested",
+                size.vcpus,
+                size.memory_mib
+            );
+            Err(SandboxError::BootMicroVm)
+        }
     }
 }
 

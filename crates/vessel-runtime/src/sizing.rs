@@ -1,0 +1,199 @@
+//! VM size from the container's spec (docs/design.md "VM sizing").
+//!
+//! - vCPUs: `io.vessel.vcpus` if set; else `ceil(linux.resources.cpu.quota / period)` when both
+//!   are positive (period defaults to 100000 µs, the kernel's default); else the number of CPUs
+//!   in `linux.resources.cpu.cpus` (a cpuset list such as `0-3,8`); else 1. Capped at
+//!   `max_vcpus` (the host's CPU count).
+//! - Memory: `io.vessel.memory_mib` if set (the whole guest, no overhead added); else
+//!   `ceil(linux.resources.memory.limit / 1 MiB)` plus [`GUEST_OVERHEAD_MIB`] for the guest
+//!   kernel and agent; else [`DEFAULT_MEMORY_MIB`]. Never below [`MIN_MEMORY_MIB`].
+
+use oci_spec::runtime::Spec;
+
+/// Guest memory added to the container's own limit for the kernel, page cache and agent.
+pub const GUEST_OVERHEAD_MIB: u64 = 64;
+/// Guest memory when the spec sets no memory limit.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// Smallest guest Vessel boots.
+pub const MIN_MEMORY_MIB: u64 = 128;
+/// Annotation overriding the vCPU count.
+pub const VCPUS_ANNOTATION: &str = "io.vessel.vcpus";
+/// Annotation overriding the guest memory, in MiB.
+pub const MEMORY_ANNOTATION: &str = "io.vessel.memory_mib";
+/// CFS period the kernel uses when none is given, in µs.
+const DEFAULT_CFS_PERIOD_US: u64 = 100_000;
+
+/// Errors of [`size_vm`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizingError {
+    /// An `io.vessel.*` sizing annotation is not a positive integer.
+    #[error("annotation {name}: {value:?} is not a positive integer")]
+    ParseAnnotation {
+        /// The annotation.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `linux.resources.cpu.cpus` is not a cpuset list.
+    #[error("linux.resources.cpu.cpus: {0:?} is not a cpu list")]
+    ParseCpuset(String),
+}
+
+/// The size of a container's VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSize {
+    /// Number of vCPUs, at least 1.
+    pub vcpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+}
+
+fn annotation(spec: &Spec, name: &'static str) -> Result<Option<u64>, SizingError> {
+    let Some(value) = spec.annotations().as_ref().and_then(|a| a.get(name)) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(SizingError::ParseAnnotation {
+            name,
+            value: value.clone(),
+        }),
+    }
+}
+
+/// Counts the CPUs of a cpuset list (`0-3,8` is 5).
+pub fn count_cpuset(list: &str) -> Result<u32, SizingError> {
+    let bad = || SizingError::ParseCpuset(list.to_owned());
+    let mut count = 0u32;
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<u32>().map_err(|_| bad())?,
+                b.parse::<u32>().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = part.parse::<u32>().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if hi < lo {
+            return Err(bad());
+        }
+        count += hi - lo + 1;
+    }
+    Ok(count)
+}
+
+/// The VM size for `spec`; see the module documentation for the rule.
+pub fn size_vm(spec: &Spec, max_vcpus: u32) -> Result<VmSize, SizingError> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let cpu = resources.and_then(|r| r.cpu().as_ref());
+    let vcpus = match annotation(spec, VCPUS_ANNOTATION)? {
+        Some(n) => n as u32,
+        None => {
+            let quota = cpu.and_then(|c| c.quota()).unwrap_or(0);
+            let period = cpu
+                .and_then(|c| c.period())
+                .unwrap_or(DEFAULT_CFS_PERIOD_US);
+            if quota > 0 && period > 0 {
+                (quota as u64).div_ceil(period) as u32
+            } else if let Some(cpus) = cpu.and_then(|c| c.cpus().as_deref()) {
+                count_cpuset(cpus)?
+            } else {
+                1
+            }
+        }
+    };
+    let memory_mib = match annotation(spec, MEMORY_ANNOTATION)? {
+        Some(n) => n,
+        None => match resources
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+        {
+            Some(limit) if limit > 0 => (limit as u64).div_ceil(1 << 20) + GUEST_OVERHEAD_MIB,
+            _ => DEFAULT_MEMORY_MIB,
+        },
+    };
+    Ok(VmSize {
+        vcpus: vcpus.clamp(1, max_vcpus.max(1)),
+        memory_mib: memory_mib.max(MIN_MEMORY_MIB),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_without_resources() {
+        let s = spec(r#"{"ociVersion":"1.0.2"}"#);
+        assert_eq!(
+            size_vm(&s, 8).unwrap(),
+            VmSize {
+                vcpus: 1,
+                memory_mib: DEFAULT_MEMORY_MIB
+            }
+        );
+    }
+
+    #[test]
+    fn quota_period_and_memory_limit() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"quota":150000,"period":100000},
+                "memory":{"limit":268435456}}}}"#,
+        );
+        assert_eq!(
+            size_vm(&s, 8).unwrap(),
+            VmSize {
+                vcpus: 2,
+                memory_mib: 256 + GUEST_OVERHEAD_MIB
+            }
+        );
+        assert_eq!(
+            size_vm(&s, 1).unwrap().vcpus,
+            1,
+            "capped at the host's CPUs"
+        );
+    }
+
+    #[test]
+    fn cpuset_count_and_small_limits() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"cpus":"0-2,7"},
+                "memory":{"limit":1048576}}}}"#,
+        );
+        assert_eq!(
+            size_vm(&s, 16).unwrap(),
+            VmSize {
+                vcpus: 4,
+                memory_mib: MIN_MEMORY_MIB
+            }
+        );
+        assert!(count_cpuset("3-1").is_err());
+        assert!(count_cpuset("a").is_err());
+    }
+
+    #[test]
+    fn annotations_override_and_are_checked() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","annotations":{"io.vessel.vcpus":"3","io.vessel.memory_mib":"1024"},
+                "linux":{"resources":{"cpu":{"quota":500000,"period":100000}}}}"#,
+        );
+        assert_eq!(
+            size_vm(&s, 8).unwrap(),
+            VmSize {
+                vcpus: 3,
+                memory_mib: 1024
+            }
+        );
+        let bad = spec(r#"{"ociVersion":"1.0.2","annotations":{"io.vessel.vcpus":"many"}}"#);
+        assert_eq!(
+            size_vm(&bad, 8).unwrap_err().to_string(),
+            "annotation io.vessel.vcpus: \"many\" is not a positive integer"
+        );
+    }
+}
