@@ -1,0 +1,16 @@
+//! virtio-vsock served in user space (virtio 1.2, 5.10): guest CID from the config, host CID 2,
+//! stream sockets only. Files: [`device`] (queues and the virtio interface), [`packet`] (header
+//! and descriptor-chain parsing), [`muxer`] (connections and credit), [`host`] (the host-side
+//! API the runtime uses).
+
+pub mod device;
+pub mod host;
+pub mod muxer;
+pub mod packet;
+#[cfg(test)]
+mod test_utils;
+#[cfg(test)]
+mod tests;
+
+pub use device::Vsock;
+pub use host::{VsockHandle, VsockListener};
