@@ -11,7 +11,10 @@ fn vessel_check(json: bool) -> (i32, String) {
         cmd.arg("--json");
     }
     let out = cmd.output().expect("run vessel check");
-    (out.status.code().expect("exit code"), String::from_utf8(out.stdout).expect("utf-8"))
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8(out.stdout).expect("utf-8"),
+    )
 }
 
 #[test]
@@ -21,7 +24,9 @@ fn check_verdict_matches_the_kvm_module() {
         assert_eq!(code, 1, "kvm_pvm host must be refused:\n{text}");
         assert!(text.contains("kvm_pvm"), "must name kvm_pvm:\n{text}");
         assert!(text.contains("make lab"), "must give the fix:\n{text}");
-    } else if Path::new("/sys/module/kvm_amd").exists() || Path::new("/sys/module/kvm_intel").exists() {
+    } else if Path::new("/sys/module/kvm_amd").exists()
+        || Path::new("/sys/module/kvm_intel").exists()
+    {
         assert_eq!(code, 0, "hardware KVM host must be accepted:\n{text}");
         assert!(text.contains("guests can run"), "{text}");
     } else {
