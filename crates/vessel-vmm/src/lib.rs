@@ -9,6 +9,7 @@ pub mod arch;
 pub mod artefacts;
 pub mod config;
 pub mod devices;
+pub mod event_loop;
 pub mod host;
 pub mod vm;
 pub mod vstate;
@@ -16,6 +17,7 @@ pub mod vstate;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, SerialSink, VmConfig};
+pub use vessel_devices::virtio::vsock::{VsockHandle, VsockListener};
 pub use vm::Vm;
 pub use vstate::vcpu::{ExitReason, ShutdownCause};
 
@@ -122,6 +124,18 @@ pub enum VmmError {
     SpawnThread {
         /// Thread name.
         name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The vsock device could not be created.
+    #[error("cannot create vsock device")]
+    CreateVsock(#[source] std::io::Error),
+    /// The vsock Unix socket could not be bound.
+    #[error("cannot listen on vsock unix socket {path}")]
+    BindVsockUds {
+        /// The path.
+        path: PathBuf,
         /// The cause.
         #[source]
         source: std::io::Error,

@@ -14,12 +14,18 @@ use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY}
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use kvm_ioctls::IoEventAddress;
 use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
+use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
+use vessel_devices::virtio::VirtioInterrupt;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
 use crate::config::{SerialSink, VmConfig};
 use crate::devices::DeviceManager;
+use crate::event_loop::{EventLoop, SharedVsock};
 use crate::host;
 use crate::vstate::memory;
 use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
@@ -36,6 +42,10 @@ pub struct Vm {
     vcpu_threads: Vec<JoinHandle<()>>,
     pthreads: Vec<libc::pthread_t>,
     devices: Arc<DeviceManager>,
+    event_loop: EventLoop,
+    vsock: VsockHandle,
+    vsock_dev: SharedVsock,
+    vsock_uds: Option<PathBuf>,
     boot: boot::BootInfo,
     cmdline: String,
     finished: Option<ExitReason>,
@@ -88,8 +98,50 @@ impl Vm {
                 source,
             })?;
         let sink = open_sink(&config.serial)?;
-        let devices = DeviceManager::new(SerialConsole::new(serial_irq, sink));
-        let device_cmdline = String::new();
+        let mut devices = DeviceManager::new(SerialConsole::new(serial_irq, sink));
+
+        // virtio-vsock in MMIO slot 0.
+        let addr = layout::mmio_slot_addr(0);
+        let irq = layout::MMIO_FIRST_IRQ;
+        let vsock_irq = IrqLine::new().map_err(VmmError::CreateEventFd)?;
+        vm_fd
+            .register_irqfd(&vsock_irq.0, irq)
+            .map_err(|source| VmmError::RegisterIrqfd { gsi: irq, source })?;
+        let mut vsock = Vsock::new(config.vsock_cid).map_err(VmmError::CreateVsock)?;
+        if let Some(path) = &config.vsock_uds {
+            vsock
+                .set_uds_listener(bind_uds(path)?)
+                .map_err(|source| VmmError::BindVsockUds {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let vsock_handle = vsock.handle();
+        let transport: SharedVsock = Arc::new(std::sync::Mutex::new(MmioTransport::new(
+            vsock,
+            mem.clone(),
+            VirtioInterrupt::new(Box::new(vsock_irq)),
+        )));
+        devices.add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
+        let mut queue_evts = Vec::new();
+        for i in 0..3u32 {
+            let e = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::CreateEventFd)?;
+            let notify = addr + QUEUE_NOTIFY_OFFSET;
+            vm_fd
+                .register_ioevent(&e, &IoEventAddress::Mmio(notify), i)
+                .map_err(|source| VmmError::RegisterIoevent {
+                    addr: notify,
+                    source,
+                })?;
+            queue_evts.push(e);
+        }
+        let device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
+        let event_loop = EventLoop::spawn(transport.clone(), queue_evts).map_err(|source| {
+            VmmError::SpawnThread {
+                name: "vmm-devices".into(),
+                source,
+            }
+        })?;
 
         let mut cmdline = format!("{BASE_CMDLINE}{device_cmdline}");
         if !config.extra_cmdline.is_empty() {
@@ -128,6 +180,10 @@ impl Vm {
             vcpu_threads: Vec::new(),
             pthreads: Vec::new(),
             devices: devices.clone(),
+            event_loop,
+            vsock: vsock_handle,
+            vsock_dev: transport,
+            vsock_uds: config.vsock_uds.clone(),
             boot: boot_info,
             cmdline,
             finished: None,
@@ -185,9 +241,20 @@ impl Vm {
         self.teardown(reason)
     }
 
+    /// Like [`Vm::wait`] but gives up after `timeout`, returning `None` with the VM still running.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<ExitReason> {
+        let reason = self.ctl.wait_exit_timeout(timeout)?;
+        Some(self.teardown(reason))
+    }
+
     /// Kills the VM now (if it still runs) and returns why it ended.
     pub fn stop(&mut self) -> ExitReason {
         self.teardown(ExitReason::Stopped)
+    }
+
+    /// Host-side access to the guest's vsock ports (Clone + Send).
+    pub fn vsock(&self) -> VsockHandle {
+        self.vsock.clone()
     }
 
     /// The kernel command line the guest was given.
@@ -209,6 +276,15 @@ impl Vm {
             let _ = h.join();
         }
         self.pthreads.clear();
+        self.event_loop.stop();
+        self.vsock_dev
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .device()
+            .close();
+        if let Some(p) = &self.vsock_uds {
+            let _ = std::fs::remove_file(p);
+        }
         self.devices.flush();
         let r = self.ctl.reason().unwrap_or(ExitReason::Stopped);
         self.finished = Some(r.clone());
@@ -220,6 +296,21 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Binds the vsock Unix socket at `path`, replacing a stale socket file (never another kind of
+/// file).
+fn bind_uds(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, VmmError> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    std::os::unix::net::UnixListener::bind(path).map_err(|source| VmmError::BindVsockUds {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn open_sink(sink: &SerialSink) -> Result<Box<dyn Write + Send>, VmmError> {

@@ -17,6 +17,7 @@ pub const I8042_STATUS_PORT: u16 = 0x64;
 const STATUS_OUTPUT_FULL: u8 = 0x01;
 const STATUS_SYSTEM_FLAG: u8 = 0x04;
 const STATUS_LAST_WAS_COMMAND: u8 = 0x08;
+const STATUS_NOT_INHIBITED: u8 = 0x10;
 
 const CMD_READ_CTR: u8 = 0x20;
 const CMD_WRITE_CTR: u8 = 0x60;
@@ -63,7 +64,7 @@ impl I8042 {
     pub fn read(&mut self, port: u16) -> u8 {
         match port {
             I8042_STATUS_PORT => {
-                let mut s = STATUS_SYSTEM_FLAG;
+                let mut s = STATUS_SYSTEM_FLAG | STATUS_NOT_INHIBITED;
                 if !self.out.is_empty() {
                     s |= STATUS_OUTPUT_FULL;
                 }

@@ -236,6 +236,23 @@ impl VcpuControl {
         }
     }
 
+    /// [`Self::wait_exit`] giving up after `timeout` (`None`: still running).
+    pub fn wait_exit_timeout(&self, timeout: Duration) -> Option<ExitReason> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = self.lock();
+        loop {
+            if let Some(r) = &s.reason {
+                return Some(r.clone());
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            s = self
+                .cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     fn kick_until(&self, threads: &[libc::pthread_t], done: impl Fn(Where) -> bool) {
         loop {
             let s = self.lock();

@@ -76,11 +76,17 @@ impl Vsock {
         &self.muxer
     }
 
-    /// Marks the VM as gone: `connect` fails from now on.
+    /// Marks the VM as gone: `connect` fails from now on and blocked `accept`s return
+    /// `NotConnected`.
     pub fn close(&self) {
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Handles a notification of queue `index` (from an ioeventfd or a QueueNotify write).

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build vessel-guest-probe (static), pack it as /init of a test initramfs, build the VMM's lab
+# tests, and run them inside the nested KVM lab.
+#
+# Usage: tests/guest-probe/lab.sh [TEST-FILTER]
+# Environment: CARGO_TARGET_DIR (default target/), LAB_TIMEOUT (see tests/lab/run.sh).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+cd "$repo"
+RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release \
+  --target x86_64-unknown-linux-gnu -p vessel-guest-probe
+probe="$target/x86_64-unknown-linux-gnu/release/vessel-guest-probe"
+# The lab mounts its own tmpfs on /tmp and /var/tmp: stage what it runs under the repo's target/.
+stage="$repo/target/vessel-lab"
+mkdir -p "$stage"
+cpio="$stage/probe-initramfs.cpio"
+tests/lab/mkinitramfs.sh "$cpio" "/init=$probe"
+bin=$(cargo test -q --release -p vessel-vmm --test lab_boot --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$bin" ] || { echo "lab.sh: cannot find the lab_boot test binary" >&2; exit 1; }
+cp "$bin" "$stage/lab_boot"
+bin="$stage/lab_boot"
+export VESSEL_PROBE_INITRAMFS="$cpio"
+exec tests/lab/run.sh -- "$bin" --test-threads=1 --nocapture ${1:+"$1"}

@@ -1,0 +1,203 @@
+//! `vessel-guest-probe`: a tiny static `/init` for the VMM's lab tests.
+//!
+//! On the serial console (through `/dev/console`) it prints one line per fact, each starting with
+//! `PROBE `, so the host can grep them:
+//! - `PROBE init uptime_ms=<guest uptime when init started>`
+//! - `PROBE cpus=<online vCPUs> memtotal_kib=<MemTotal>`
+//! - with `probe.vsock=<bytes>` on the kernel command line, two echo exchanges of that many bytes:
+//!   host-initiated (the probe listens on vsock port 5000 and echoes one connection back until
+//!   EOF) and guest-initiated (it connects to host CID 2 port 5001, sends a pattern, half-closes,
+//!   and checks the echo), printing `PROBE vsock host-initiated echoed=<n>` and
+//!   `PROBE vsock guest-initiated ok bytes=<n>` (or `... FAILED <why>`)
+//! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
+//!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
+//!   halt the CPUs, as the kernel has no power-off method without ACPI).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+
+/// Port the probe listens on for the host-initiated exchange.
+const LISTEN_PORT: u32 = 5000;
+/// Host port the probe connects to for the guest-initiated exchange.
+const HOST_PORT: u32 = 5001;
+const HOST_CID: u32 = 2;
+
+fn main() {
+    let _ = std::fs::create_dir_all("/proc");
+    mount("proc", "/proc", "proc");
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let up_ms = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0);
+    println!("PROBE init uptime_ms={up_ms}");
+    println!(
+        "PROBE cpus={} memtotal_kib={}",
+        online_cpus(),
+        mem_total_kib()
+    );
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let vsock_bytes = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("probe.vsock="))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = vsock_bytes {
+        match host_initiated_echo() {
+            Ok(echoed) => println!("PROBE vsock host-initiated echoed={echoed}"),
+            Err(e) => println!("PROBE vsock host-initiated FAILED {e}"),
+        }
+        match guest_initiated(n) {
+            Ok(()) => println!("PROBE vsock guest-initiated ok bytes={n}"),
+            Err(e) => println!("PROBE vsock guest-initiated FAILED {e}"),
+        }
+    }
+    println!("PROBE done");
+    let _ = std::io::stdout().flush();
+    // SAFETY: sync and reboot take no pointers; RB_AUTOBOOT ends the VM through the i8042 reset
+    // (as PID 1 we must not return from main, which would panic the kernel).
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+fn mount(src: &str, dst: &str, fstype: &str) {
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (s, d, t) = (c(src), c(dst), c(fstype));
+    // SAFETY: all three are valid NUL-terminated strings alive for the call; data is null.
+    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        println!(
+            "PROBE mount {dst} FAILED {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+}
+
+fn mem_total_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value.
+    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    a.svm_cid = cid;
+    a.svm_port = port;
+    a
+}
+
+fn vsock_socket() -> std::io::Result<i32> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn check(rc: i32, what: &str) -> std::io::Result<()> {
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// Accepts one connection on `LISTEN_PORT` and echoes it until EOF; returns the byte count.
+fn host_initiated_echo() -> std::io::Result<usize> {
+    let lfd = vsock_socket()?;
+    // SAFETY: lfd is ours; File closes it on drop.
+    let _listener = unsafe { File::from_raw_fd(lfd) };
+    let addr = vsock_addr(libc::VMADDR_CID_ANY, LISTEN_PORT);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_vm of `len` bytes.
+    let rc = unsafe { libc::bind(lfd, (&addr as *const libc::sockaddr_vm).cast(), len) };
+    check(rc, "bind")?;
+    // SAFETY: lfd is a bound socket.
+    check(unsafe { libc::listen(lfd, 1) }, "listen")?;
+    println!("PROBE vsock listening port={LISTEN_PORT}");
+    // SAFETY: null address pointers are allowed by accept(2).
+    let cfd = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
+    check(cfd, "accept")?;
+    // SAFETY: cfd was just returned by accept and is owned here.
+    let mut conn = unsafe { File::from_raw_fd(cfd) };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        conn.write_all(&buf[..n])?;
+        total += n;
+    }
+    Ok(total)
+}
+
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// Connects to the host, sends `n` pattern bytes from a second thread, half-closes, and checks
+/// that exactly the same bytes come back.
+fn guest_initiated(n: usize) -> std::io::Result<()> {
+    let fd = vsock_socket()?;
+    // SAFETY: fd is ours; File closes it on drop.
+    let mut conn = unsafe { File::from_raw_fd(fd) };
+    let addr = vsock_addr(HOST_CID, HOST_PORT);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_vm of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_vm).cast(), len) };
+    check(rc, "connect")?;
+    let mut writer = conn.try_clone()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let data: Vec<u8> = (0..n).map(pattern).collect();
+        for chunk in data.chunks(32 * 1024) {
+            writer.write_all(chunk)?;
+        }
+        // SAFETY: shutdown(2) on our own socket fd, which `writer` keeps open.
+        check(unsafe { libc::shutdown(fd, libc::SHUT_WR) }, "shutdown")
+    });
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let k = conn.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        for (j, b) in buf[..k].iter().enumerate() {
+            if *b != pattern(got + j) {
+                return Err(std::io::Error::other(format!("byte {} differs", got + j)));
+            }
+        }
+        got += k;
+    }
+    sender
+        .join()
+        .map_err(|_| std::io::Error::other("sender panicked"))??;
+    if got != n {
+        return Err(std::io::Error::other(format!("echoed {got} of {n} bytes")));
+    }
+    Ok(())
+}
