@@ -10,6 +10,7 @@ use vessel_vmm::{ExitReason, ShutdownCause, Vm, VmmError};
 
 #[test]
 fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
+    let _one_at_a_time = serial();
     if !have_kvm() {
         return;
     }
@@ -29,6 +30,7 @@ fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
 
 #[test]
 fn store_to_an_mmio_hole_is_reported_with_its_address() {
+    let _one_at_a_time = serial();
     if !have_kvm() {
         return;
     }
@@ -46,6 +48,7 @@ fn store_to_an_mmio_hole_is_reported_with_its_address() {
 
 #[test]
 fn pause_resume_and_stop_a_spinning_guest_with_two_vcpus() {
+    let _one_at_a_time = serial();
     if !have_kvm() {
         return;
     }
@@ -72,6 +75,7 @@ fn pause_resume_and_stop_a_spinning_guest_with_two_vcpus() {
 
 #[test]
 fn hundred_setups_and_teardowns_leak_neither_fds_nor_memory() {
+    let _one_at_a_time = serial();
     if !have_kvm() {
         return;
     }
@@ -96,6 +100,7 @@ fn hundred_setups_and_teardowns_leak_neither_fds_nor_memory() {
 
 #[test]
 fn refuses_hosts_that_cannot_boot_guests_unless_overridden() {
+    let _one_at_a_time = serial();
     let report = vessel_vmm::host::probe();
     if report.verdict.can_run_guests() {
         eprintln!("skipping: this host can run guests ({})", report.verdict);

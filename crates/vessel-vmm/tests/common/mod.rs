@@ -104,3 +104,10 @@ pub fn have_kvm() -> bool {
     }
     ok
 }
+
+/// Serialises the tests of one binary: the leak test counts this process's fds, which tests
+/// running in parallel threads would disturb.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
