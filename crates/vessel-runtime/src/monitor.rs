@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 
 use crate::bundle::Bundle;
 use crate::control::{self, ControlRequest, ControlResponse};
@@ -37,7 +37,7 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
-    let forwarded = forwarded_signals();
+    let forwarded = crate::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
     // them, by sigwait.
@@ -126,30 +126,6 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
             }
         });
     }
-}
-
-/// Signals the monitor passes on to the init, as runc's init would receive them: all but those
-/// that cannot be caught, SIGCHLD (the monitor's own children), and the synchronous faults.
-fn forwarded_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in Signal::iterator() {
-        if !matches!(
-            sig,
-            Signal::SIGKILL
-                | Signal::SIGSTOP
-                | Signal::SIGCHLD
-                | Signal::SIGSEGV
-                | Signal::SIGBUS
-                | Signal::SIGILL
-                | Signal::SIGFPE
-                | Signal::SIGTRAP
-                | Signal::SIGSYS
-                | Signal::SIGPIPE
-        ) {
-            set.add(sig);
-        }
-    }
-    set
 }
 
 fn forward_signals(set: SigSet, sandbox: &dyn Sandbox) {

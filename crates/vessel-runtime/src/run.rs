@@ -1,7 +1,7 @@
 //! Foreground `run`: create, start, forward signals, wait, and delete unless `--keep` (runc
 //! run.go, signals.go, utils_linux.go `runner.run`).
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -47,29 +47,18 @@ pub struct RunOptions {
     pub no_subreaper: bool,
 }
 
-/// Signals a foreground `run` does not forward (runc signals.go).
-fn forwarded_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in Signal::iterator() {
-        if !matches!(
-            sig,
-            Signal::SIGKILL
-                | Signal::SIGSTOP
-                | Signal::SIGCHLD
-                | Signal::SIGWINCH
-                | Signal::SIGURG
-                | Signal::SIGSEGV
-                | Signal::SIGBUS
-                | Signal::SIGILL
-                | Signal::SIGFPE
-                | Signal::SIGTRAP
-                | Signal::SIGSYS
-                | Signal::SIGPIPE
-        ) {
-            set.add(sig);
-        }
+/// Creates and starts a container (`run -d`, and the first half of a foreground `run`); a
+/// container that fails to start is destroyed. Must be called from a single-threaded process.
+pub fn create_and_start(
+    store: &StateStore,
+    opts: &CreateOptions,
+) -> Result<create::Created, RunError> {
+    let created = create::create(store, opts)?;
+    if let Err(e) = start::start(store, &opts.id) {
+        let _ = delete::delete(store, &opts.id, true);
+        return Err(e.into());
     }
-    set
+    Ok(created)
 }
 
 /// Runs container `opts.create.id` in the foreground and returns its exit status (128+N for
@@ -83,12 +72,8 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
         }
     }
     let id = opts.create.id.clone();
-    let created = create::create(store, &opts.create)?;
-    if let Err(e) = start::start(store, &id) {
-        let _ = delete::delete(store, &id, true);
-        return Err(e.into());
-    }
-    let set = forwarded_signals();
+    let created = create_and_start(store, &opts.create)?;
+    let set = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
     let _ = set.thread_block();
     let forward_store = store.clone();
     let forward_id = id.clone();

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 
 /// Errors of [`parse`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,6 +29,32 @@ pub fn parse(raw: &str) -> Result<i32, SignalError> {
         .map_err(|_| SignalError::ParseSignal(raw.to_owned()))
 }
 
+/// The signals a process passes on to a container's init: every signal except those that cannot
+/// be caught (SIGKILL, SIGSTOP), SIGCHLD (the forwarder's own children), the synchronous faults
+/// and SIGPIPE, and the ones in `except` (runc signals.go leaves out SIGWINCH and SIGURG).
+pub fn forwarded(except: &[Signal]) -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in Signal::iterator() {
+        let never = matches!(
+            sig,
+            Signal::SIGKILL
+                | Signal::SIGSTOP
+                | Signal::SIGCHLD
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGILL
+                | Signal::SIGFPE
+                | Signal::SIGTRAP
+                | Signal::SIGSYS
+                | Signal::SIGPIPE
+        );
+        if !never && !except.contains(&sig) {
+            set.add(sig);
+        }
+    }
+    set
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +68,15 @@ mod tests {
         assert_eq!(parse("SigTerm"), Ok(libc::SIGTERM));
         assert_eq!(parse("hup"), Ok(libc::SIGHUP));
         assert_eq!(parse("SIGUSR2"), Ok(libc::SIGUSR2));
+    }
+
+    #[test]
+    fn forwarded_set_leaves_out_uncatchable_and_excepted() {
+        let set = forwarded(&[Signal::SIGWINCH]);
+        assert!(set.contains(Signal::SIGTERM) && set.contains(Signal::SIGHUP));
+        assert!(!set.contains(Signal::SIGKILL) && !set.contains(Signal::SIGCHLD));
+        assert!(!set.contains(Signal::SIGWINCH));
+        assert!(forwarded(&[]).contains(Signal::SIGWINCH));
     }
 
     #[test]

@@ -32,11 +32,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
     let id = &args.args[0];
     let create = args.flags.options(ctx, id, args.detach);
     if args.detach {
-        vessel_runtime::create::create(&ctx.store, &create)?;
-        if let Err(e) = vessel_runtime::start::start(&ctx.store, id) {
-            let _ = vessel_runtime::delete::delete(&ctx.store, id, true);
-            return Err(e.into());
-        }
+        vessel_runtime::run::create_and_start(&ctx.store, &create)?;
         return Ok(0);
     }
     let opts = RunOptions {
