@@ -95,11 +95,34 @@ pub fn init_system() -> Result<(), InitError> {
             }
         }
     }
+    mount_share();
     let root = Path::new("/sys/fs/cgroup");
     crate::container::cgroup::enable_controllers(root);
     let _ = std::fs::create_dir_all(root.join("vessel"));
     crate::container::cgroup::enable_controllers(&root.join("vessel"));
     crate::net::bring_up_lo().map_err(InitError::BringUpLo)
+}
+
+/// virtio-fs tag of the container's share (the host's `<root>/<id>/share`, docs/design.md
+/// "File sharing").
+pub const SHARE_TAG: &str = "vessel";
+/// Where the share is mounted in the guest; the host sends paths under it in `create_container`.
+pub const SHARE_MOUNT: &str = "/run/vessel/shared";
+
+/// Mounts the container's virtio-fs share when the VM has one. A VM without it (tests of the
+/// agent alone) goes on; a container whose root is under [`SHARE_MOUNT`] then fails at create
+/// with the missing path named.
+fn mount_share() {
+    let _ = std::fs::create_dir_all(SHARE_MOUNT);
+    if let Err(e) = nix::mount::mount(
+        Some(SHARE_TAG),
+        SHARE_MOUNT,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
+        eprintln!("vessel-agent: no virtio-fs share {SHARE_TAG:?} mounted at {SHARE_MOUNT}: {e}");
+    }
 }
 
 /// Syncs file systems and powers the VM off (`reboot(RB_POWER_OFF)`; without ACPI the kernel
