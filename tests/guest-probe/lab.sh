@@ -21,5 +21,14 @@ bin=$(cargo test -q --release -p vessel-vmm --test lab_boot --no-run --message-f
 [ -x "$bin" ] || { echo "lab.sh: cannot find the lab_boot test binary" >&2; exit 1; }
 cp "$bin" "$stage/lab_boot"
 bin="$stage/lab_boot"
+# The debug entry point too: run_config_file on a JSON VmConfig, exit 0 on a clean shutdown.
+cargo build -q --release -p vessel-vmm --example vmm
+cp "$target/release/examples/vmm" "$stage/vmm"
+kernel=$(ls /var/cache/vessel/kernel/guest-*/vmlinux | tail -1)
+cat > "$stage/probe-vm.json" <<JSON
+{"vcpus": 2, "memory_mib": 128, "kernel": "$kernel", "initramfs": "$cpio",
+ "serial": "stderr", "vsock_cid": 3}
+JSON
 export VESSEL_PROBE_INITRAMFS="$cpio"
-exec tests/lab/run.sh -- "$bin" --test-threads=1 --nocapture ${1:+"$1"}
+exec tests/lab/run.sh -- sh -c '"$1" --test-threads=1 --nocapture $3 && "$2" "$(dirname "$2")/probe-vm.json"' \
+  lab "$bin" "$stage/vmm" "${1:-}"

@@ -91,12 +91,13 @@ fn boots_with_one_and_two_vcpus_and_sees_them_and_its_memory() {
         cfg.serial = SerialSink::File(log.clone());
         let t0 = Instant::now();
         let mut vm = Vm::start(cfg).unwrap();
+        let setup = t0.elapsed();
         let to_init = wait_for_line(&log, "PROBE init", Duration::from_secs(60));
         let reason = finish(&mut vm, 120);
         let total = t0.elapsed();
         let text = std::fs::read_to_string(&log).unwrap();
         eprintln!(
-            "vcpus={vcpus}: boot-to-init {to_init:?} (guest uptime at init {:?} ms), total {total:?}, exit: {reason}",
+            "vcpus={vcpus}: setup {setup:?}, boot-to-init {to_init:?} (guest uptime at init {:?} ms), total {total:?}, exit: {reason}",
             probe_value(&text, "uptime_ms=")
         );
         assert_eq!(
@@ -182,6 +183,23 @@ fn vsock_carries_mebibytes_both_ways_host_and_guest_initiated() {
     let host_initiated = t1.elapsed();
     assert_eq!(back.len(), N);
     assert!(back.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+    // While the guest runs: this process's resident memory outside guest RAM (guest RAM is a
+    // memfd, counted as RssShmem). The test harness is included, so this bounds the VMM's share.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "rss: anon {} KiB + file {} KiB outside guest memory; guest memory touched (shmem) {} KiB",
+        kib("RssAnon:"),
+        kib("RssFile:"),
+        kib("RssShmem:")
+    );
     let echoed = guest_side.join().unwrap().unwrap();
     assert_eq!(echoed, N);
 

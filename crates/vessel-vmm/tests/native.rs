@@ -10,11 +10,9 @@ use vessel_vmm::{ExitReason, ShutdownCause, Vm, VmmError};
 
 #[test]
 fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
-    let _one_at_a_time = serial();
-    if !have_kvm() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let mut code = serial_print(b"hello\n");
     code.extend_from_slice(I8042_RESET);
     let cfg = tiny_vm(&dir, &code);
@@ -30,11 +28,9 @@ fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
 
 #[test]
 fn store_to_an_mmio_hole_is_reported_with_its_address() {
-    let _one_at_a_time = serial();
-    if !have_kvm() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let mut vm = Vm::start(tiny_vm(&dir, MMIO_HOLE_STORE)).unwrap();
     assert_eq!(
         vm.wait(),
@@ -48,11 +44,9 @@ fn store_to_an_mmio_hole_is_reported_with_its_address() {
 
 #[test]
 fn pause_resume_and_stop_a_spinning_guest_with_two_vcpus() {
-    let _one_at_a_time = serial();
-    if !have_kvm() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let mut cfg = tiny_vm(&dir, SPIN);
     cfg.vcpus = 2;
     let mut vm = Vm::start(cfg).unwrap();
@@ -75,11 +69,9 @@ fn pause_resume_and_stop_a_spinning_guest_with_two_vcpus() {
 
 #[test]
 fn hundred_setups_and_teardowns_leak_neither_fds_nor_memory() {
-    let _one_at_a_time = serial();
-    if !have_kvm() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let mut cfg = tiny_vm(&dir, SPIN);
     cfg.vcpus = 2;
     cfg.memory_mib = 128;

@@ -111,3 +111,9 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Start of a KVM test: the serialisation guard and a temp dir, or `None` (skip) without KVM.
+pub fn kvm_test() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir)> {
+    let guard = serial();
+    have_kvm().then(|| (guard, tempfile::tempdir().unwrap()))
+}

@@ -208,6 +208,21 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// [`Driver::pump_host`] until something reaches the guest (host threads may lag), for at
+    /// most half a second.
+    pub fn pump_host_until_some(&mut self) -> Vec<Packet> {
+        for _ in 0..100 {
+            let got = self.pump_host();
+            if !got.is_empty() {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Vec::new()
+    }
+}
+
 /// Ops of `pkts`, for compact assertions.
 pub fn ops(pkts: &[Packet]) -> Vec<u16> {
     pkts.iter().map(|p| p.hdr.op).collect()

@@ -144,14 +144,7 @@ fn host_initiated_connect_succeeds_or_is_refused() {
     let h = d.dev.handle();
     let t = std::thread::spawn(move || h.connect(1024));
     // The request reaches the guest once the backend wakes up.
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = d.pump_host();
-        if !got.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let got = d.pump_host_until_some();
     assert_eq!(ops(&got), vec![op::REQUEST]);
     let r = got[0].hdr;
     assert_eq!((r.dst_port, r.src_port), (1024, FIRST_LOCAL_PORT));
@@ -162,14 +155,7 @@ fn host_initiated_connect_succeeds_or_is_refused() {
 
     let h = d.dev.handle();
     let t = std::thread::spawn(move || h.connect(1025));
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = d.pump_host();
-        if !got.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let got = d.pump_host_until_some();
     assert_eq!(got[0].hdr.src_port, FIRST_LOCAL_PORT + 1);
     d.send_op(1025, got[0].hdr.src_port, op::RST, 0, 0);
     let err = t.join().unwrap().unwrap_err();
@@ -282,13 +268,7 @@ fn unix_socket_bridge_speaks_connect_ok() {
     let mut c = UnixStream::connect(&path).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     c.write_all(b"CONNECT 1024\nearly").unwrap();
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got = d.pump_host();
-        if !got.is_empty() {
-            break;
-        }
-    }
+    let got = d.pump_host_until_some();
     assert_eq!(ops(&got), vec![op::REQUEST]);
     let local = got[0].hdr.src_port;
     d.send_op(1024, local, op::RESPONSE, 4096, 0);
