@@ -117,3 +117,17 @@ fn refuses_hosts_that_cannot_boot_guests_unless_overridden() {
     assert!(matches!(err, VmmError::UnsupportedHost { .. }), "{msg}");
     assert!(msg.contains("guests cannot run"), "{msg}");
 }
+
+#[test]
+fn memory_above_the_mmio_window_is_registered_in_two_slots() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
+        return;
+    };
+    let mut cfg = tiny_vm(&dir, I8042_RESET);
+    cfg.memory_mib = 5 * 1024; // 3.25 GiB below the window, 1.75 GiB from 4 GiB
+    let mut vm = Vm::start(cfg).unwrap();
+    assert_eq!(
+        vm.wait(),
+        ExitReason::Shutdown(ShutdownCause::KeyboardReset)
+    );
+}

@@ -293,3 +293,63 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// xorshift64*: deterministic pseudo-random numbers without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn random_descriptor_tables_and_headers_never_panic() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..200 {
+        let mut d = Driver::new();
+        let _l = d.dev.handle().listen(5001).unwrap();
+        for _ in 0..8 {
+            // A header that is valid-ish half the time, random otherwise.
+            let mut hdr = Driver::hdr(1234, 5001, (rng.next() % 9) as u16, rng.next() as u32, 0);
+            hdr.len = if rng.next() % 2 == 0 {
+                (rng.next() % 128) as u32
+            } else {
+                rng.next() as u32
+            };
+            if rng.next() % 4 == 0 {
+                hdr.type_ = rng.next() as u16;
+            }
+            let h = d.alloc(&hdr.to_bytes());
+            let p = d.alloc(&[0x5a; 128]);
+            let n = 1 + (rng.next() % 4) as usize;
+            let descs: Vec<(u64, u32, u16, u16)> = (0..n)
+                .map(|i| {
+                    let addr = match rng.next() % 4 {
+                        0 => rng.next(),
+                        1 => p,
+                        _ => h,
+                    };
+                    let len = match rng.next() % 3 {
+                        0 => rng.next() as u32,
+                        1 => (rng.next() % 64) as u32,
+                        _ => HDR_SIZE as u32,
+                    };
+                    let mut flags = (rng.next() % 8) as u16;
+                    if i + 1 < n {
+                        flags |= F_NEXT;
+                    }
+                    (addr, len, flags, (rng.next() % 300) as u16)
+                })
+                .collect();
+            d.add_raw(TX_QUEUE, &descs);
+        }
+        d.dev.process_queue(TX_QUEUE);
+        d.give_rx(4, (rng.next() % 64) as u32);
+        d.dev.process_backend();
+        let _ = d.recv();
+        assert!(d.dev.muxer().connection_count() <= 8, "round {round}");
+    }
+}

@@ -234,3 +234,26 @@ pub fn memory_map(mem: &GuestMemoryMmap) -> Vec<hvm_memmap_table_entry> {
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_map_reserves_the_ebda_hole_and_lists_ram_above_4g() {
+        let mem = crate::vstate::memory::create(4 << 30).unwrap();
+        let map: Vec<(u64, u64, u32)> = memory_map(&mem)
+            .iter()
+            .map(|e| (e.addr, e.size, e.type_))
+            .collect();
+        assert_eq!(
+            map,
+            vec![
+                (0, 0x9fc00, E820_RAM),
+                (0x9fc00, 0x100000 - 0x9fc00, E820_RESERVED),
+                (0x100000, 0xd000_0000 - 0x100000, E820_RAM),
+                (0x1_0000_0000, (4 << 30) - 0xd000_0000, E820_RAM),
+            ]
+        );
+    }
+}
