@@ -125,11 +125,12 @@ fn mount_share() {
     }
 }
 
-/// Syncs file systems and powers the VM off (`reboot(RB_POWER_OFF)`; without ACPI the kernel
-/// falls back to the i8042 reset that the VMM reports as a shutdown).
+/// Syncs file systems and ends the VM: `reboot(RB_AUTOBOOT)`, which with `reboot=k` is the i8042
+/// reset the VMM reports as a guest shutdown. (`RB_POWER_OFF` would only halt: without ACPI the
+/// kernel has no power-off method, and the VM would stay up with every vCPU halted.)
 pub fn power_off() -> ! {
     nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // reboot only returns on failure; PID 1 must not exit (that panics the kernel), so wait.
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
