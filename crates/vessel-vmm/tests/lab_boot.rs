@@ -177,7 +177,30 @@ fn vsock_carries_mebibytes_both_ways_host_and_guest_initiated() {
         w.write_all(&data).unwrap();
         w.shutdown(std::net::Shutdown::Write).unwrap();
     });
-    let mut back = Vec::with_capacity(N);
+    // Pause the guest mid-transfer: no echo may arrive while it is paused.
+    let mut back = vec![0u8; 64 * 1024];
+    s.read_exact(&mut back).unwrap();
+    vm.pause().unwrap();
+    // Bytes already past the guest (in the device's buffers) may still land: drain until quiet.
+    s.set_nonblocking(true).unwrap();
+    let mut drained = vec![0u8; N];
+    let before = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = 0;
+        while let Ok(n @ 1..) = s.read(&mut drained) {
+            back.extend_from_slice(&drained[..n]);
+            got += n;
+        }
+        if got == 0 {
+            break back.len();
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let during = s.read(&mut drained).map(|n| n as i64).unwrap_or(-1);
+    assert_eq!(during, -1, "echo bytes arrived while the guest was paused");
+    s.set_nonblocking(false).unwrap();
+    vm.resume().unwrap();
+    eprintln!("paused after {before} echoed bytes; resumed");
     s.read_to_end(&mut back).unwrap();
     writer.join().unwrap();
     let host_initiated = t1.elapsed();
