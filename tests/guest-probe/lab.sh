@@ -16,10 +16,12 @@ stage="$repo/target/vessel-lab"
 mkdir -p "$stage"
 cpio="$stage/probe-initramfs.cpio"
 tests/lab/mkinitramfs.sh "$cpio" "/init=$probe"
-bin=$(cargo test -q --release -p vessel-vmm --test lab_boot --no-run --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-[ -x "$bin" ] || { echo "lab.sh: cannot find the lab_boot test binary" >&2; exit 1; }
-cp "$bin" "$stage/lab_boot"
+for t in lab_boot lab_fs; do
+  bin=$(cargo test -q --release -p vessel-vmm --test $t --no-run --message-format=json 2>/dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  [ -x "$bin" ] || { echo "lab.sh: cannot find the $t test binary" >&2; exit 1; }
+  cp "$bin" "$stage/$t"
+done
 bin="$stage/lab_boot"
 # The debug entry point too: run_config_file on a JSON VmConfig, exit 0 on a clean shutdown.
 cargo build -q --release -p vessel-vmm --example vmm
@@ -29,6 +31,7 @@ cat > "$stage/probe-vm.json" <<JSON
 {"vcpus": 2, "memory_mib": 128, "kernel": "$kernel", "initramfs": "$cpio",
  "serial": "stderr", "vsock_cid": 3}
 JSON
-export VESSEL_PROBE_INITRAMFS="$cpio"
-exec tests/lab/run.sh -- sh -c '"$1" --test-threads=1 --nocapture $3 && "$2" "$(dirname "$2")/probe-vm.json"' \
+export VESSEL_PROBE_INITRAMFS="$cpio" VESSEL_KERNEL="${VESSEL_KERNEL:-$kernel}"
+exec tests/lab/run.sh -- sh -c '"$1" --test-threads=1 --nocapture $3 && "$(dirname "$1")/lab_fs" \
+  --test-threads=1 --nocapture $3 && "$2" "$(dirname "$2")/probe-vm.json"' \
   lab "$bin" "$stage/vmm" "${1:-}"

@@ -19,6 +19,11 @@ pub const MAX_MEMORY_MIB: u32 = 65536;
 pub const MIN_GUEST_CID: u32 = 3;
 /// Longest kernel command line the x86 kernel accepts, bytes (`COMMAND_LINE_SIZE`).
 pub const MAX_CMDLINE_LEN: usize = 2048;
+/// Most virtio-fs devices one VM may have: each takes an MMIO slot, an IRQ and a command-line
+/// declaration, which must fit in `layout::BASE_CMDLINE_RESERVED` next to the base line.
+pub const MAX_FS_DEVICES: usize = 8;
+/// Longest virtio-fs tag, bytes (the config space's `tag[36]`, virtio 1.2, 5.11.4).
+pub const MAX_FS_TAG_LEN: usize = vessel_devices::virtio::fs::TAG_LEN;
 
 /// Where the guest's 8250 console output goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +69,21 @@ pub struct VmConfig {
     /// setup-only use (tests of VM creation and teardown); a guest started that way will not boot.
     #[serde(default)]
     pub allow_unsupported_host: bool,
+    /// Host directories shared with the guest over virtio-fs, one device each (at most
+    /// `MAX_FS_DEVICES`), in MMIO slots after the vsock device.
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
+}
+
+/// One virtio-fs share. JSON example: `{"tag":"vessel","shared_dir":"/run/vessel/c1/share"}`;
+/// the guest mounts it with `mount -t virtiofs vessel <dir>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// Name the guest mounts, 1..=`MAX_FS_TAG_LEN` bytes without NUL, unique within the VM.
+    pub tag: String,
+    /// Existing host directory served to the guest (the serving thread is confined to it).
+    pub shared_dir: PathBuf,
 }
 
 /// Why a `VmConfig` was refused.
@@ -96,6 +116,44 @@ pub enum ConfigError {
         len: usize,
         /// Room left for it.
         max: usize,
+    },
+    /// Too many virtio-fs devices.
+    #[error("fs has {count} entries, at most {max} are allowed")]
+    TooManyFs {
+        /// Entries given.
+        count: usize,
+        /// `MAX_FS_DEVICES`.
+        max: usize,
+    },
+    /// A virtio-fs tag is empty, too long or contains NUL.
+    #[error("{field} {tag:?} is {len} bytes, must be 1..={max} bytes without NUL")]
+    BadFsTag {
+        /// Field name, e.g. `fs[0].tag`.
+        field: String,
+        /// The tag given.
+        tag: String,
+        /// Its length in bytes.
+        len: usize,
+        /// `MAX_FS_TAG_LEN`.
+        max: usize,
+    },
+    /// Two virtio-fs devices have the same tag.
+    #[error("{field} {tag:?} is already the tag of fs[{first}]")]
+    DuplicateFsTag {
+        /// Field name of the second use, e.g. `fs[1].tag`.
+        field: String,
+        /// The tag.
+        tag: String,
+        /// Index of the first device with that tag.
+        first: usize,
+    },
+    /// A shared directory does not exist or is not a directory.
+    #[error("{field} {path} is not an existing directory")]
+    MissingDir {
+        /// Field name, e.g. `fs[0].shared_dir`.
+        field: String,
+        /// The path given.
+        path: PathBuf,
     },
     /// The config file could not be read.
     #[error("cannot read vm config {path}")]
@@ -130,6 +188,7 @@ impl VmConfig {
             vsock_cid: MIN_GUEST_CID,
             vsock_uds: None,
             allow_unsupported_host: false,
+            fs: Vec::new(),
         }
     }
 
@@ -180,7 +239,7 @@ impl VmConfig {
                 max,
             });
         }
-        Ok(())
+        validate_fs(&self.fs)
     }
 
     /// Guest memory size in bytes.
@@ -200,6 +259,40 @@ fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), Conf
             max,
         })
     }
+}
+
+fn validate_fs(fs: &[FsConfig]) -> Result<(), ConfigError> {
+    if fs.len() > MAX_FS_DEVICES {
+        return Err(ConfigError::TooManyFs {
+            count: fs.len(),
+            max: MAX_FS_DEVICES,
+        });
+    }
+    for (i, f) in fs.iter().enumerate() {
+        let len = f.tag.len();
+        if len == 0 || len > MAX_FS_TAG_LEN || f.tag.contains('\0') {
+            return Err(ConfigError::BadFsTag {
+                field: format!("fs[{i}].tag"),
+                tag: f.tag.clone(),
+                len,
+                max: MAX_FS_TAG_LEN,
+            });
+        }
+        if let Some(first) = fs[..i].iter().position(|o| o.tag == f.tag) {
+            return Err(ConfigError::DuplicateFsTag {
+                field: format!("fs[{i}].tag"),
+                tag: f.tag.clone(),
+                first,
+            });
+        }
+        if !f.shared_dir.is_dir() {
+            return Err(ConfigError::MissingDir {
+                field: format!("fs[{i}].shared_dir"),
+                path: f.shared_dir.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn file(field: &'static str, path: &Path) -> Result<(), ConfigError> {
@@ -308,6 +401,72 @@ mod tests {
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} does not contain {want:?}");
         }
+    }
+
+    #[test]
+    fn fs_shares_parse_and_each_bad_entry_is_named() {
+        let k = kernel();
+        let d = tempfile::tempdir().unwrap();
+        let json = format!(
+            r#"{{"vcpus":1,"memory_mib":64,"kernel":"{}","vsock_cid":3,
+                "fs":[{{"tag":"vessel","shared_dir":"{}"}}]}}"#,
+            k.path().display(),
+            d.path().display()
+        );
+        let c: VmConfig = serde_json::from_str(&json).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.fs[0].tag, "vessel");
+        assert_eq!(c.fs[0].shared_dir, d.path());
+        assert!(VmConfig::new(k.path()).fs.is_empty());
+
+        let share = |tag: &str, dir: &Path| FsConfig {
+            tag: tag.into(),
+            shared_dir: dir.into(),
+        };
+        let with = |fs: Vec<FsConfig>| VmConfig {
+            fs,
+            ..VmConfig::new(k.path())
+        };
+        let file = d.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let ok = share("a", d.path());
+        let cases: Vec<(VmConfig, &str)> = vec![
+            (
+                with(vec![share("", d.path())]),
+                r#"fs[0].tag "" is 0 bytes, must be 1..=36"#,
+            ),
+            (
+                with(vec![ok.clone(), share(&"t".repeat(37), d.path())]),
+                "fs[1].tag \"ttt",
+            ),
+            (with(vec![share("a\0b", d.path())]), "without NUL"),
+            (
+                with(vec![ok.clone(), share("b", d.path()), share("a", d.path())]),
+                r#"fs[2].tag "a" is already the tag of fs[0]"#,
+            ),
+            (
+                with(vec![ok.clone(), share("b", &d.path().join("missing"))]),
+                "fs[1].shared_dir",
+            ),
+            (
+                with(vec![share("a", &file)]),
+                "is not an existing directory",
+            ),
+            (
+                with((0..9).map(|i| share(&i.to_string(), d.path())).collect()),
+                "fs has 9 entries, at most 8",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} does not contain {want:?}");
+        }
+        with(vec![ok, share(&"t".repeat(36), d.path())])
+            .validate()
+            .unwrap();
+        let e = serde_json::from_str::<FsConfig>(r#"{"tag":"a","shared_dir":"/","ro":true}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `ro`"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod vstate;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{ConfigError, SerialSink, VmConfig};
+pub use config::{ConfigError, FsConfig, SerialSink, VmConfig};
 pub use vessel_devices::virtio::vsock::{VsockHandle, VsockListener};
 pub use vm::Vm;
 pub use vstate::vcpu::{ExitReason, ShutdownCause};
@@ -131,6 +131,18 @@ pub enum VmmError {
     /// The vsock device could not be created.
     #[error("cannot create vsock device")]
     CreateVsock(#[source] std::io::Error),
+    /// A virtio-fs device could not be created (its serving thread could not be confined to the
+    /// shared directory, or not started).
+    #[error("cannot create virtio-fs device fs[{index}] (tag {tag:?})")]
+    CreateFs {
+        /// Index in `VmConfig::fs`.
+        index: usize,
+        /// Its tag.
+        tag: String,
+        /// The cause.
+        #[source]
+        source: vessel_devices::virtio::fs::FsError,
+    },
     /// The vsock Unix socket could not be bound.
     #[error("cannot listen on vsock unix socket {path}")]
     BindVsockUds {

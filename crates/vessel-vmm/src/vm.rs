@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -17,13 +17,14 @@ use vm_memory::GuestMemoryMmap;
 use kvm_ioctls::IoEventAddress;
 use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
+use vessel_devices::virtio::fs::{Fs, HIPRIO_QUEUE, REQUEST_QUEUE};
 use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
 use vessel_devices::virtio::VirtioInterrupt;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
-use crate::config::{SerialSink, VmConfig};
+use crate::config::{FsConfig, SerialSink, VmConfig};
 use crate::devices::DeviceManager;
 use crate::event_loop::{EventLoop, SharedVsock};
 use crate::host;
@@ -46,6 +47,7 @@ pub struct Vm {
     vsock: VsockHandle,
     vsock_dev: SharedVsock,
     vsock_uds: Option<PathBuf>,
+    fs_devs: Vec<SharedFs>,
     boot: boot::BootInfo,
     cmdline: String,
     finished: Option<ExitReason>,
@@ -135,7 +137,8 @@ impl Vm {
                 })?;
             queue_evts.push(e);
         }
-        let device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
+        let mut device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
+        let fs_devs = add_fs_devices(&vm_fd, &mem, &mut devices, &config.fs, &mut device_cmdline)?;
         let event_loop = EventLoop::spawn(transport.clone(), queue_evts).map_err(|source| {
             VmmError::SpawnThread {
                 name: "vmm-devices".into(),
@@ -184,6 +187,7 @@ impl Vm {
             vsock: vsock_handle,
             vsock_dev: transport,
             vsock_uds: config.vsock_uds.clone(),
+            fs_devs,
             boot: boot_info,
             cmdline,
             finished: None,
@@ -285,6 +289,12 @@ impl Vm {
         if let Some(p) = &self.vsock_uds {
             let _ = std::fs::remove_file(p);
         }
+        for fs in &self.fs_devs {
+            fs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .device_mut()
+                .stop();
+        }
         self.devices.flush();
         let r = self.ctl.reason().unwrap_or(ExitReason::Stopped);
         self.finished = Some(r.clone());
@@ -296,6 +306,59 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A virtio-fs device as the VMM shares it between vCPU threads (MMIO) and teardown.
+type SharedFs = Arc<Mutex<MmioTransport<Fs>>>;
+
+/// MMIO slot of the first virtio-fs device (slot 0 is the vsock device).
+const FIRST_FS_SLOT: u32 = 1;
+
+/// Builds one virtio-fs device per entry of `shares` in MMIO slots `FIRST_FS_SLOT..`, each with
+/// IRQ `MMIO_FIRST_IRQ + slot` and its irqfd, maps them on `devices` and appends their
+/// `virtio_mmio.device` declarations to `cmdline`.
+fn add_fs_devices(
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    devices: &mut DeviceManager,
+    shares: &[FsConfig],
+    cmdline: &mut String,
+) -> Result<Vec<SharedFs>, VmmError> {
+    let mut out = Vec::with_capacity(shares.len());
+    for (index, share) in shares.iter().enumerate() {
+        let slot = FIRST_FS_SLOT + index as u32;
+        let addr = layout::mmio_slot_addr(slot);
+        let irq = layout::MMIO_FIRST_IRQ + slot;
+        let line = IrqLine::new().map_err(VmmError::CreateEventFd)?;
+        vm_fd
+            .register_irqfd(&line.0, irq)
+            .map_err(|source| VmmError::RegisterIrqfd { gsi: irq, source })?;
+        let fs = Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
+            index,
+            tag: share.tag.clone(),
+            source,
+        })?;
+        // A guest kick of either queue makes KVM signal the eventfd the serving thread sleeps
+        // on, which is all `queue_notify` would do, without an exit on the vCPU thread.
+        let notify = addr + QUEUE_NOTIFY_OFFSET;
+        for q in [HIPRIO_QUEUE, REQUEST_QUEUE] {
+            vm_fd
+                .register_ioevent(fs.queue_evt(), &IoEventAddress::Mmio(notify), q as u32)
+                .map_err(|source| VmmError::RegisterIoevent {
+                    addr: notify,
+                    source,
+                })?;
+        }
+        let transport: SharedFs = Arc::new(Mutex::new(MmioTransport::new(
+            fs,
+            mem.clone(),
+            VirtioInterrupt::new(Box::new(line)),
+        )));
+        devices.add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
+        cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        out.push(transport);
+    }
+    Ok(out)
 }
 
 /// Binds the vsock Unix socket at `path`, replacing a stale socket file (never another kind of

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use vessel_vmm::{ExitReason, ShutdownCause, Vm, VmmError};
+use vessel_vmm::{ExitReason, FsConfig, ShutdownCause, Vm, VmmError};
 
 #[test]
 fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
@@ -130,4 +130,77 @@ fn memory_above_the_mmio_window_is_registered_in_two_slots() {
         vm.wait(),
         ExitReason::Shutdown(ShutdownCause::KeyboardReset)
     );
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with(prefix))
+        .count()
+}
+
+/// [`threads_named`] once it reaches 0, or after a second: a joined thread can stay listed in
+/// `/proc/self/task` for about a millisecond (the kernel wakes the joiner before it releases
+/// the task).
+fn threads_gone(prefix: &str) -> usize {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = threads_named(prefix);
+        if n == 0 || t0.elapsed() > Duration::from_secs(1) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn fs_devices_take_the_next_slots_and_their_threads_end_at_teardown() {
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: the virtio-fs thread unshares its mount namespace and needs root");
+        return;
+    }
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let mut cfg = tiny_vm(&dir, SPIN);
+    cfg.fs = vec![
+        FsConfig {
+            tag: "vessel".into(),
+            shared_dir: a,
+        },
+        FsConfig {
+            tag: "extra".into(),
+            shared_dir: b.clone(),
+        },
+    ];
+    Vm::setup(cfg.clone()).unwrap().stop();
+    let fds = fd_count();
+    for _ in 0..20 {
+        let mut vm = Vm::setup(cfg.clone()).unwrap();
+        assert!(
+            vm.cmdline().ends_with(
+                " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+                 virtio_mmio.device=4K@0xd0002000:7"
+            ),
+            "{}",
+            vm.cmdline()
+        );
+        assert_eq!(threads_named("vessel-fs-"), 2);
+        assert_eq!(vm.stop(), ExitReason::Stopped);
+        assert_eq!(threads_gone("vessel-fs-"), 0, "stop() ends the fs threads");
+    }
+    assert_eq!(fd_count(), fds);
+
+    std::fs::remove_dir(&b).unwrap();
+    let err = Vm::setup(cfg)
+        .err()
+        .expect("a missing shared_dir is refused");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("fs[1].shared_dir"), "{chain}");
 }

@@ -9,6 +9,11 @@
 //!   EOF) and guest-initiated (it connects to host CID 2 port 5001, sends a pattern, half-closes,
 //!   and checks the echo), printing `PROBE vsock host-initiated echoed=<n>` and
 //!   `PROBE vsock guest-initiated ok bytes=<n>` (or `... FAILED <why>`)
+//! - with `probe.fs=<tag>`, it mounts that virtio-fs tag at `/mnt`, prints
+//!   `PROBE fs hello=<first line of hello.txt>`, writes `from-guest.txt` (`written by the guest`),
+//!   reads `host-big.bin` and prints `PROBE fs read host-big.bin bytes=<n> fnv=<FNV-1a 64, hex>`,
+//!   writes those bytes back as `guest-big.bin` (fsynced), then prints `PROBE fs ok` (or
+//!   `PROBE fs FAILED <why>`)
 //! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
 //!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
 //!   halt the CPUs, as the kernel has no power-off method without ACPI).
@@ -25,7 +30,9 @@ const HOST_CID: u32 = 2;
 
 fn main() {
     let _ = std::fs::create_dir_all("/proc");
-    mount("proc", "/proc", "proc");
+    if let Err(e) = mount("proc", "/proc", "proc") {
+        println!("PROBE mount /proc FAILED {e}");
+    }
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     let up_ms = uptime
         .split_whitespace()
@@ -54,6 +61,15 @@ fn main() {
             Err(e) => println!("PROBE vsock guest-initiated FAILED {e}"),
         }
     }
+    if let Some(tag) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("probe.fs="))
+    {
+        match fs_share(tag) {
+            Ok(()) => println!("PROBE fs ok"),
+            Err(e) => println!("PROBE fs FAILED {e}"),
+        }
+    }
     println!("PROBE done");
     let _ = std::io::stdout().flush();
     // SAFETY: sync and reboot take no pointers; RB_AUTOBOOT ends the VM through the i8042 reset
@@ -67,17 +83,41 @@ fn main() {
     }
 }
 
-fn mount(src: &str, dst: &str, fstype: &str) {
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (s, d, t) = (c(src), c(dst), c(fstype));
+fn mount(src: &str, dst: &str, fstype: &str) -> std::io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+    let (s, d, t) = (c(src)?, c(dst)?, c(fstype)?);
     // SAFETY: all three are valid NUL-terminated strings alive for the call; data is null.
     let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        println!(
-            "PROBE mount {dst} FAILED {}",
-            std::io::Error::last_os_error()
-        );
+    check(rc, &format!("mount {fstype} {src} on {dst}"))
+}
+
+/// FNV-1a, 64 bits: the checksum the host recomputes.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `probe.fs=<tag>` exchange (see the module docs).
+fn fs_share(tag: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all("/mnt")?;
+    mount(tag, "/mnt", "virtiofs")?;
+    let hello = std::fs::read_to_string("/mnt/hello.txt")?;
+    println!("PROBE fs hello={}", hello.lines().next().unwrap_or(""));
+    let mut f = File::create("/mnt/from-guest.txt")?;
+    f.write_all(b"written by the guest\n")?;
+    f.sync_all()?;
+    let big = std::fs::read("/mnt/host-big.bin")?;
+    println!(
+        "PROBE fs read host-big.bin bytes={} fnv={:016x}",
+        big.len(),
+        fnv1a(&big)
+    );
+    let mut f = File::create("/mnt/guest-big.bin")?;
+    for chunk in big.chunks(1 << 20) {
+        f.write_all(chunk)?;
     }
+    f.sync_all()
 }
 
 fn online_cpus() -> usize {
