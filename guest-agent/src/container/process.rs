@@ -147,7 +147,7 @@ pub fn last_cap() -> u32 {
 /// The raw `RLIMIT_*` number of an OCI rlimit type.
 pub fn rlimit_number(t: PosixRlimitType) -> u32 {
     use PosixRlimitType::*;
-    (match t {
+    match t {
         RlimitCpu => libc::RLIMIT_CPU,
         RlimitFsize => libc::RLIMIT_FSIZE,
         RlimitData => libc::RLIMIT_DATA,
@@ -164,7 +164,7 @@ pub fn rlimit_number(t: PosixRlimitType) -> u32 {
         RlimitNice => libc::RLIMIT_NICE,
         RlimitRtprio => libc::RLIMIT_RTPRIO,
         RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as u32
+    }
 }
 
 /// Applies `process.rlimits` in order.
@@ -431,7 +431,7 @@ mod tests {
         apply_rlimits(&sys, &[r]).unwrap();
         assert_eq!(
             sys.take(),
-            vec![Call::Setrlimit(libc::RLIMIT_NOFILE as u32, 1024, 2048)]
+            vec![Call::Setrlimit(libc::RLIMIT_NOFILE, 1024, 2048)]
         );
     }
 }

@@ -15,6 +15,7 @@
 //!    program runs, or a `Failed` frame if `execve` failed.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -211,9 +212,11 @@ fn run() -> Result<(), SetupError> {
     // fd 0 is the socket; move it out of the way (close-on-exec) so 0-2 can become stdio.
     let raw = nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
         .map_err(|e| SetupError::ExchangeMessage(e.into()))?;
+    // A File, not a UnixStream: its read and write are read(2)/write(2), which seccomp
+    // profiles allow, where UnixStream uses recvfrom/sendto.
     // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC, so it is an open fd owned by no one
     // else in this process.
-    let mut sock = unsafe { UnixStream::from_raw_fd(raw) };
+    let mut sock = unsafe { File::from_raw_fd(raw) };
     let fds = receive_fds(&sock).map_err(SetupError::ExchangeMessage)?;
     for (i, fd) in fds.iter().enumerate() {
         nix::unistd::dup2(fd.as_raw_fd(), i as RawFd)
@@ -229,7 +232,7 @@ fn run() -> Result<(), SetupError> {
     Ok(())
 }
 
-fn receive_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
+fn receive_fds(sock: &File) -> io::Result<Vec<OwnedFd>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
@@ -258,13 +261,13 @@ fn receive_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
     Ok(out)
 }
 
-fn report(sock: &mut UnixStream, r: &SetupReport) {
+fn report(sock: &mut File, r: &SetupReport) {
     // Nothing more can be done if the agent is gone: the process exits after this anyway.
     let _ = write_message(sock, r);
 }
 
 /// Steps of S: cgroup, namespaces, fork. Returns in S only.
-fn setup_parent(sock: &mut UnixStream, req: SetupRequest) -> Result<(), SetupError> {
+fn setup_parent(sock: &mut File, req: SetupRequest) -> Result<(), SetupError> {
     let cgroup = match &req {
         SetupRequest::Create { cgroup, .. } | SetupRequest::Exec { cgroup, .. } => cgroup.clone(),
     };
@@ -412,11 +415,7 @@ fn join_namespaces(pid: i32) -> Result<(), SetupError> {
 }
 
 /// The container's init (C), up to and including the `execve`. Returns only on failure.
-fn child_create(
-    sock: &mut UnixStream,
-    c: &CreateContainer,
-    _new_net: bool,
-) -> Result<(), SetupError> {
+fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<(), SetupError> {
     let sys = LinuxSyscall;
     let linux = c.linux.clone().unwrap_or_default();
     let p = &c.process;
@@ -492,7 +491,7 @@ fn child_create(
 
 /// An exec'd process (C after `setns`). Returns only on failure.
 fn child_exec(
-    sock: &mut UnixStream,
+    sock: &mut File,
     p: &Process,
     seccomp: Option<&LinuxSeccomp>,
 ) -> Result<(), SetupError> {
@@ -598,7 +597,7 @@ fn finish_process<S: Syscall>(
 /// Reports ready, waits for [`START`], resets signal state and `execve`s. Returns only on
 /// failure (or exits quietly if the agent goes away before starting it).
 fn ready_and_exec(
-    sock: &mut UnixStream,
+    sock: &mut File,
     path: &CString,
     args: &[CString],
     env: &[CString],

@@ -1,0 +1,561 @@
+//! Native tests of the real container setup path: the agent runs in `serve` mode on Unix
+//! sockets, and each test drives it with `vessel_protocol::Client` to create, start, exec and
+//! wait for containers on a BusyBox root file system in a tempdir, asserting what the workload
+//! itself sees (hostname, ids, cwd, env, EROFS, masked paths, seccomp errno, rlimits, caps ...).
+//!
+//! Needs root (mounts, namespaces, pivot_root) and `/bin/busybox` (Debian's `busybox-static`);
+//! without them each test prints why and passes without checking anything.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use oci_spec::runtime::Spec;
+use vessel_protocol::client::open_stdio;
+use vessel_protocol::{
+    Client, ClientError, Code, CreateContainer, ExecProcess, ExitStatus, Request, Response,
+    StdioHeader, StreamKind,
+};
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root for mounts, namespaces and pivot_root");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("needs /bin/busybox (apt-get install busybox-static)");
+    }
+    None
+}
+
+macro_rules! require_root {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return Ok(());
+        }
+    };
+}
+
+/// A running `vessel-agent serve` and a BusyBox rootfs.
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn make_rootfs(root: &Path) -> Result<()> {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/u"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8(list.stdout)?.lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000:u:/home/u:/bin/sh\n",
+    )?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\nu:x:1000:\n")?;
+    std::fs::write(root.join("etc/secret"), "s3cret\n")?;
+    std::fs::create_dir_all(root.join("secretdir"))?;
+    std::fs::write(root.join("secretdir/file"), "hidden\n")?;
+    std::fs::create_dir_all(root.join("data"))?;
+    std::fs::write(root.join("notadir"), "")?;
+    Ok(())
+}
+
+impl Agent {
+    fn start() -> Result<Agent> {
+        let dir = tempfile::tempdir()?;
+        make_rootfs(&dir.path().join("rootfs"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_vessel-agent"))
+            .arg("serve")
+            .arg("--control")
+            .arg(dir.path().join("control.sock"))
+            .arg("--stdio")
+            .arg(dir.path().join("stdio.sock"))
+            .spawn()?;
+        let agent = Agent { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.dir.path().join("stdio.sock").exists() {
+            if Instant::now() > deadline {
+                bail!("agent did not listen within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(agent)
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    fn client(&self) -> Result<Client<UnixStream>> {
+        let s = UnixStream::connect(self.dir.path().join("control.sock"))?;
+        Ok(Client::handshake(s)?)
+    }
+
+    fn stream(&self, id: &str, exec: Option<&str>, kind: StreamKind) -> Result<UnixStream> {
+        let mut s = UnixStream::connect(self.dir.path().join("stdio.sock"))?;
+        open_stdio(
+            &mut s,
+            &StdioHeader {
+                container_id: id.into(),
+                exec_id: exec.map(str::to_string),
+                stream: kind,
+            },
+        )?;
+        Ok(s)
+    }
+
+    /// Collects stdout and stderr of a process in background threads.
+    fn capture(&self, id: &str, exec: Option<&str>) -> Result<Output> {
+        let read_all = |mut s: UnixStream| -> JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+        };
+        Ok(Output {
+            stdout: read_all(self.stream(id, exec, StreamKind::Stdout)?),
+            stderr: read_all(self.stream(id, exec, StreamKind::Stderr)?),
+        })
+    }
+
+    /// Creates, starts and waits for a container; returns its status, stdout and stderr.
+    fn run(&self, id: &str, spec: &Spec) -> Result<(ExitStatus, String, String)> {
+        let mut c = self.client()?;
+        let mut req = CreateContainer::from_spec(id, spec, self.rootfs().to_str().unwrap());
+        req.stdio.stdin = false;
+        c.create(req)?;
+        let out = self.capture(id, None)?;
+        c.call_done(Request::Start {
+            container_id: id.into(),
+        })?;
+        let status = c.wait(id, None)?;
+        let (stdout, stderr) = out.join();
+        c.call_done(Request::Delete {
+            container_id: id.into(),
+        })?;
+        Ok((status, stdout, stderr))
+    }
+}
+
+struct Output {
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
+
+impl Output {
+    fn join(self) -> (String, String) {
+        (self.stdout.join().unwrap(), self.stderr.join().unwrap())
+    }
+}
+
+/// A runc-`spec`-like config running `sh -c script`.
+fn spec(script: &str) -> Spec {
+    let json = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "hostname": "vessel-test",
+        "process": {
+            "args": ["sh", "-c", script],
+            "cwd": "/",
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "user": {"uid": 0, "gid": 0}
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                           {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/etc/secret", "/secretdir"],
+            "readonlyPaths": ["/proc/sys", "/data"]
+        }
+    });
+    serde_json::from_value(json).unwrap()
+}
+
+fn patch(spec: &Spec, patch: serde_json::Value) -> Spec {
+    let mut v = serde_json::to_value(spec).unwrap();
+    merge(&mut v, patch);
+    serde_json::from_value(v).unwrap()
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+#[test]
+fn hostname_ids_cwd_env_and_pid_1() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let s = patch(
+        &spec("hostname; id -u; id -g; id -G; pwd; echo $FOO; echo $HOME; echo $$; umask"),
+        serde_json::json!({"process": {
+            "user": {"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 23},
+            "cwd": "/work/dir",
+            "env": ["PATH=/bin", "FOO=bar baz"]
+        }}),
+    );
+    let (status, out, err) = agent.run("ids", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "stderr: {err}");
+    assert_eq!(
+        out,
+        "vessel-test\n1000\n1000\n1000 10 20\n/work/dir\nbar baz\n/home/u\n1\n0027\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn exit_code_and_signal_status() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let (status, _, _) = agent.run("exit3", &spec("exit 3"))?;
+    assert_eq!(status, ExitStatus::Code(3));
+    // PID 1 of a PID namespace ignores SIGKILL sent from inside it, so this one shares the
+    // agent's PID namespace.
+    let mut s = spec("kill -KILL $$");
+    let l = s.linux_mut().as_mut().unwrap();
+    let ns = l.namespaces().clone().unwrap();
+    l.set_namespaces(Some(
+        ns.into_iter()
+            .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Pid)
+            .collect(),
+    ));
+    let (status, _, _) = agent.run("sig", &s)?;
+    assert_eq!(status, ExitStatus::Signal(9));
+    assert_eq!(status.runc_code(), 137);
+    Ok(())
+}
+
+#[test]
+fn readonly_root_masked_and_readonly_paths() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let s = patch(
+        &spec(
+            "touch /x 2>&1; cat /etc/secret; echo masked=$?; ls /secretdir | wc -l; \
+             touch /data/f 2>&1; (echo x > /proc/sys/kernel/hostname) 2>&1; touch /tmp/ok && echo tmp-ok; \
+             grep ' /data ' /proc/self/mountinfo | cut -d' ' -f6",
+        ),
+        serde_json::json!({"root": {"readonly": true}}),
+    );
+    let (status, out, err) = agent.run("ro", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "touch: /x: Read-only file system", "{out}");
+    assert_eq!(lines[1], "masked=0", "{out}");
+    assert_eq!(lines[2].trim(), "0", "{out}");
+    assert_eq!(lines[3], "touch: /data/f: Read-only file system", "{out}");
+    assert!(lines[4].contains("Read-only file system"), "{out}");
+    assert_eq!(lines[5], "tmp-ok", "{out}");
+    assert!(lines[6].split(',').any(|o| o == "ro"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn seccomp_errno_rule_fails_the_syscall() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let s = patch(
+        &spec("mkdir /tmp/d; echo rc=$?; touch /tmp/f && echo touch-ok"),
+        serde_json::json!({"linux": {"seccomp": {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat", "not_a_syscall"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        }}}),
+    );
+    let (status, out, err) = agent.run("seccomp", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "{err}");
+    assert_eq!(out, "rc=1\ntouch-ok\n");
+    assert_eq!(
+        err,
+        "mkdir: can't create directory '/tmp/d': Permission denied\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn seccomp_default_errno_with_allow_list_and_masked_eq() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    // An allow list with default errno 3 (ESRCH): everything sh and the setup's last steps need
+    // is allowed except `getppid`, which fails through the default action; `personality` is
+    // allowed only for the 0xffffffff query, by a masked-eq rule.
+    let mut names: Vec<String> = Vec::new();
+    for n in [
+        "read",
+        "write",
+        "openat",
+        "open",
+        "close",
+        "execve",
+        "brk",
+        "mmap",
+        "munmap",
+        "mprotect",
+        "arch_prctl",
+        "set_tid_address",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "exit_group",
+        "exit",
+        "getpid",
+        "getuid",
+        "geteuid",
+        "getgid",
+        "getegid",
+        "fstat",
+        "newfstatat",
+        "stat",
+        "lstat",
+        "ioctl",
+        "fcntl",
+        "dup2",
+        "dup3",
+        "wait4",
+        "clone",
+        "fork",
+        "vfork",
+        "uname",
+        "getcwd",
+        "prlimit64",
+        "set_robust_list",
+        "rseq",
+        "statx",
+        "access",
+        "faccessat",
+        "faccessat2",
+        "readlink",
+        "sysinfo",
+        "setpgid",
+        "getpgrp",
+        "pipe",
+        "pipe2",
+        "chdir",
+        "lseek",
+        "getdents64",
+        "gettid",
+        "tgkill",
+        "kill",
+        "madvise",
+        "futex",
+        "poll",
+        "ppoll",
+        "pselect6",
+        "select",
+        "getrandom",
+        "clock_gettime",
+        "nanosleep",
+        "clock_nanosleep",
+        "sigaltstack",
+        "getppid",
+        "setgroups",
+        "setresuid",
+        "setresgid",
+        "capget",
+        "capset",
+        "prctl",
+        "getpgid",
+        "exit",
+    ] {
+        names.push(n.to_string());
+    }
+    names.retain(|n| n != "getppid");
+    let s = patch(
+        &spec("echo ppid=$PPID"),
+        serde_json::json!({"linux": {"seccomp": {
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 3,
+            "syscalls": [
+                {"names": names, "action": "SCMP_ACT_ALLOW"},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 4294967295u64, "valueTwo": 4294967295u64,
+                           "op": "SCMP_CMP_MASKED_EQ"}]}
+            ]
+        }}}),
+    );
+    let (status, out, err) = agent.run("seccomp2", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "{err}");
+    // getppid returned -ESRCH (-3), which BusyBox's sh prints as an unsigned number.
+    assert_eq!(out, format!("ppid={}\n", (-3i32) as u32));
+    Ok(())
+}
+
+#[test]
+fn rlimits_caps_and_no_new_privs() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let s = patch(
+        &spec("ulimit -n; grep -E '^(Cap|NoNewPrivs)' /proc/self/status"),
+        serde_json::json!({"process": {
+            "user": {"uid": 1000, "gid": 1000},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1234, "hard": 2048}],
+            "noNewPrivileges": true,
+            "capabilities": {
+                "bounding": ["CAP_KILL", "CAP_CHOWN"],
+                "effective": ["CAP_KILL"],
+                "permitted": ["CAP_KILL", "CAP_CHOWN"],
+                "inheritable": ["CAP_KILL"],
+                "ambient": ["CAP_KILL"]
+            }
+        }}),
+    );
+    let (status, out, err) = agent.run("caps", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "{err}");
+    assert_eq!(
+        out,
+        "1234\nCapInh:\t0000000000000020\nCapPrm:\t0000000000000020\nCapEff:\t0000000000000020\n\
+         CapBnd:\t0000000000000021\nCapAmb:\t0000000000000020\nNoNewPrivs:\t1\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn missing_executable_is_refused_at_create_with_runcs_text() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let mut s = spec("");
+    s.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_args(Some(vec!["no-such-tool".into()]));
+    let req = CreateContainer::from_spec("nx", &s, agent.rootfs().to_str().unwrap());
+    match c.create(req).unwrap_err() {
+        ClientError::Refuse { source, .. } => {
+            assert_eq!(source.code, Code::InvalidArgument);
+            assert_eq!(
+                source.message,
+                r#"exec: "no-such-tool": executable file not found in $PATH"#
+            );
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+    // Nothing is left: the id can be used again.
+    let err = c.call(Request::Start {
+        container_id: "nx".into(),
+    });
+    assert!(
+        matches!(err, Err(ClientError::Refuse { source, .. }) if source.code == Code::NotFound)
+    );
+    Ok(())
+}
+
+#[test]
+fn cwd_that_is_a_file_is_refused_naming_the_field() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let s = patch(
+        &spec("true"),
+        serde_json::json!({"process": {"cwd": "/notadir"}}),
+    );
+    let req = CreateContainer::from_spec("cwdfile", &s, agent.rootfs().to_str().unwrap());
+    match c.create(req).unwrap_err() {
+        ClientError::Refuse { source, .. } => {
+            assert_eq!(source.code, Code::InvalidArgument);
+            assert_eq!(source.message, "process.cwd: /notadir is not a directory");
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn exec_joins_the_container_and_reports_status() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let s = spec("echo started; exec sleep 100");
+    let mut req = CreateContainer::from_spec("ex", &s, agent.rootfs().to_str().unwrap());
+    req.stdio.stdin = false;
+    let init_pid = c.create(req)?;
+    let init_out = agent.capture("ex", None)?;
+    // Created but not started: the init has not run its program yet.
+    let cmdline = std::fs::read(format!("/proc/{init_pid}/cmdline"))?;
+    assert!(String::from_utf8_lossy(&cmdline).contains("__setup"));
+    c.call_done(Request::Start {
+        container_id: "ex".into(),
+    })?;
+    let mut p = s.process().clone().unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "id -u; hostname; echo $$ > /dev/null; cat; exit 5".into(),
+    ]));
+    p.user_mut().set_uid(1000);
+    let pid = c.exec(ExecProcess {
+        container_id: "ex".into(),
+        exec_id: "e1".into(),
+        process: p,
+        stdio: Default::default(),
+    })?;
+    assert!(pid > 0);
+    let out = agent.capture("ex", Some("e1"))?;
+    let mut stdin = agent.stream("ex", Some("e1"), StreamKind::Stdin)?;
+    stdin.write_all(b"from stdin\n")?;
+    stdin.shutdown(std::net::Shutdown::Write)?;
+    let mut waiter = agent.client()?;
+    assert_eq!(waiter.wait("ex", Some("e1"))?, ExitStatus::Code(5));
+    let (stdout, _) = out.join();
+    assert_eq!(stdout, "1000\nvessel-test\nfrom stdin\n");
+    // ps lists the init (sleep) of the container.
+    match c.call(Request::Ps {
+        container_id: "ex".into(),
+    })? {
+        Response::Processes(list) => {
+            assert!(list.pids.contains(&init_pid), "{list:?}");
+            let init = list.processes.iter().find(|p| p.pid == init_pid).unwrap();
+            assert_eq!(init.cmd, "sleep 100");
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+    c.call_done(Request::Signal {
+        container_id: "ex".into(),
+        exec_id: None,
+        signal: 9,
+        all: false,
+    })?;
+    assert_eq!(c.wait("ex", None)?, ExitStatus::Signal(9));
+    assert_eq!(init_out.join().0, "started\n");
+    c.call_done(Request::Delete {
+        container_id: "ex".into(),
+    })?;
+    Ok(())
+}
