@@ -190,16 +190,24 @@ impl Service {
         stdio_cfg: StdioConfig,
         req: &SetupRequest,
     ) -> Result<(i32, UnixStream, crate::stdio::ProcStdio, Option<File>), RemoteError> {
-        let (ends, fds, tty) =
+        let (mut ends, fds) =
             crate::stdio::make(terminal, stdio_cfg).map_err(|e| from(Code::Internal, &e))?;
         let mut sock =
             setup::spawn(&self.cfg.exe, fds, req).map_err(|e| from(Code::Internal, &e))?;
         self.reaper.kick();
         let mut pid = None;
+        let mut tty = None;
         loop {
             let report = setup::read_report(&mut sock).map_err(|e| from(Code::Internal, &e))?;
             match report {
                 Some(SetupReport::Forked { pid: p }) => pid = Some(p),
+                Some(SetupReport::Console) => {
+                    let master = File::from(
+                        setup::receive_console(&sock).map_err(|e| from(Code::Internal, &e))?,
+                    );
+                    tty = Some(master.try_clone().map_err(|e| from(Code::Internal, &e))?);
+                    ends.set_tty(master);
+                }
                 Some(SetupReport::Ready) => match pid {
                     Some(p) => return Ok((p, sock, ends, tty)),
                     None => return Err(err(Code::Internal, "setup reported ready before forking")),

@@ -23,27 +23,20 @@ pub struct ProcStdio {
     tty: Option<File>,
 }
 
-/// Builds the streams of a new process: pipes (or `/dev/null`) per `cfg`, or one pty when
-/// `terminal`. Returns the agent's ends, the process's three fds, and the pty master (for
-/// resizing) when there is one.
+impl ProcStdio {
+    /// Sets the pty master the process allocated.
+    pub fn set_tty(&mut self, master: File) {
+        self.tty = Some(master);
+    }
+}
+
+/// Builds the streams of a new process: pipes (or `/dev/null`) per `cfg`; with `terminal`,
+/// `/dev/null` until the process hands back its pty master ([`ProcStdio::set_tty`]). Returns
+/// the agent's ends and the process's three fds.
 ///
 /// # Errors
 /// Creating a pipe, pty or opening `/dev/null` failed.
-pub fn make(
-    terminal: bool,
-    cfg: StdioConfig,
-) -> io::Result<(ProcStdio, [OwnedFd; 3], Option<File>)> {
-    if terminal {
-        let (master, slave) = crate::tty::open_pty()?;
-        let master = File::from(master);
-        let resize = master.try_clone()?;
-        let fds = [slave.try_clone()?, slave.try_clone()?, slave];
-        let ends = ProcStdio {
-            tty: Some(master),
-            ..ProcStdio::default()
-        };
-        return Ok((ends, fds, Some(resize)));
-    }
+pub fn make(terminal: bool, cfg: StdioConfig) -> io::Result<(ProcStdio, [OwnedFd; 3])> {
     let null = || -> io::Result<OwnedFd> {
         Ok(std::fs::OpenOptions::new()
             .read(true)
@@ -55,6 +48,10 @@ pub fn make(
         Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
     };
     let mut ends = ProcStdio::default();
+    if terminal {
+        // The process allocates its terminal in the container and hands the master back.
+        return Ok((ends, [null()?, null()?, null()?]));
+    }
     let stdin = if cfg.stdin {
         let (r, w) = pipe()?;
         ends.stdin = Some(Arc::new(Mutex::new(Some(File::from(w)))));
@@ -76,7 +73,7 @@ pub fn make(
     } else {
         null()?
     };
-    Ok((ends, [stdin, stdout, stderr], None))
+    Ok((ends, [stdin, stdout, stderr]))
 }
 
 /// Every process's unattached stream ends.

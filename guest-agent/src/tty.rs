@@ -1,22 +1,8 @@
-//! Pseudo-terminals for processes with `process.terminal`.
+//! Terminal window sizes for processes with `process.terminal` (the pty itself is allocated
+//! by the setup process inside the container, see `container::setup`).
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
-
-/// Opens a pty pair; returns `(master, slave)`, both close-on-exec.
-///
-/// # Errors
-/// `openpty(3)` failed.
-pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let pty = nix::pty::openpty(None, None)?;
-    for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
-    }
-    Ok((pty.master, pty.slave))
-}
+use std::os::fd::RawFd;
 
 /// Sets a terminal's window size (`TIOCSWINSZ`); the foreground process group gets SIGWINCH.
 ///

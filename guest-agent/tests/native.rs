@@ -78,16 +78,26 @@ fn make_rootfs(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The agent binary: `VESSEL_AGENT_BIN` (e.g. the static release build), or this crate's.
+fn agent_bin() -> String {
+    std::env::var("VESSEL_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vessel-agent").into())
+}
+
 impl Agent {
     fn start() -> Result<Agent> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Result<Agent> {
         let dir = tempfile::tempdir()?;
         make_rootfs(&dir.path().join("rootfs"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_vessel-agent"))
+        let child = Command::new(agent_bin())
             .arg("serve")
             .arg("--control")
             .arg(dir.path().join("control.sock"))
             .arg("--stdio")
             .arg(dir.path().join("stdio.sock"))
+            .args(extra)
             .spawn()?;
         let agent = Agent { child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -557,5 +567,103 @@ fn exec_joins_the_container_and_reports_status() -> Result<()> {
     c.call_done(Request::Delete {
         container_id: "ex".into(),
     })?;
+    Ok(())
+}
+
+#[test]
+fn terminal_is_allocated_in_the_container_and_resized() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let s = patch(
+        &spec("tty; stty size; read x; stty size; exit 4"),
+        serde_json::json!({"process": {"terminal": true, "consoleSize": {"height": 30, "width": 100}}}),
+    );
+    c.create(CreateContainer::from_spec(
+        "tty",
+        &s,
+        agent.rootfs().to_str().unwrap(),
+    ))?;
+    let mut tty = agent.stream("tty", None, StreamKind::Tty)?;
+    c.call_done(Request::Start {
+        container_id: "tty".into(),
+    })?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("30 100") {
+        let n = tty.read(&mut buf)?;
+        if n == 0 {
+            bail!("tty ended early: {:?}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    c.call_done(Request::ResizeTty {
+        container_id: "tty".into(),
+        exec_id: None,
+        rows: 40,
+        cols: 120,
+    })?;
+    tty.write_all(b"\n")?;
+    let mut rest = String::new();
+    let _ = tty.read_to_string(&mut rest);
+    let all = String::from_utf8_lossy(&seen).to_string() + &rest;
+    assert_eq!(c.wait("tty", None)?, ExitStatus::Code(4));
+    assert!(all.starts_with("/dev/pts/0\r\n30 100\r\n"), "{all:?}");
+    assert!(all.ends_with("40 120\r\n"), "{all:?}");
+    Ok(())
+}
+
+#[test]
+fn cgroup_join_freeze_thaw_and_removal() -> Result<()> {
+    require_root!();
+    let base = Path::new("/sys/fs/cgroup/unified");
+    if !base.join("cgroup.procs").exists() {
+        eprintln!("skipped: needs a cgroup v2 hierarchy at {}", base.display());
+        return Ok(());
+    }
+    let root = base.join(format!("vessel-test-{}", std::process::id()));
+    let agent = Agent::start_with(&["--cgroup-root", root.to_str().unwrap()])?;
+    let mut c = agent.client()?;
+    let mut req = CreateContainer::from_spec(
+        "cg",
+        &spec("exec sleep 100"),
+        agent.rootfs().to_str().unwrap(),
+    );
+    req.stdio = vessel_protocol::StdioConfig {
+        stdin: false,
+        stdout: false,
+        stderr: false,
+    };
+    let pid = c.create(req)?;
+    let cg = root.join("cg");
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs"))?;
+    assert_eq!(procs.trim(), pid.to_string());
+    c.call_done(Request::Start {
+        container_id: "cg".into(),
+    })?;
+    c.call_done(Request::Pause {
+        container_id: "cg".into(),
+    })?;
+    assert!(std::fs::read_to_string(cg.join("cgroup.events"))?.contains("frozen 1"));
+    let state = |pid: i32| -> Result<String> {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        Ok(st.rsplit_once(") ").unwrap().1[..1].to_string())
+    };
+    c.call_done(Request::Resume {
+        container_id: "cg".into(),
+    })?;
+    assert!(std::fs::read_to_string(cg.join("cgroup.events"))?.contains("frozen 0"));
+    assert_eq!(state(pid)?, "S");
+    match c.call(Request::Ps {
+        container_id: "cg".into(),
+    })? {
+        Response::Processes(list) => assert_eq!(list.pids, vec![pid]),
+        other => bail!("unexpected {other:?}"),
+    }
+    c.call_done(Request::Delete {
+        container_id: "cg".into(),
+    })?;
+    assert!(!cg.exists());
+    let _ = std::fs::remove_dir(&root);
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,8 @@ pub enum SetupReport {
         /// The PID.
         pid: i32,
     },
+    /// The process has a terminal: the pty master follows as one byte with `SCM_RIGHTS`.
+    Console,
     /// Everything is set up; the process waits for [`START`].
     Ready,
     /// Setup (or the `execve`) failed.
@@ -217,7 +220,7 @@ fn run() -> Result<(), SetupError> {
     // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC, so it is an open fd owned by no one
     // else in this process.
     let mut sock = unsafe { File::from_raw_fd(raw) };
-    let fds = receive_fds(&sock).map_err(SetupError::ExchangeMessage)?;
+    let fds = receive_fds(sock.as_raw_fd(), 3).map_err(SetupError::ExchangeMessage)?;
     for (i, fd) in fds.iter().enumerate() {
         nix::unistd::dup2(fd.as_raw_fd(), i as RawFd)
             .map_err(|e| SetupError::ExchangeMessage(e.into()))?;
@@ -232,17 +235,13 @@ fn run() -> Result<(), SetupError> {
     Ok(())
 }
 
-fn receive_fds(sock: &File) -> io::Result<Vec<OwnedFd>> {
+/// Receives one byte carrying exactly `want` fds (`SCM_RIGHTS`) on socket `sock`.
+fn receive_fds(sock: RawFd, want: usize) -> io::Result<Vec<OwnedFd>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 3]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut out = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -252,9 +251,9 @@ fn receive_fds(sock: &File) -> io::Result<Vec<OwnedFd>> {
             }
         }
     }
-    if out.len() != 3 {
+    if out.len() != want {
         return Err(io::Error::other(format!(
-            "expected 3 stdio fds, got {}",
+            "expected {want} fds, got {}",
             out.len()
         )));
     }
@@ -427,9 +426,6 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
             reason: format!("{} is not a directory", rootfs.display()),
         });
     }
-    if p.terminal() == Some(true) {
-        setup_terminal(p)?;
-    }
     let propagation = linux
         .rootfs_propagation()
         .as_deref()
@@ -446,6 +442,9 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
     }
     rootfs::create_devices(&sys, &rootfs, linux.devices().as_deref().unwrap_or(&[]))?;
     rootfs::pivot_root(&sys, &rootfs)?;
+    if p.terminal() == Some(true) {
+        setup_terminal(sock, p)?;
+    }
     if let Some(flag) = propagation {
         sys.mount(None, Path::new("/"), None, flag, None)
             .map_err(step("apply linux.rootfsPropagation"))?;
@@ -498,7 +497,7 @@ fn child_exec(
     let sys = LinuxSyscall;
     let filters = compile_seccomp(seccomp)?;
     if p.terminal() == Some(true) {
-        setup_terminal(p)?;
+        setup_terminal(sock, p)?;
     }
     let (path, args, env) = finish_process(&sys, p, &filters)?;
     ready_and_exec(sock, &path, &args, &env)
@@ -511,21 +510,64 @@ fn compile_seccomp(s: Option<&LinuxSeccomp>) -> Result<Vec<BpfProgram>, SetupErr
     })
 }
 
-/// Makes fd 0 (a pty slave) the controlling terminal of a new session, sized from
-/// `process.consoleSize`.
-fn setup_terminal(p: &Process) -> Result<(), SetupError> {
+/// Allocates the process's terminal inside the container, as runc does: a pty from the
+/// container's `/dev/ptmx`, its slave as fds 0-2 and controlling terminal of a new session,
+/// sized from `process.consoleSize`; the master goes to the agent ([`SetupReport::Console`]).
+fn setup_terminal(sock: &mut File, p: &Process) -> Result<(), SetupError> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| step("open /dev/ptmx in the container")(e.into()))?;
+    nix::pty::grantpt(&master).map_err(|e| step("grantpt")(e.into()))?;
+    nix::pty::unlockpt(&master).map_err(|e| step("unlockpt")(e.into()))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| step("ptsname")(e.into()))?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(step(format!("open terminal {name}")))?;
+    if let Some(size) = p.console_size() {
+        crate::tty::set_window_size(slave.as_raw_fd(), size.height() as u16, size.width() as u16)
+            .map_err(step("set process.consoleSize"))?;
+    }
+    write_message(sock, &SetupReport::Console)
+        .map_err(|e| SetupError::ExchangeMessage(io::Error::other(e)))?;
+    send_fds(sock.as_raw_fd(), &[master.as_raw_fd()]).map_err(SetupError::ExchangeMessage)?;
+    drop(master);
     nix::unistd::setsid().map_err(|e| step("setsid")(e.into()))?;
-    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is open.
+    for fd in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(|e| step("dup2 terminal")(e.into()))?;
+    }
+    drop(slave);
+    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the open terminal.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
         return Err(step("make the terminal the controlling tty")(
             io::Error::last_os_error(),
         ));
     }
-    if let Some(size) = p.console_size() {
-        crate::tty::set_window_size(0, size.height() as u16, size.width() as u16)
-            .map_err(step("set process.consoleSize"))?;
-    }
     Ok(())
+}
+
+/// Sends `fds` with one byte (`SCM_RIGHTS`) on socket `sock`.
+fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [io::IoSlice::new(&[0u8])];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Agent side: receives the pty master that follows a [`SetupReport::Console`].
+///
+/// # Errors
+/// The message carried no fd.
+pub fn receive_console(sock: &UnixStream) -> io::Result<OwnedFd> {
+    Ok(receive_fds(sock.as_raw_fd(), 1)?.remove(0))
 }
 
 type Prepared = (CString, Vec<CString>, Vec<CString>);
@@ -638,7 +680,6 @@ fn reset_signals() {
 /// # Errors
 /// The spawn or the hand-over failed.
 pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<UnixStream> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let (mut ours, theirs) = UnixStream::pair()?;
     std::process::Command::new(exe)
         .arg("__setup")
@@ -646,14 +687,7 @@ pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let raw: Vec<RawFd> = stdio.iter().map(AsRawFd::as_raw_fd).collect();
-    let iov = [io::IoSlice::new(&[0u8])];
-    sendmsg::<()>(
-        ours.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&raw)],
-        MsgFlags::empty(),
-        None,
-    )?;
+    send_fds(ours.as_raw_fd(), &raw)?;
     drop(stdio);
     write_message(&mut ours, req).map_err(io::Error::other)?;
     ours.flush()?;
