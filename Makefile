@@ -6,6 +6,7 @@
 #   CARGO          cargo executable (default cargo)
 #   PROFILE        cargo profile for the vessel binary and agent (default release)
 #   LAB_TIMEOUT    seconds before a lab run is killed (default 900, see tests/lab/run.sh)
+#   BENCH_RUNS     runs per side in `make bench` (default 5, see tests/bench/bench.sh)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -37,6 +38,7 @@ help:
 	@echo "make lab CMD=..  run CMD inside the nested KVM lab"
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
+	@echo "make bench       Vessel's VMM vs QEMU microvm: boot to init, host overhead, setup (ratios)"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -67,7 +69,8 @@ lab-kernel:
 	  { cmp -s $$dir/config kernel-config/lab.config || cp $$dir/config kernel-config/lab.config; }
 
 initramfs: agent
-	@tests/lab/mkinitramfs.sh $(SHARE)/initramfs.cpio /init=$(AGENT_BIN)
+	@strip -o $(AGENT_BIN).stripped $(AGENT_BIN)
+	@tests/lab/mkinitramfs.sh $(SHARE)/initramfs.cpio /init=$(AGENT_BIN).stripped
 
 artefacts: vessel kernel initramfs
 
@@ -77,6 +80,9 @@ lab: lab-kernel
 
 demo: artefacts lab-kernel
 	tests/demo.sh
+
+bench: kernel lab-kernel
+	tests/bench/bench.sh
 
 test: test-unit test-lab-runner test-lab
 

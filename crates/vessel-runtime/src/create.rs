@@ -116,9 +116,14 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         .flatten()
         .unwrap_or(1) as u32;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
-    let sandbox: Arc<dyn sandbox::Sandbox> =
-        Arc::from(sandbox::select(size).map_err(CreateError::SelectSandbox)?);
     let dir = store.create_dir(&opts.id)?;
+    let sandbox: Arc<dyn sandbox::Sandbox> = match sandbox::select(size, &dir) {
+        Ok(s) => Arc::from(s),
+        Err(e) => {
+            let _ = store.remove(&opts.id);
+            return Err(CreateError::SelectSandbox(e));
+        }
+    };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
     let result = fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox)).and_then(|pid| {
         let finish = || -> Result<Created, CreateError> {

@@ -89,6 +89,15 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    /// The container's virtio-fs share could not be taken down.
+    #[error("remove the file share of {path}")]
+    RemoveShare {
+        /// The container directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: crate::share::ShareError,
+    },
 }
 
 /// The status `state` reports (runc libcontainer/container.go `Status.String`; runc never
@@ -297,6 +306,12 @@ impl StateStore {
     /// Removes `<root>/<id>` and everything in it; a missing directory is not an error.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         let dir = self.container_dir(id)?;
+        // The virtio-fs share holds bind mounts of the bundle's rootfs and mount sources:
+        // unmount them first, or remove_dir_all would recurse into the host's files.
+        crate::share::remove(&dir).map_err(|source| StateError::RemoveShare {
+            path: dir.clone(),
+            source,
+        })?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

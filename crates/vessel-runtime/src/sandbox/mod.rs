@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod host;
+pub mod microvm;
 
 use std::os::fd::OwnedFd;
 
@@ -25,9 +26,41 @@ pub enum SandboxError {
     /// `VESSEL_TEST_SANDBOX` holds a value that names no sandbox.
     #[error("unusable {TEST_SANDBOX_ENV} value {0:?} (known: \"host\", \"agent\")")]
     SelectSandbox(String),
-    /// The microVM sandbox is not available in this build yet.
-    #[error("the microVM sandbox is not wired into the runtime yet")]
-    BootMicroVm,
+    /// The guest kernel or the agent initramfs was not found.
+    #[error("{what} not found: set {var} or install {file} into <prefix>/share/vessel (make artefacts builds build/share/vessel)")]
+    FindArtefact {
+        /// What is missing.
+        what: &'static str,
+        /// Its file name in a share directory.
+        file: &'static str,
+        /// The environment variable that names it.
+        var: &'static str,
+    },
+    /// The container's virtio-fs share could not be prepared or taken down.
+    #[error("prepare the container's file share")]
+    PrepareShare(#[source] crate::share::ShareError),
+    /// The microVM could not be built or started.
+    #[error("start the microVM")]
+    StartVm(#[source] vessel_vmm::VmmError),
+    /// The guest ended before its agent answered.
+    #[error("the microVM ended before its agent was ready ({reason}); guest console: {}", console.display())]
+    GuestEnded {
+        /// Why the VM ended.
+        reason: String,
+        /// The guest's console log.
+        console: std::path::PathBuf,
+    },
+    /// The agent did not answer in time.
+    #[error("the guest agent did not answer within {waited:?}; guest console: {}", console.display())]
+    WaitAgent {
+        /// How long was waited.
+        waited: std::time::Duration,
+        /// The guest's console log.
+        console: std::path::PathBuf,
+        /// The last connection error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The executable of `process.args[0]` could not be found (runc's create-time error).
     #[error("exec: {0:?}: executable file not found in $PATH")]
     FindExecutable(String),
@@ -142,8 +175,9 @@ pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 ///   `VESSEL_TEST_AGENT_CONTROL` and `VESSEL_TEST_AGENT_STDIO` ([`agent::UnixAgent`]), to test the
 ///   protocol path without a VM.
 ///
-/// `size` is the VM size worked out from the spec ([`crate::sizing`]); the test doubles ignore it.
-pub fn select(size: VmSize) -> Result<Box<dyn Sandbox>, SandboxError> {
+/// `size` is the VM size worked out from the spec ([`crate::sizing`]); `state_dir` is the
+/// container's directory under `--root`. The test doubles ignore both.
+pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {
         Ok(v) if v == "agent" => {
             let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
@@ -164,16 +198,10 @@ pub fn select(size: VmSize) -> Result<Box<dyn Sandbox>, SandboxError> {
             Ok(Box::new(host::HostSandbox::new()))
         }
         Ok(v) => Err(SandboxError::SelectSandbox(v)),
-        // The seam for the microVM: boot a VM of `size` (vessel_vmm::Vm::start) and return an
-        // `AgentSandbox` whose connector is the VM's vsock (`vm.vsock().connect(port)`).
-        Err(_) => {
-            log::debug!(
-                "microVM of {} vCPUs and {} MiB requested",
-                size.vcpus,
-                size.memory_mib
-            );
-            Err(SandboxError::BootMicroVm)
-        }
+        Err(_) => Ok(Box::new(microvm::MicroVmSandbox::new(
+            size,
+            state_dir.to_path_buf(),
+        ))),
     }
 }
 

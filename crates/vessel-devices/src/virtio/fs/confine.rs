@@ -3,18 +3,23 @@
 //! `PassthroughFs` already resolves every guest-supplied name one component at a time relative
 //! to an inode descriptor (no `/` in names, `..` of the root answered as `.`), but a bug there,
 //! or a rename race on the host, would otherwise hand the guest the VMM's whole file system. So
-//! the serving thread gets a mount namespace of its own whose root is the shared directory: the
-//! rest of the host's mounts are detached from its view, and absolute paths, `..` and symlinks it
-//! follows all stay inside the share. The steps (all on the calling thread only):
+//! the serving thread gets a mount namespace of its own whose root holds only the share and a
+//! procfs (all on the calling thread only):
 //!
 //! 1. `unshare(CLONE_NEWNS | CLONE_FS)`: a private copy of the mount table and of root, cwd and
 //!    umask (threads otherwise share them);
 //! 2. `mount --make-rprivate /`: nothing this thread does propagates back to the host;
-//! 3. `mount --rbind <dir> <dir>`: the share, with its submounts, becomes a mount of its own;
-//! 4. `chdir <dir>`, then `open` (the caller's closure): descriptors the server needs from
-//!    outside the share, e.g. `/proc/self/fd`, are opened now; the share itself is `.`;
-//! 5. `pivot_root(<dir>, <dir>)` then `umount2(<old root>, MNT_DETACH)`: the share is `/` and
-//!    the old root is gone from the namespace.
+//! 3. a tmpfs is mounted over `<dir>` (in this namespace only) with two entries: `share`, a
+//!    recursive bind of the original `<dir>`, and `proc`, a procfs. `PassthroughFs` needs the
+//!    procfs: it reaches inodes for the xattr calls by `/proc/self/fd/<n>` paths (without it
+//!    `getxattr` fails with `ENOENT`, and the guest kernel turns that into a failed `execve`,
+//!    because exec reads `security.capability`);
+//! 4. `pivot_root(<dir>, <dir>)` then `umount2(<old root>, MNT_DETACH)`: the tmpfs is `/`, the
+//!    old root is gone from the namespace;
+//! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.`.
+//!
+//! The guest reaches only what is under `/share`: the procfs is a sibling of the share, never
+//! inside it, so no guest path leads there.
 
 use std::io;
 use std::path::Path;
@@ -24,6 +29,8 @@ use std::path::PathBuf;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use super::FsError;
 
@@ -49,22 +56,93 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
         None::<&str>,
     )
     .map_err(err("make / rprivate"))?;
+    // A detached copy of the share's mount tree, taken before the tmpfs covers its path (a
+    // recursive bind taken afterwards would contain the tmpfs itself).
+    let tree = open_tree(dir).map_err(err("open_tree share"))?;
+    let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
-        Some(dir),
+        Some("vessel-fs"),
         dir,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
+        Some("tmpfs"),
+        noexec,
+        Some("mode=0700"),
+    )
+    .map_err(err("mount staging tmpfs"))?;
+    for sub in [SHARE_ENTRY, PROC_ENTRY] {
+        std::fs::create_dir(dir.join(sub)).map_err(|source| FsError::Confine {
+            path: dir.join(sub),
+            step: "create staging entry",
+            source,
+        })?;
+    }
+    move_mount(&tree, &dir.join(SHARE_ENTRY)).map_err(err("move share into place"))?;
+    drop(tree);
+    mount(
+        Some("proc"),
+        &dir.join(PROC_ENTRY),
+        Some("proc"),
+        noexec,
         None::<&str>,
     )
-    .map_err(err("rbind"))?;
+    .map_err(err("mount proc"))?;
     chdir(dir).map_err(err("chdir"))?;
-    let opened = open()?;
     pivot_root(".", ".").map_err(err("pivot_root"))?;
     // The old root is stacked under the new one at "."; detach it and everything below it.
     umount2(".", MntFlags::MNT_DETACH).map_err(err("detach old root"))?;
-    chdir("/").map_err(err("chdir /"))?;
-    Ok(opened)
+    chdir(Path::new("/").join(SHARE_ENTRY).as_path()).map_err(err("chdir /share"))?;
+    open()
 }
+
+/// `open_tree(dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)`: a detached copy of the
+/// mount tree at `dir` (Linux 5.2, include/uapi/linux/mount.h).
+fn open_tree(dir: &Path) -> Result<OwnedFd, nix::errno::Errno> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| nix::errno::Errno::EINVAL)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; open_tree only reads it
+    // and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached tree.
+fn move_mount(tree: &OwnedFd, target: &Path) -> Result<(), nix::errno::Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let target = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| nix::errno::Errno::EINVAL)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; `tree` is an open descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+/// Name of the share inside the serving thread's root.
+const SHARE_ENTRY: &str = "share";
+/// Name of the procfs inside the serving thread's root.
+const PROC_ENTRY: &str = "proc";
 
 #[cfg(test)]
 mod tests {
@@ -83,28 +161,35 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            let host_passwd =
-                enter(&share, || Ok(std::fs::metadata("/etc/passwd").is_ok())).unwrap();
+            let cwd = enter(&share, || Ok(std::env::current_dir().unwrap())).unwrap();
             let seen = (
-                host_passwd,
-                std::fs::read_to_string("/marker").unwrap(),
+                cwd,
+                std::fs::read_to_string("/share/marker").unwrap(),
                 std::fs::read_to_string("marker").unwrap(),
                 std::fs::metadata("/etc/passwd").is_ok(),
-                std::fs::metadata("/proc/self").is_ok(),
+                std::fs::metadata("/proc/self/fd").is_ok(),
                 std::fs::canonicalize("/..").unwrap(),
+                std::fs::metadata("proc").is_ok(),
             );
             tx.send(seen).unwrap();
             // Stay confined while the host side looks at its own mount table.
             done_rx.recv().unwrap();
         });
-        let (host_before, abs, rel, passwd, proc_, up) = rx.recv().unwrap();
-        assert!(host_before, "the host is reachable until the pivot");
+        let (cwd, abs, rel, passwd, proc_, up, proc_in_share) = rx.recv().unwrap();
+        assert_eq!(cwd, PathBuf::from("/share"), "the server runs in the share");
         assert_eq!((abs.as_str(), rel.as_str()), ("inside", "inside"));
         assert!(
             !passwd,
             "host /etc/passwd is visible to the confined thread"
         );
-        assert!(!proc_, "host /proc is visible to the confined thread");
+        assert!(
+            proc_,
+            "the server's own procfs (for /proc/self/fd/N xattr paths) is mounted"
+        );
+        assert!(
+            !proc_in_share,
+            "the procfs must not be reachable from the share"
+        );
         assert_eq!(up, PathBuf::from("/"));
         // Other threads keep the host's root and mount table.
         assert!(std::fs::metadata("/etc/passwd").is_ok());

@@ -1,0 +1,212 @@
+//! The microVM sandbox: the container runs in its own KVM guest, booted by `vessel-vmm` inside
+//! the monitor process, and is set up by the guest agent reached over virtio-vsock.
+//!
+//! Order of work (all in the monitor, see docs/design.md "Processes"):
+//! 1. `create_container`: prepare the virtio-fs share (`crate::share`: rootfs and bind sources
+//!    under `<state dir>/share`), boot the VM with that share (tag `vessel`), wait for the
+//!    agent's hello on vsock port 1024, then hand the spec, rewritten to the guest's paths, to
+//!    [`AgentSandbox`], which has the agent create the container and relays stdio.
+//! 2. `start`, `signal`, `wait`, `pause`, `resume`: the agent's requests.
+//! 3. `shutdown`: ask the agent to power off, wait briefly for the VM to end, kill it if it does
+//!    not; then take the share down. Nothing of the VM outlives the monitor: its vCPU and device
+//!    threads are threads of the monitor process.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use vessel_devices::virtio::vsock::VsockHandle;
+use vessel_protocol::CONTROL_PORT;
+use vessel_vmm::config::FsConfig;
+use vessel_vmm::{SerialSink, Vm, VmConfig};
+
+use super::agent::{AgentConnector, AgentSandbox};
+use super::{Sandbox, SandboxError, Stdio, WorkloadExit};
+use crate::bundle::Bundle;
+use crate::share;
+use crate::sizing::VmSize;
+
+/// Guest vsock CID of every container VM (each VM has its own vsock device, so CIDs never meet).
+pub const GUEST_CID: u32 = 3;
+/// How long the agent may take from VM start to answering on its control port. Generous because
+/// the nested lab runs guests under emulation.
+pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `shutdown` waits for the guest to power off before killing the VM.
+pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(5);
+/// File in the state directory that receives the guest's serial console.
+pub const CONSOLE_LOG: &str = "console.log";
+/// Unix socket in the state directory where other processes reach guest vsock ports
+/// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
+pub const VSOCK_SOCKET: &str = "vsock.sock";
+
+/// Reaches the agent through the VM's vsock once the VM exists.
+#[derive(Default)]
+struct VmConnector {
+    vsock: OnceLock<VsockHandle>,
+}
+
+impl AgentConnector for std::sync::Arc<VmConnector> {
+    fn connect(&self, port: u32) -> io::Result<UnixStream> {
+        match self.vsock.get() {
+            Some(vsock) => vsock.connect(port),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the microVM has not been started",
+            )),
+        }
+    }
+
+    fn guest_rootfs(&self, _id: &str, _host_rootfs: &Path) -> String {
+        Path::new(share::GUEST_MOUNT)
+            .join(share::ROOTFS_ENTRY)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// See the module documentation.
+pub struct MicroVmSandbox {
+    size: VmSize,
+    state_dir: PathBuf,
+    connector: std::sync::Arc<VmConnector>,
+    agent: AgentSandbox<std::sync::Arc<VmConnector>>,
+    vm: Mutex<Option<Vm>>,
+}
+
+impl MicroVmSandbox {
+    /// A sandbox for a VM of `size` whose files (share, console log, vsock socket) live in
+    /// `state_dir` (`<root>/<id>`).
+    pub fn new(size: VmSize, state_dir: PathBuf) -> MicroVmSandbox {
+        let connector = std::sync::Arc::new(VmConnector::default());
+        MicroVmSandbox {
+            size,
+            state_dir,
+            agent: AgentSandbox::new(std::sync::Arc::clone(&connector)),
+            connector,
+            vm: Mutex::new(None),
+        }
+    }
+
+    fn vm_config(&self, shared_dir: PathBuf) -> Result<VmConfig, SandboxError> {
+        let artefacts = vessel_vmm::artefacts::locate();
+        let kernel = artefacts.kernel.ok_or(SandboxError::FindArtefact {
+            what: "guest kernel",
+            file: vessel_vmm::artefacts::KERNEL_FILE,
+            var: "VESSEL_KERNEL",
+        })?;
+        let initramfs = artefacts.initramfs.ok_or(SandboxError::FindArtefact {
+            what: "agent initramfs",
+            file: vessel_vmm::artefacts::INITRAMFS_FILE,
+            var: "VESSEL_INITRAMFS",
+        })?;
+        let mut config = VmConfig::new(kernel);
+        config.vcpus = self.size.vcpus;
+        config.memory_mib = u32::try_from(self.size.memory_mib).unwrap_or(u32::MAX);
+        config.initramfs = Some(initramfs);
+        config.serial = SerialSink::File(self.state_dir.join(CONSOLE_LOG));
+        config.vsock_cid = GUEST_CID;
+        config.vsock_uds = Some(self.state_dir.join(VSOCK_SOCKET));
+        config.fs.push(FsConfig {
+            tag: share::TAG.to_owned(),
+            shared_dir,
+        });
+        Ok(config)
+    }
+
+    /// Boots the VM and waits until the agent answers on its control port.
+    fn boot_vm(&self, config: VmConfig) -> Result<(), SandboxError> {
+        let mut vm = Vm::start(config).map_err(SandboxError::StartVm)?;
+        let vsock = vm.vsock();
+        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+        loop {
+            // The agent listens once it has mounted its file systems; until then the guest
+            // refuses the port. A VM that ends meanwhile is reported with its reason.
+            match vsock.connect(CONTROL_PORT) {
+                Ok(probe) => {
+                    drop(probe);
+                    break;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    vm.stop();
+                    return Err(SandboxError::WaitAgent {
+                        waited: AGENT_READY_TIMEOUT,
+                        console: self.state_dir.join(CONSOLE_LOG),
+                        source: e,
+                    });
+                }
+                Err(_) => {
+                    if let Some(reason) = vm.wait_timeout(Duration::from_millis(20)) {
+                        return Err(SandboxError::GuestEnded {
+                            reason: reason.to_string(),
+                            console: self.state_dir.join(CONSOLE_LOG),
+                        });
+                    }
+                }
+            }
+        }
+        let _ = self.connector.vsock.set(vsock);
+        *self.vm.lock().expect("vm lock") = Some(vm);
+        self.agent.boot()
+    }
+}
+
+impl Sandbox for MicroVmSandbox {
+    fn kind(&self) -> &'static str {
+        "microvm"
+    }
+
+    fn boot(&self) -> Result<(), SandboxError> {
+        // The VM needs the bundle's share, which `create_container` prepares.
+        Ok(())
+    }
+
+    fn create_container(
+        &self,
+        id: &str,
+        bundle: &Bundle,
+        stdio: Stdio,
+    ) -> Result<(), SandboxError> {
+        let layout = share::prepare(&self.state_dir, &bundle.path, &bundle.rootfs, &bundle.spec)
+            .map_err(SandboxError::PrepareShare)?;
+        let config = self.vm_config(layout.dir.clone())?;
+        self.boot_vm(config)?;
+        let guest_bundle = Bundle {
+            spec: layout.guest_spec(&bundle.spec),
+            ..bundle.clone()
+        };
+        self.agent.create_container(id, &guest_bundle, stdio)
+    }
+
+    fn start(&self) -> Result<(), SandboxError> {
+        self.agent.start()
+    }
+
+    fn signal(&self, signal: i32, all: bool) -> Result<(), SandboxError> {
+        self.agent.signal(signal, all)
+    }
+
+    fn wait(&self) -> Result<WorkloadExit, SandboxError> {
+        self.agent.wait()
+    }
+
+    fn pause(&self) -> Result<(), SandboxError> {
+        self.agent.pause()
+    }
+
+    fn resume(&self) -> Result<(), SandboxError> {
+        self.agent.resume()
+    }
+
+    fn shutdown(&self) -> Result<(), SandboxError> {
+        let asked = self.agent.shutdown();
+        if let Some(mut vm) = self.vm.lock().expect("vm lock").take() {
+            if vm.wait_timeout(POWER_OFF_TIMEOUT).is_none() {
+                vm.stop();
+            }
+        }
+        share::remove(&self.state_dir).map_err(SandboxError::PrepareShare)?;
+        asked
+    }
+}
