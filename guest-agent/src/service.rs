@@ -192,7 +192,7 @@ impl Service {
     ) -> Result<(i32, UnixStream, crate::stdio::ProcStdio, Option<File>), RemoteError> {
         let (mut ends, fds) =
             crate::stdio::make(terminal, stdio_cfg).map_err(|e| from(Code::Internal, &e))?;
-        let mut sock =
+        let (mut sock, setup_pid) =
             setup::spawn(&self.cfg.exe, fds, req).map_err(|e| from(Code::Internal, &e))?;
         self.reaper.kick();
         let mut pid = None;
@@ -201,6 +201,21 @@ impl Service {
             let report = setup::read_report(&mut sock).map_err(|e| from(Code::Internal, &e))?;
             match report {
                 Some(SetupReport::Forked { pid: p }) => pid = Some(p),
+                Some(SetupReport::MapIds) => {
+                    let linux = match req {
+                        SetupRequest::Create { config, .. } => config.linux.as_ref(),
+                        SetupRequest::Exec { .. } => None,
+                    };
+                    setup::write_id_maps(&mut sock, setup_pid, linux).map_err(|e| {
+                        RemoteError::from_error(
+                            Code::InvalidArgument,
+                            &crate::container::setup::SetupError::Step {
+                                step: "write linux.uidMappings/gidMappings".into(),
+                                source: e,
+                            },
+                        )
+                    })?;
+                }
                 Some(SetupReport::Console) => {
                     let master = File::from(
                         setup::receive_console(&sock).map_err(|e| from(Code::Internal, &e))?,

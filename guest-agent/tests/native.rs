@@ -662,3 +662,29 @@ fn cgroup_join_freeze_thaw_and_removal() -> Result<()> {
     let _ = std::fs::remove_dir(&root);
     Ok(())
 }
+
+#[test]
+fn user_namespace_with_mappings() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut s = patch(
+        &spec("id -u; cat /proc/self/uid_map /proc/self/gid_map; stat -c %u /bin/busybox; cat /dev/null && echo null-ok"),
+        serde_json::json!({"linux": {
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        }}),
+    );
+    let l = s.linux_mut().as_mut().unwrap();
+    let mut ns = l.namespaces().clone().unwrap();
+    ns.push(serde_json::from_value(serde_json::json!({"type": "user"}))?);
+    l.set_namespaces(Some(ns));
+    let (status, out, err) = agent.run("userns", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "{err}");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", "0", "100000", "65536", "0", "100000", "65536", "65534", "null-ok"],
+        "{out}"
+    );
+    Ok(())
+}

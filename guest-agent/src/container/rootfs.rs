@@ -403,18 +403,24 @@ pub fn create_devices<S: Syscall>(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
     };
+    // In a user namespace mknod is not allowed: bind-mount the host's node instead, as runc
+    // does (`bindMountDeviceNode`).
+    let make = |path: &Path, host: &Path, kind, mode, devno, uid, gid| -> io::Result<()> {
+        match ignore_exists(sys.mknod(path, kind, mode, devno, uid, gid)) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                sys.create_file(path)?;
+                sys.mount(Some(host), path, Some("bind"), MsFlags::MS_BIND, None)
+            }
+            other => other,
+        }
+    };
     for (name, major, minor) in DEFAULT_DEVICES {
         let path = dev.join(name);
         let devno = nix::sys::stat::makedev(major, minor);
-        ignore_exists(sys.mknod(
-            &path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            devno,
-            0,
-            0,
-        ))
-        .map_err(|source| RootfsError::CreateDevice { path, source })?;
+        let mode = Mode::from_bits_truncate(0o666);
+        let host = Path::new("/dev").join(name);
+        make(&path, &host, SFlag::S_IFCHR, mode, devno, 0, 0)
+            .map_err(|source| RootfsError::CreateDevice { path, source })?;
     }
     for d in devices {
         let path = secure_join(rootfs, d.path());
@@ -432,15 +438,9 @@ pub fn create_devices<S: Syscall>(
         };
         let devno = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
         let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
-        ignore_exists(sys.mknod(
-            &path,
-            kind,
-            mode,
-            devno,
-            d.uid().unwrap_or(0),
-            d.gid().unwrap_or(0),
-        ))
-        .map_err(|source| RootfsError::CreateDevice { path, source })?;
+        let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
+        make(&path, d.path(), kind, mode, devno, uid, gid)
+            .map_err(|source| RootfsError::CreateDevice { path, source })?;
     }
     for (target, link) in [
         ("/proc/self/fd", "fd"),

@@ -68,6 +68,9 @@ pub enum SetupReport {
         /// The PID.
         pid: i32,
     },
+    /// A new user namespace exists: the agent writes its id maps, then sends one byte
+    /// (1 = written).
+    MapIds,
     /// The process has a terminal: the pty master follows as one byte with `SCM_RIGHTS`.
     Console,
     /// Everything is set up; the process waits for [`START`].
@@ -280,7 +283,7 @@ fn setup_parent(sock: &mut File, req: SetupRequest) -> Result<(), SetupError> {
             })?;
     }
     let new_net = match &req {
-        SetupRequest::Create { config, .. } => enter_new_namespaces(config)?,
+        SetupRequest::Create { config, .. } => enter_new_namespaces(sock, config)?,
         SetupRequest::Exec { init_pid, .. } => {
             join_namespaces(*init_pid)?;
             false
@@ -316,20 +319,17 @@ fn setup_parent(sock: &mut File, req: SetupRequest) -> Result<(), SetupError> {
 
 /// Unshares every namespace of `linux.namespaces` without a path and joins those with one.
 /// Returns whether a new network namespace was made (its `lo` must be brought up).
-fn enter_new_namespaces(c: &CreateContainer) -> Result<bool, SetupError> {
-    let namespaces = c
+fn enter_new_namespaces(sock: &mut File, c: &CreateContainer) -> Result<bool, SetupError> {
+    let mut namespaces = c
         .linux
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
+    // The user namespace comes first: it owns the others.
+    namespaces.sort_by_key(|ns| ns.typ() != LinuxNamespaceType::User);
     let mut flags = CloneFlags::empty();
     for ns in &namespaces {
         let t = ns.typ();
-        if t == LinuxNamespaceType::User {
-            return Err(SetupError::CheckNamespaces {
-                reason: "user namespaces are not supported yet".into(),
-            });
-        }
         match ns.path() {
             Some(p) => {
                 let f = std::fs::File::open(p).map_err(|source| SetupError::EnterNamespace {
@@ -345,6 +345,7 @@ fn enter_new_namespaces(c: &CreateContainer) -> Result<bool, SetupError> {
                     }
                 })?;
             }
+            None if t == LinuxNamespaceType::User => enter_new_user_namespace(sock)?,
             None => flags |= namespace_flag(t),
         }
     }
@@ -372,10 +373,63 @@ fn enter_new_namespaces(c: &CreateContainer) -> Result<bool, SetupError> {
     Ok(new_net)
 }
 
+/// Unshares a user namespace, has the agent write its uid and gid maps (only a process outside
+/// it may write more than one range), then becomes root in it (runc's nsexec does the same).
+fn enter_new_user_namespace(sock: &mut File) -> Result<(), SetupError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| SetupError::EnterNamespace {
+        op: "unshare",
+        what: "user".into(),
+        source: e.into(),
+    })?;
+    write_message(sock, &SetupReport::MapIds)
+        .map_err(|e| SetupError::ExchangeMessage(io::Error::other(e)))?;
+    let mut ack = [0u8; 1];
+    sock.read_exact(&mut ack)
+        .map_err(SetupError::ExchangeMessage)?;
+    if ack[0] != 1 {
+        return Err(SetupError::CheckNamespaces {
+            reason: "the agent could not write linux.uidMappings/gidMappings".into(),
+        });
+    }
+    let sys = LinuxSyscall;
+    sys.setgid(0)
+        .map_err(step("become gid 0 in the user namespace"))?;
+    sys.setuid(0)
+        .map_err(step("become uid 0 in the user namespace"))?;
+    Ok(())
+}
+
+/// Agent side: writes `/proc/<pid>/uid_map` and `gid_map` from the container's mappings, each
+/// in one `write(2)` as the kernel requires, and answers the setup process (1 = done).
+///
+/// # Errors
+/// A map could not be written (the setup process is told, and fails).
+pub fn write_id_maps(
+    sock: &mut UnixStream,
+    pid: u32,
+    linux: Option<&oci_spec::runtime::Linux>,
+) -> io::Result<()> {
+    let format = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
+        maps.map(|m| {
+            m.iter()
+                .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let uid = format(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = format(linux.and_then(|l| l.gid_mappings().as_ref()));
+    let result = std::fs::write(format!("/proc/{pid}/uid_map"), uid)
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), gid));
+    sock.write_all(&[u8::from(result.is_ok())])?;
+    result
+}
+
 /// Joins the namespaces of `pid` that differ from this process's (mount last).
 fn join_namespaces(pid: i32) -> Result<(), SetupError> {
     use std::os::unix::fs::MetadataExt;
     let kinds = [
+        ("user", CloneFlags::CLONE_NEWUSER),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
@@ -675,13 +729,13 @@ fn reset_signals() {
 }
 
 /// Agent side: spawns the setup process and hands it `stdio` and `req`. Returns the socket to
-/// read [`SetupReport`]s from.
+/// read [`SetupReport`]s from, and the setup process's PID.
 ///
 /// # Errors
 /// The spawn or the hand-over failed.
-pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<UnixStream> {
+pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<(UnixStream, u32)> {
     let (mut ours, theirs) = UnixStream::pair()?;
-    std::process::Command::new(exe)
+    let child = std::process::Command::new(exe)
         .arg("__setup")
         .stdin(OwnedFd::from(theirs))
         .stdout(std::process::Stdio::null())
@@ -691,7 +745,7 @@ pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<
     drop(stdio);
     write_message(&mut ours, req).map_err(io::Error::other)?;
     ours.flush()?;
-    Ok(ours)
+    Ok((ours, child.id()))
 }
 
 /// Reads the next report; `None` at EOF.
