@@ -688,3 +688,29 @@ fn user_namespace_with_mappings() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn bad_mount_type_is_refused_naming_the_entry() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let mut s = spec("true");
+    let mut mounts = s.mounts().clone().unwrap();
+    mounts.push(serde_json::from_value(serde_json::json!(
+        {"destination": "/x", "type": "nosuchfs", "source": "none"}
+    ))?);
+    let index = mounts.len() - 1;
+    s.set_mounts(Some(mounts));
+    let req = CreateContainer::from_spec("badmnt", &s, agent.rootfs().to_str().unwrap());
+    match c.create(req).unwrap_err() {
+        ClientError::Refuse { source, .. } => {
+            assert_eq!(source.code, Code::InvalidArgument);
+            assert_eq!(source.message, format!("mounts[{index}] (/x)"));
+            let chain = source.chain();
+            assert!(chain[1].starts_with("mount nosuchfs"), "{chain:?}");
+            assert!(chain[2].contains("No such device"), "{chain:?}");
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+    Ok(())
+}

@@ -24,8 +24,8 @@ pub enum RootfsError {
     Mount {
         /// File system type or `bind`.
         fstype: String,
-        /// Source.
-        source: Option<PathBuf>,
+        /// Source (empty when none).
+        source: String,
         /// Target (host-side path, under the rootfs).
         target: PathBuf,
         /// Flags.
@@ -232,7 +232,7 @@ fn mount_err(
 ) -> impl FnOnce(io::Error) -> RootfsError {
     let (fstype, source, target, data) = (
         fstype.to_string(),
-        source.map(Path::to_path_buf),
+        source.map_or(String::new(), |p| p.display().to_string()),
         target.to_path_buf(),
         data.map(str::to_string),
     );
@@ -718,8 +718,7 @@ mod tests {
         // the error must name the bind it tried.
         let err = mount_entry(&sys, Path::new("/r"), 0, &m).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("mount bind Some(\"/sys\") on /r/sys"),
+            err.to_string().starts_with("mount bind \"/sys\" on /r/sys"),
             "{err}"
         );
     }

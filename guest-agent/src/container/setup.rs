@@ -117,6 +117,17 @@ pub enum SetupError {
     /// Root file system setup failed.
     #[error("prepare rootfs")]
     Rootfs(#[from] RootfsError),
+    /// One `mounts` entry could not be mounted.
+    #[error("mounts[{index}] ({destination})")]
+    MountEntry {
+        /// Index in `mounts`.
+        index: usize,
+        /// Its destination.
+        destination: String,
+        /// The cause.
+        #[source]
+        source: RootfsError,
+    },
     /// Credentials, rlimits, cwd or args[0] failed.
     #[error(transparent)]
     Process(#[from] ProcessError),
@@ -145,7 +156,9 @@ pub enum SetupError {
 fn io_code(e: &io::Error) -> Code {
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => Code::PermissionDenied,
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::EINVAL) => Code::InvalidArgument,
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::EINVAL) | Some(libc::ENODEV) => {
+            Code::InvalidArgument
+        }
         _ => Code::Internal,
     }
 }
@@ -168,6 +181,11 @@ impl SetupError {
             SetupError::Rootfs(RootfsError::CheckDestination { .. }) => Code::InvalidArgument,
             SetupError::Rootfs(RootfsError::StatSource { source, .. }) => io_code(source),
             SetupError::Rootfs(RootfsError::Mount { err, .. }) => io_code(err),
+            SetupError::MountEntry { source, .. } => match source {
+                RootfsError::Mount { err, .. } => io_code(err),
+                RootfsError::StatSource { source, .. } => io_code(source),
+                _ => Code::InvalidArgument,
+            },
             SetupError::EnterNamespace { source, .. } | SetupError::Step { source, .. } => {
                 io_code(source)
             }
@@ -491,8 +509,12 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
         })
         .transpose()?;
     rootfs::prepare_root(&sys, &rootfs, None)?;
-    for (i, m) in c.mounts.iter().enumerate() {
-        rootfs::mount_entry(&sys, &rootfs, i, m)?;
+    for (index, m) in c.mounts.iter().enumerate() {
+        rootfs::mount_entry(&sys, &rootfs, index, m).map_err(|source| SetupError::MountEntry {
+            index,
+            destination: m.destination().display().to_string(),
+            source,
+        })?;
     }
     rootfs::create_devices(&sys, &rootfs, linux.devices().as_deref().unwrap_or(&[]))?;
     rootfs::pivot_root(&sys, &rootfs)?;
