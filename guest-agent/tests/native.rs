@@ -17,8 +17,8 @@ use anyhow::{bail, Result};
 use oci_spec::runtime::Spec;
 use vessel_protocol::client::open_stdio;
 use vessel_protocol::{
-    Client, ClientError, Code, CreateContainer, ExecProcess, ExitStatus, Request, Response,
-    StdioHeader, StreamKind,
+    Client, ClientError, Code, CreateContainer, ExecProcess, ExitStatus, RemoteError, Request,
+    Response, StdioHeader, StreamKind,
 };
 
 fn skip_reason() -> Option<&'static str> {
@@ -130,6 +130,20 @@ impl Agent {
             },
         )?;
         Ok(s)
+    }
+
+    /// Creates a container that must be refused; returns the agent's typed error.
+    fn create_refused(
+        &self,
+        c: &mut Client<UnixStream>,
+        id: &str,
+        spec: &Spec,
+    ) -> Result<RemoteError> {
+        let req = CreateContainer::from_spec(id, spec, self.rootfs().to_str().unwrap());
+        match c.create(req) {
+            Err(ClientError::Refuse { source, .. }) => Ok(source),
+            other => bail!("create {id}: expected a refusal, got {other:?}"),
+        }
     }
 
     /// Collects stdout and stderr of a process in background threads.
@@ -466,17 +480,12 @@ fn missing_executable_is_refused_at_create_with_runcs_text() -> Result<()> {
         .as_mut()
         .unwrap()
         .set_args(Some(vec!["no-such-tool".into()]));
-    let req = CreateContainer::from_spec("nx", &s, agent.rootfs().to_str().unwrap());
-    match c.create(req).unwrap_err() {
-        ClientError::Refuse { source, .. } => {
-            assert_eq!(source.code, Code::InvalidArgument);
-            assert_eq!(
-                source.message,
-                r#"exec: "no-such-tool": executable file not found in $PATH"#
-            );
-        }
-        other => bail!("unexpected {other:?}"),
-    }
+    let e = agent.create_refused(&mut c, "nx", &s)?;
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(
+        e.message,
+        r#"exec: "no-such-tool": executable file not found in $PATH"#
+    );
     // Nothing is left: the id can be used again.
     let err = c.call(Request::Start {
         container_id: "nx".into(),
@@ -496,14 +505,9 @@ fn cwd_that_is_a_file_is_refused_naming_the_field() -> Result<()> {
         &spec("true"),
         serde_json::json!({"process": {"cwd": "/notadir"}}),
     );
-    let req = CreateContainer::from_spec("cwdfile", &s, agent.rootfs().to_str().unwrap());
-    match c.create(req).unwrap_err() {
-        ClientError::Refuse { source, .. } => {
-            assert_eq!(source.code, Code::InvalidArgument);
-            assert_eq!(source.message, "process.cwd: /notadir is not a directory");
-        }
-        other => bail!("unexpected {other:?}"),
-    }
+    let e = agent.create_refused(&mut c, "cwdfile", &s)?;
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(e.message, "process.cwd: /notadir is not a directory");
     Ok(())
 }
 
@@ -701,16 +705,11 @@ fn bad_mount_type_is_refused_naming_the_entry() -> Result<()> {
     ))?);
     let index = mounts.len() - 1;
     s.set_mounts(Some(mounts));
-    let req = CreateContainer::from_spec("badmnt", &s, agent.rootfs().to_str().unwrap());
-    match c.create(req).unwrap_err() {
-        ClientError::Refuse { source, .. } => {
-            assert_eq!(source.code, Code::InvalidArgument);
-            assert_eq!(source.message, format!("mounts[{index}] (/x)"));
-            let chain = source.chain();
-            assert!(chain[1].starts_with("mount nosuchfs"), "{chain:?}");
-            assert!(chain[2].contains("No such device"), "{chain:?}");
-        }
-        other => bail!("unexpected {other:?}"),
-    }
+    let e = agent.create_refused(&mut c, "badmnt", &s)?;
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(e.message, format!("mounts[{index}] (/x)"));
+    let chain = e.chain();
+    assert!(chain[1].starts_with("mount nosuchfs"), "{chain:?}");
+    assert!(chain[2].contains("No such device"), "{chain:?}");
     Ok(())
 }

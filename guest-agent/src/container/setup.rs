@@ -126,7 +126,7 @@ pub enum SetupError {
         destination: String,
         /// The cause.
         #[source]
-        source: RootfsError,
+        source: Box<RootfsError>,
     },
     /// Credentials, rlimits, cwd or args[0] failed.
     #[error(transparent)]
@@ -181,7 +181,7 @@ impl SetupError {
             SetupError::Rootfs(RootfsError::CheckDestination { .. }) => Code::InvalidArgument,
             SetupError::Rootfs(RootfsError::StatSource { source, .. }) => io_code(source),
             SetupError::Rootfs(RootfsError::Mount { err, .. }) => io_code(err),
-            SetupError::MountEntry { source, .. } => match source {
+            SetupError::MountEntry { source, .. } => match source.as_ref() {
                 RootfsError::Mount { err, .. } => io_code(err),
                 RootfsError::StatSource { source, .. } => io_code(source),
                 _ => Code::InvalidArgument,
@@ -513,7 +513,7 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
         rootfs::mount_entry(&sys, &rootfs, index, m).map_err(|source| SetupError::MountEntry {
             index,
             destination: m.destination().display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
     }
     rootfs::create_devices(&sys, &rootfs, linux.devices().as_deref().unwrap_or(&[]))?;
