@@ -580,7 +580,7 @@ fn terminal_is_allocated_in_the_container_and_resized() -> Result<()> {
     let agent = Agent::start()?;
     let mut c = agent.client()?;
     let s = patch(
-        &spec("tty; stty size; read x; stty size; exit 4"),
+        &spec("tty; stty size; echo console >/dev/console; read x; stty size; exit 4"),
         serde_json::json!({"process": {"terminal": true, "consoleSize": {"height": 30, "width": 100}}}),
     );
     c.create(CreateContainer::from_spec(
@@ -594,7 +594,7 @@ fn terminal_is_allocated_in_the_container_and_resized() -> Result<()> {
     })?;
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("30 100") {
+    while !String::from_utf8_lossy(&seen).contains("console") {
         let n = tty.read(&mut buf)?;
         if n == 0 {
             bail!("tty ended early: {:?}", String::from_utf8_lossy(&seen));
@@ -612,7 +612,10 @@ fn terminal_is_allocated_in_the_container_and_resized() -> Result<()> {
     let _ = tty.read_to_string(&mut rest);
     let all = String::from_utf8_lossy(&seen).to_string() + &rest;
     assert_eq!(c.wait("tty", None)?, ExitStatus::Code(4));
-    assert!(all.starts_with("/dev/pts/0\r\n30 100\r\n"), "{all:?}");
+    assert!(
+        all.starts_with("/dev/pts/0\r\n30 100\r\nconsole\r\n"),
+        "{all:?}"
+    );
     assert!(all.ends_with("40 120\r\n"), "{all:?}");
     Ok(())
 }

@@ -519,7 +519,20 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
     rootfs::create_devices(&sys, &rootfs, linux.devices().as_deref().unwrap_or(&[]))?;
     rootfs::pivot_root(&sys, &rootfs)?;
     if p.terminal() == Some(true) {
-        setup_terminal(sock, p)?;
+        let pts = setup_terminal(sock, p)?;
+        // runc bind-mounts the terminal onto /dev/console.
+        let console = Path::new("/dev/console");
+        sys.create_file(console)
+            .and_then(|()| {
+                sys.mount(
+                    Some(&pts),
+                    console,
+                    Some("bind"),
+                    nix::mount::MsFlags::MS_BIND,
+                    None,
+                )
+            })
+            .map_err(step(format!("bind {} onto /dev/console", pts.display())))?;
     }
     if let Some(flag) = propagation {
         sys.mount(None, Path::new("/"), None, flag, None)
@@ -589,7 +602,8 @@ fn compile_seccomp(s: Option<&LinuxSeccomp>) -> Result<Vec<BpfProgram>, SetupErr
 /// Allocates the process's terminal inside the container, as runc does: a pty from the
 /// container's `/dev/ptmx`, its slave as fds 0-2 and controlling terminal of a new session,
 /// sized from `process.consoleSize`; the master goes to the agent ([`SetupReport::Console`]).
-fn setup_terminal(sock: &mut File, p: &Process) -> Result<(), SetupError> {
+/// Returns the slave's path.
+fn setup_terminal(sock: &mut File, p: &Process) -> Result<PathBuf, SetupError> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| step("open /dev/ptmx in the container")(e.into()))?;
@@ -621,7 +635,7 @@ fn setup_terminal(sock: &mut File, p: &Process) -> Result<(), SetupError> {
             io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    Ok(PathBuf::from(name))
 }
 
 /// Sends `fds` with one byte (`SCM_RIGHTS`) on socket `sock`.
