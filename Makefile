@@ -26,7 +26,7 @@ DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl
                 busybox-static debootstrap iproute2 util-linux
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
-        lint demo bench clean
+        lint demo bench clean probe-initramfs fixtures
 
 all: artefacts
 
@@ -74,6 +74,17 @@ initramfs: agent
 
 artefacts: vessel kernel initramfs
 
+# Test-only guest init (tests/guest-probe) packed as /init of its own initramfs, for the VMM's
+# lab tests (VESSEL_PROBE_INITRAMFS).
+PROBE_BIN    := target/$(TARGET)/$(PROFILE)/vessel-guest-probe
+probe-initramfs:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile $(PROFILE) --target $(TARGET) -p vessel-guest-probe
+	@tests/lab/mkinitramfs.sh $(BUILD)/share/vessel-test/probe-initramfs.cpio /init=$(PROBE_BIN)
+
+# Real root file systems for bundles (cached under $(VESSEL_CACHE)/rootfs).
+fixtures:
+	@tests/fixtures/mkrootfs.sh busybox >/dev/null
+
 export CMD
 lab: lab-kernel
 	tests/lab/run.sh bash -c "$$CMD"
@@ -92,7 +103,7 @@ test-lab-runner: lab-kernel
 test-unit:
 	$(CARGO) test --workspace
 
-test-lab: artefacts lab-kernel
+test-lab: artefacts lab-kernel probe-initramfs fixtures
 	tests/lab/e2e.sh
 
 lint:

@@ -7,6 +7,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 list=${1:?usage: in-lab.sh LIST}
 export VESSEL_KERNEL="$repo/build/share/vessel/vmlinux"
 export VESSEL_INITRAMFS="$repo/build/share/vessel/initramfs.cpio"
+export VESSEL_PROBE_INITRAMFS="$repo/build/share/vessel-test/probe-initramfs.cpio"
 export VESSEL_LAB=1
 failed=()
 
@@ -17,6 +18,10 @@ check() { # name command...
 check kvm-device test -c /dev/kvm
 check svm-with-npt grep -qw npt /proc/cpuinfo
 check vessel-check "$repo/build/bin/vessel" check
+# The VMM's debug entry point: a JSON VmConfig booting the probe init to a clean shutdown.
+printf '{"vcpus": 2, "memory_mib": 128, "kernel": "%s", "initramfs": "%s", "vsock_cid": 3}' \
+  "$VESSEL_KERNEL" "$VESSEL_PROBE_INITRAMFS" > /run/lab/probe-vm.json
+check vessel-vmm-config "$repo/build/bin/vessel" vmm --config /run/lab/probe-vm.json
 
 while IFS=$'\t' read -r exe dir; do
   [ -x "$exe" ] || continue

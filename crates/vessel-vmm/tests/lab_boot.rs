@@ -80,7 +80,7 @@ fn probe_value(log: &str, key: &str) -> Option<u64> {
 }
 
 #[test]
-fn boots_with_one_and_two_vcpus_and_sees_them_and_its_memory() {
+fn lab_boots_with_one_and_two_vcpus_and_sees_them_and_its_memory() {
     let Some((kernel, initramfs, dir)) = lab() else {
         return;
     };
@@ -139,7 +139,7 @@ fn echo(mut s: UnixStream) -> std::io::Result<usize> {
 }
 
 #[test]
-fn vsock_carries_mebibytes_both_ways_host_and_guest_initiated() {
+fn lab_vsock_carries_mebibytes_both_ways_host_and_guest_initiated() {
     let Some((kernel, initramfs, dir)) = lab() else {
         return;
     };
