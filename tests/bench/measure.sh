@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Measures Vessel's VMM against QEMU microvm; prints one record per sample on stdout:
+#   BENCH <metric> <vessel|qemu> <value>
+# Usage: tests/bench/measure.sh lab|native STAGE   (bench.sh builds STAGE and calls this)
+#
+#   lab     boot to guest init (ms from process start to "PROBE init" on the console), split into
+#           the guest's own uptime at that line and what came before its clock started (VMM setup,
+#           firmware), and the host overhead (KiB resident beyond guest memory, at that line); needs
+#           a KVM that boots Linux, i.e. run it inside tests/lab/run.sh
+#   native  setup: ms from the VMM's execve to its first KVM_RUN, under strace (VM creation works
+#           on this host's kvm_pvm even though guests do not boot; strace under the lab's TCG
+#           costs seconds, so it is not measured there)
+#
+# Both sides boot the same vmlinux and initramfs (vessel-guest-probe as /init) with 1 vCPU, 128 MiB
+# of memfd-backed RAM, a 16550 serial console and the same kernel command line; they run
+# alternately, BENCH_RUNS times each (default 5).
+set -euo pipefail
+mode=${1:?usage: measure.sh lab|native STAGE}
+stage=${2:?usage: measure.sh lab|native STAGE}
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+runs=${BENCH_RUNS:-5}
+kernel=$repo/build/share/vessel/vmlinux
+cpio=$stage/probe.cpio
+marker="PROBE init"
+# Vessel's fixed command line (docs/design.md, "Guest boot"); QEMU gets the same.
+cmdline="console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet i8042.noaux i8042.nomux i8042.dumbkbd"
+
+allow=false qemu_cpu=host
+if [ "$mode" = native ]; then
+  allow=true
+  # kvm_pvm refuses QEMU's IA32_ARCH_CAPABILITIES write; irrelevant to setup time.
+  qemu_cpu=host,-arch-capabilities
+fi
+cat > "$stage/vm-$mode.json" <<JSON
+{"vcpus": 1, "memory_mib": 128, "kernel": "$kernel", "initramfs": "$cpio",
+ "serial": "stderr", "vsock_cid": 3, "allow_unsupported_host": $allow}
+JSON
+vessel=("$stage/vmm" "$stage/vm-$mode.json")
+# QEMU's leanest microvm: no option ROMs, PIT, PIC, RTC or ACPI; one ISA serial port; guest RAM a
+# memfd as Vessel's is, so both report guest memory the same way.
+qemu=(qemu-system-x86_64 -M "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off,isa-serial=on,memory-backend=mem"
+  -object memory-backend-memfd,id=mem,size=128M -m 128M -smp 1 -enable-kvm -cpu "$qemu_cpu"
+  -nodefaults -no-user-config -display none -no-reboot -serial stdio
+  -kernel "$kernel" -initrd "$cpio" -append "$cmdline")
+
+# boot SIDE CMD...: one boot; records ms, the guest's uptime at init and the host overhead.
+boot() {
+  local side=$1 out; shift
+  out=$(VESSEL_BENCH_LOG="$stage/console-$side.log" "$stage/vessel-bench" "$marker" "$@")
+  echo "$side: $out" >&2
+  local ms=${out#ms=}; ms=${ms%% *}
+  local over=${out#*overhead_kib=}; over=${over%% *}
+  local up; up=$(sed -n 's/.*PROBE init uptime_ms=\([0-9]*\).*/\1/p' "$stage/console-$side.log")
+  echo "BENCH boot_ms $side $ms"
+  echo "BENCH preguest_ms $side $((ms - ${up:-0}))"
+  echo "BENCH uptime_ms $side ${up:-0}"
+  echo "BENCH overhead_kib $side $over"
+}
+
+# setup SIDE CMD...: ms from the VMM's execve to its first KVM_RUN, from strace timestamps; the
+# VMM (its pid from a pid file: the lab kernel has no /proc/<pid>/task/<tid>/children) is killed
+# as soon as that ioctl shows up.
+setup() {
+  local side=$1; shift
+  local log=$stage/strace-$side.log pidfile=$stage/pid-$side
+  rm -f "$log" "$pidfile"
+  strace -f -ttt --seccomp-bpf -e trace=execve,ioctl -o "$log" -- \
+    sh -c 'echo $$ > "$0"; exec "$@"' "$pidfile" "$@" </dev/null >/dev/null 2>&1 &
+  local st=$! deadline=$((SECONDS + 60))
+  until grep -q KVM_RUN "$log" 2>/dev/null || ! kill -0 "$st" 2>/dev/null || [ $SECONDS -gt $deadline ]; do
+    sleep 0.05
+  done
+  kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  wait "$st" 2>/dev/null || true
+  local ms; ms=$(awk '/execve\(.*= 0$/ {t0 = $2} /KVM_RUN/ {printf "%.1f", ($2 - t0) * 1000; exit}' "$log")
+  [ -n "$ms" ] || { echo "measure: $side never reached KVM_RUN; see $log" >&2; return 1; }
+  echo "$side: setup ${ms} ms" >&2
+  echo "BENCH setup_${mode}_ms $side $ms"
+}
+
+for i in $(seq "$runs"); do
+  echo "--- run $i of $runs ($mode)" >&2
+  if [ "$mode" = lab ]; then
+    boot vessel "${vessel[@]}"
+    boot qemu "${qemu[@]}"
+  else
+    setup vessel "${vessel[@]}"
+    setup qemu "${qemu[@]}"
+  fi
+done
