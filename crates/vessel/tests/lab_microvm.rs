@@ -247,3 +247,63 @@ fn lab_create_start_state_kill_delete() {
         }
     );
 }
+
+#[test]
+fn lab_readonly_root_and_single_file_bind_mount() {
+    if !can_run_guests("lab_readonly_root_and_single_file_bind_mount") {
+        return;
+    }
+    let lab = Lab::new();
+    let bundle = lab.bundle(
+        "bundle",
+        "cat /etc/hosts; touch /new-file 2>&1; echo touch-rc=$?; \
+         echo appended-in-guest >> /etc/hosts 2>&1; echo append-rc=$?",
+    );
+    let hosts = lab.dir.path().join("hosts");
+    std::fs::write(&hosts, "10.1.2.3 written-on-host\n").unwrap();
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["root"]["readonly"] = true.into();
+    config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "destination": "/etc/hosts", "type": "bind",
+            "source": hosts, "options": ["rbind", "rw"]
+        }));
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = lab
+        .cmd(&["run", "--bundle", bundle.to_str().unwrap(), "lab-ro"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "10.1.2.3 written-on-host",
+            "touch: /new-file: Read-only file system",
+            "touch-rc=1",
+            "append-rc=0"
+        ],
+        "root.readonly gives EROFS; a single-file bind mount shows the host file and stays writable"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        "10.1.2.3 written-on-host\nappended-in-guest\n",
+        "a write through the file bind mount lands in the host file"
+    );
+    assert!(!bundle.join("rootfs/new-file").exists());
+    assert_eq!(
+        mounts_under(lab.dir.path()),
+        Vec::<String>::new(),
+        "no mount left"
+    );
+}

@@ -15,6 +15,12 @@ const LEAF_AMD_SIZES: u32 = 0x8000_0008;
 
 const EDX_HTT: u32 = 1 << 28;
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX bit 24: TSC-deadline mode of the local APIC timer. KVM's in-kernel LAPIC emulates
+/// it but `KVM_GET_SUPPORTED_CPUID` leaves it to the VMM (Documentation/virt/kvm/api.rst,
+/// KVM_CAP_TSC_DEADLINE_TIMER). Without it Linux calibrates the APIC timer against the PIT at
+/// boot, which costs time and fails under nested emulation ("APIC timer disabled due to
+/// verification failure").
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
 
@@ -39,7 +45,7 @@ pub fn apply_topology(cpuid: &mut CpuId, index: u32, vcpus: u32) {
                 } else {
                     e.edx &= !EDX_HTT;
                 }
-                e.ecx |= ECX_HYPERVISOR;
+                e.ecx |= ECX_HYPERVISOR | ECX_TSC_DEADLINE;
             }
             LEAF_CACHE => {
                 // eax[31:26] = cores per package - 1; eax[25:14] = threads sharing the cache - 1.
@@ -110,6 +116,7 @@ mod tests {
         assert_eq!((s[0].ebx >> 16) & 0xff, 3);
         assert_ne!(s[0].edx & EDX_HTT, 0);
         assert_ne!(s[0].ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(s[0].ecx & ECX_TSC_DEADLINE, 0);
         assert_eq!((s[1].ebx, s[1].ecx >> 8, s[1].edx), (1, LEVEL_SMT, 2));
         assert_eq!((s[2].eax, s[2].ebx, s[2].ecx >> 8), (2, 3, LEVEL_CORE));
         assert_eq!(s[3].ecx & 0xff, 2);
