@@ -197,9 +197,13 @@ impl Service {
         self.reaper.kick();
         let mut pid = None;
         let mut tty = None;
+        let mut ready = false;
         loop {
             let report = setup::read_report(&mut sock).map_err(|e| from(Code::Internal, &e))?;
             match report {
+                // The container process may report `Ready` before its parent, the setup
+                // process, reports the fork: both write to this socket.
+                Some(SetupReport::Forked { pid: p }) if ready => return Ok((p, sock, ends, tty)),
                 Some(SetupReport::Forked { pid: p }) => pid = Some(p),
                 Some(SetupReport::MapIds) => {
                     let linux = match req {
@@ -225,7 +229,7 @@ impl Service {
                 }
                 Some(SetupReport::Ready) => match pid {
                     Some(p) => return Ok((p, sock, ends, tty)),
-                    None => return Err(err(Code::Internal, "setup reported ready before forking")),
+                    None => ready = true,
                 },
                 Some(SetupReport::Failed(e)) => {
                     if let Some(p) = pid {

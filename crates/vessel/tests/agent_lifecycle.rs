@@ -173,3 +173,261 @@ fn create_start_output_exit_code_and_delete_through_the_agent() {
         .success());
     assert!(!root.join("a1").exists());
 }
+
+/// Host processes whose command line contains `needle` (the agent test double runs containers
+/// on this host, so their processes are visible here).
+fn host_processes_with(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if !zombie
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+    let agent = Agent::start();
+    let bundle = agent.bundle("exec busybox sleep 600");
+    let root = agent.dir.path().join("root");
+    let init_pid = agent.dir.path().join("init.pid");
+    let create = agent
+        .vessel(
+            &root,
+            &[
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--pid-file",
+                init_pid.to_str().unwrap(),
+                "e1",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(create.success());
+    let monitor: i32 = std::fs::read_to_string(&init_pid).unwrap().parse().unwrap();
+    assert!(agent
+        .vessel(&root, &["start", "e1"])
+        .status()
+        .unwrap()
+        .success());
+
+    // Foreground: status, environment, cwd, user.
+    let out = agent
+        .vessel(
+            &root,
+            &["exec", "e1", "sh", "-c", "echo out; echo err >&2; exit 5"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "--env",
+                "A=1",
+                "--cwd",
+                "/tmp",
+                "e1",
+                "sh",
+                "-c",
+                "echo $A; pwd",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n/tmp\n");
+    let out = agent
+        .vessel(
+            &root,
+            &["exec", "-u", "1000:1000", "e1", "busybox", "id", "-u"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n");
+
+    // Stdin is relayed, and EOF reaches the process.
+    let mut child = agent
+        .vessel(&root, &["exec", "e1", "busybox", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&[b'x'; 100_000]).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
+
+    // -p process.json.
+    let process = agent.dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        r#"{"cwd":"/","args":["sh","-c","echo from-file $B"],"env":["PATH=/bin","B=2"],"user":{"uid":0,"gid":0}}"#,
+    )
+    .unwrap();
+    let out = agent
+        .vessel(&root, &["exec", "-p", process.to_str().unwrap(), "e1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-file 2\n");
+
+    // Failure before the process runs: 255 and runc's prefix.
+    let out = agent
+        .vessel(&root, &["exec", "e1", "no-such-binary"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec failed") && err.contains("no-such-binary"),
+        "{err}"
+    );
+
+    // Detached: the pid-file PID exits with the guest status.
+    let pid_file = agent.dir.path().join("exec.pid");
+    let out = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "-d",
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "e1",
+                "sh",
+                "-c",
+                "sleep 1; exit 7",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let relay = nix::unistd::Pid::from_raw(relay);
+    assert_eq!(
+        nix::sys::wait::waitpid(relay, None).unwrap(),
+        nix::sys::wait::WaitStatus::Exited(relay, 7)
+    );
+
+    // SIGKILL to the relay takes the guest process down; ps lists the relay while it lives.
+    let out = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "-d",
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "e1",
+                "busybox",
+                "sleep",
+                "4242",
+            ],
+        )
+        // The relay keeps the process's stdio: output() would wait for it.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let relay: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    wait_until("the guest sleep", || {
+        !host_processes_with("sleep 4242").is_empty()
+    });
+    let ps = agent
+        .vessel(&root, &["ps", "--format", "json", "e1"])
+        .output()
+        .unwrap();
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(pids, {
+        let mut v = vec![monitor, relay];
+        v.sort_unstable();
+        v
+    });
+    let table = agent.vessel(&root, &["ps", "e1"]).output().unwrap();
+    let table = format!(
+        "{}{}",
+        String::from_utf8_lossy(&table.stdout),
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == "PID"),
+        "{table}"
+    );
+    // The agent double serves without a cgroup root, so it lists the init only; the lab test
+    // checks that exec'd processes appear.
+    assert!(table.contains("sleep 600"), "{table}");
+    let relay = nix::unistd::Pid::from_raw(relay);
+    nix::sys::signal::kill(relay, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = nix::sys::wait::waitpid(relay, None);
+    wait_until("the guest sleep to die", || {
+        host_processes_with("sleep 4242").is_empty()
+    });
+
+    let _ = agent.vessel(&root, &["kill", "e1", "KILL"]).status();
+    let monitor = nix::unistd::Pid::from_raw(monitor);
+    let _ = nix::sys::wait::waitpid(monitor, None);
+    assert!(agent
+        .vessel(&root, &["delete", "e1"])
+        .status()
+        .unwrap()
+        .success());
+}

@@ -1,12 +1,13 @@
 //! `vessel exec [flags] <id> <cmd> [args...]` and `exec -p process.json <id>` (runc exec.go).
 //!
-//! Parsing and runc's state errors are complete; running the process needs the guest agent
-//! (issue 7), so after the checks it fails with `exec failed: ...` and exit 255, as runc does for
-//! any failure before the process runs.
+//! The process comes from `-p` or from the bundle's `process` with the flags applied; the
+//! library forks a relay that runs it in the guest (`vessel_runtime::exec`). Any failure before
+//! the process runs is `exec failed: ...` with exit 255, as in runc.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use vessel_runtime::exec::{ExecOptions, ProcessFlags};
 use vessel_runtime::Status;
 
 use super::{check_args, load_in_state, Arity, Context, ExitWith};
@@ -85,22 +86,46 @@ fn refuse(status: Status, ignore_paused: bool) -> Option<String> {
     }
 }
 
-/// Checks the request; see the module documentation for what is missing.
+/// Runs the process; returns its status in the foreground, 0 when detached.
 pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
     check_args("exec", &args.args, &[Arity::Min(1)])?;
     let failed = |error: anyhow::Error| ExitWith {
         code: 255,
         error: error.context("exec failed"),
     };
-    let checks = || -> anyhow::Result<()> {
-        load_in_state(ctx, &args.args[0], |s| refuse(s, args.ignore_paused))?;
-        if args.process.is_none() && args.args.len() < 2 {
-            anyhow::bail!("args must not be empty");
-        }
-        anyhow::bail!("exec in the guest is not supported yet (needs the agent's Exec request)")
-    };
-    checks().map_err(failed)?;
-    Ok(0)
+    let id = &args.args[0];
+    let opts = (|| -> anyhow::Result<ExecOptions> {
+        load_in_state(ctx, id, |s| refuse(s, args.ignore_paused))?;
+        let process = match &args.process {
+            Some(path) => vessel_runtime::exec::load_process_file(path)?,
+            None => {
+                if args.args.len() < 2 {
+                    anyhow::bail!("args must not be empty");
+                }
+                let flags = ProcessFlags {
+                    args: args.args[1..].to_vec(),
+                    cwd: args.cwd.clone(),
+                    env: args.env.clone(),
+                    user: args.user.clone(),
+                    additional_gids: args.additional_gids.clone(),
+                    caps: args.cap.clone(),
+                    no_new_privs: args.no_new_privs,
+                    tty: args.tty,
+                };
+                vessel_runtime::exec::process_from_flags(&ctx.store, id, &flags)?
+            }
+        };
+        Ok(ExecOptions {
+            id: id.clone(),
+            process,
+            detach: args.detach,
+            pid_file: args.pid_file.clone(),
+        })
+    })()
+    .map_err(failed)?;
+    vessel_runtime::exec::exec(&ctx.store, &opts)
+        .map_err(|e| failed(e.into()))
+        .map_err(anyhow::Error::from)
 }
 
 #[cfg(test)]

@@ -1,0 +1,543 @@
+//! `exec` (runc exec.go): run another process in a container's guest.
+//!
+//! `vessel exec` forks a **relay** process (see docs/design.md "Exec"), whose PID goes in the
+//! pid-file. The relay talks to the guest agent itself, straight through the VM's vsock socket
+//! ([`crate::guest`]), not through the monitor: it sends `exec`, relays its fds 0-2 (the
+//! caller's) to the process's stdio streams, forwards the signals it receives to the guest
+//! process, and exits with the guest process's status (code, or 128+N). Before any thread exists
+//! it forks a **guard** that holds only a pipe from the relay: if the relay dies without saying
+//! it is done (SIGKILL straight to the pid-file PID, as containerd does), the guard SIGKILLs the
+//! guest process. A relay registers itself under `<root>/<id>/relays/<pid>` so that `ps` can
+//! list it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::Process;
+use vessel_protocol::{
+    open_stdio, ExecProcess, Request, StdioConfig, StdioHeader, StreamKind, STDIO_PORT,
+};
+
+use crate::bundle::Bundle;
+use crate::guest::{AgentAddress, GuestError};
+use crate::monitor::chain;
+use crate::state::{self, StateError, StateStore};
+
+/// Directory under `<root>/<id>` where live exec relays register (one file per relay PID).
+pub const RELAYS_DIR: &str = "relays";
+
+/// Errors of [`exec`]; the CLI prints them as `exec failed: ...` and exits 255.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Unknown ID, invalid ID, or store failure.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// The process.json could not be read or parsed.
+    #[error("read process file {path}")]
+    ReadProcess {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle's config.json could not be loaded.
+    #[error("load the container's bundle")]
+    LoadBundle(#[source] crate::bundle::BundleError),
+    /// A flag could not be applied to the process.
+    #[error("{0}")]
+    InvalidFlag(String),
+    /// A system call failed.
+    #[error("{op}")]
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// The relay reported a failure before the process ran.
+    #[error("{0}")]
+    Relay(String),
+    /// The pid-file could not be written.
+    #[error("write pid file {path}")]
+    WritePidFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The process flags of `vessel exec` (ignored with `-p`, as runc does).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessFlags {
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// `--cwd`.
+    pub cwd: Option<String>,
+    /// `--env` (appended to the bundle's).
+    pub env: Vec<String>,
+    /// `--user uid[:gid]`.
+    pub user: Option<String>,
+    /// `--additional-gids`.
+    pub additional_gids: Vec<u32>,
+    /// `--cap` (added to the bounding, effective and permitted sets).
+    pub caps: Vec<String>,
+    /// `--no-new-privs`.
+    pub no_new_privs: bool,
+    /// `--tty`.
+    pub tty: bool,
+}
+
+/// What `vessel exec` asks for.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Container ID.
+    pub id: String,
+    /// The process to run.
+    pub process: Process,
+    /// Return once the process has started (`--detach`).
+    pub detach: bool,
+    /// Where the relay's PID goes.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Reads a `process.json` (`exec -p`).
+pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ExecError::ReadProcess {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ExecError::ReadProcess {
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Builds the process from the bundle's `process` of container `id` and the flags (runc exec.go
+/// `getProcess`): args replaced, env appended, tty only with `--tty`.
+pub fn process_from_flags(
+    store: &StateStore,
+    id: &str,
+    flags: &ProcessFlags,
+) -> Result<Process, ExecError> {
+    let record = store.load(id)?;
+    let bundle = Bundle::load(&record.bundle).map_err(ExecError::LoadBundle)?;
+    let base = bundle.spec.process().clone().unwrap_or_default();
+    apply_flags(base, flags)
+}
+
+fn apply_flags(base: Process, flags: &ProcessFlags) -> Result<Process, ExecError> {
+    let bad = |m: String| ExecError::InvalidFlag(m);
+    let mut p = serde_json::to_value(base).map_err(|e| bad(e.to_string()))?;
+    p["args"] = flags.args.clone().into();
+    p["terminal"] = flags.tty.into();
+    if let Some(cwd) = &flags.cwd {
+        p["cwd"] = cwd.clone().into();
+    }
+    if !flags.env.is_empty() {
+        let mut env: Vec<String> = serde_json::from_value(p["env"].take()).unwrap_or_default();
+        env.extend(flags.env.iter().cloned());
+        p["env"] = env.into();
+    }
+    if let Some(user) = &flags.user {
+        let (uid, gid) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user.as_str(), None),
+        };
+        let num = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| bad(format!("parsing {s} as int for user: invalid syntax")))
+        };
+        p["user"]["uid"] = num(uid)?.into();
+        if let Some(g) = gid {
+            p["user"]["gid"] = num(g)?.into();
+        }
+    }
+    if !flags.additional_gids.is_empty() {
+        p["user"]["additionalGids"] = flags.additional_gids.clone().into();
+    }
+    for cap in &flags.caps {
+        let name = if cap.starts_with("CAP_") {
+            cap.clone()
+        } else {
+            format!("CAP_{cap}")
+        };
+        for set in ["bounding", "effective", "permitted"] {
+            let list = &mut p["capabilities"][set];
+            if !list.is_array() {
+                *list = serde_json::json!([]);
+            }
+            let list = list.as_array_mut().expect("made an array");
+            if !list.iter().any(|c| c == name.as_str()) {
+                list.push(name.clone().into());
+            }
+        }
+    }
+    if flags.no_new_privs {
+        p["noNewPrivileges"] = true.into();
+    }
+    serde_json::from_value(p).map_err(|e| bad(format!("process: {e}")))
+}
+
+/// Runs `opts.process` in container `id`. Detached: returns 0 once it runs and the pid-file is
+/// written. Foreground: forwards signals to the relay and returns its status. Must be called
+/// from a single-threaded process: it forks.
+pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
+    let address = AgentAddress::of(store, &opts.id).map_err(|e| ExecError::Relay(chain(&e)))?;
+    let relays = store.container_dir(&opts.id)?.join(RELAYS_DIR);
+    if opts.process.terminal() == Some(true) {
+        return Err(ExecError::Relay(
+            "a terminal for exec is not supported yet".into(),
+        ));
+    }
+    let sys = |op| move |source| ExecError::Sys { op, source };
+    // Blocked before the fork, so the relay inherits the mask its forwarding thread relies on.
+    let mut foreground = crate::signal::forwarded(&[]);
+    foreground.add(Signal::SIGCHLD);
+    if !opts.detach {
+        foreground
+            .thread_block()
+            .map_err(sys("block signals to forward"))?;
+    }
+    let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(sys("create the relay's report pipe"))?;
+    // SAFETY: `exec` is documented to run in a single-threaded process, so the child is a
+    // complete copy and may allocate and run ordinary Rust code.
+    let relay = match unsafe { fork() }.map_err(sys("fork the exec relay"))? {
+        ForkResult::Child => {
+            drop(read);
+            std::process::exit(relay_main(
+                &opts.id,
+                &opts.process,
+                &address,
+                &relays,
+                write,
+            ));
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(write);
+    let mut line = String::new();
+    let _ = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
+    let line = line.trim_end();
+    if line != "started" {
+        let _ = kill(relay, Signal::SIGKILL);
+        let _ = waitpid(relay, None);
+        let message = line.strip_prefix("error: ").unwrap_or(line);
+        return Err(ExecError::Relay(if message.is_empty() {
+            "the exec relay exited before the process started".to_owned()
+        } else {
+            message.to_owned()
+        }));
+    }
+    if let Some(path) = &opts.pid_file {
+        state::write_atomic(path, relay.as_raw().to_string().as_bytes(), 0o644).map_err(
+            |source| ExecError::WritePidFile {
+                path: path.clone(),
+                source,
+            },
+        )?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    loop {
+        let sig = foreground.wait().map_err(sys("wait for signals"))?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(relay, sig);
+            continue;
+        }
+        match waitpid(relay, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) => continue,
+            Err(e) => {
+                return Err(ExecError::Sys {
+                    op: "wait for the exec relay",
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// The relay: see the module documentation. Returns its exit status.
+fn relay_main(
+    id: &str,
+    process: &Process,
+    address: &AgentAddress,
+    relays: &Path,
+    report: OwnedFd,
+) -> i32 {
+    let mut report = std::fs::File::from(report);
+    // Its own session: the caller's terminal signals reach `vessel exec`, which forwards them.
+    let _ = nix::unistd::setsid();
+    let forwarded = crate::signal::forwarded(&[]);
+    let _ = forwarded.thread_block();
+    let me = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let exec_id = format!("exec-{me}-{nanos}");
+    let guard = match spawn_guard(id, &exec_id, address) {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = writeln!(report, "error: start the exec guard: {e}");
+            return 255;
+        }
+    };
+    let done = |guard: &OwnedFd| {
+        let _ = nix::unistd::write(guard, b"x");
+    };
+    let started = (|| -> Result<(), GuestError> {
+        let mut client = address.client()?;
+        client
+            .exec(ExecProcess {
+                container_id: id.to_owned(),
+                exec_id: exec_id.clone(),
+                process: process.clone(),
+                stdio: StdioConfig::default(),
+            })
+            .map_err(|source| GuestError::CallAgent {
+                op: "exec the process in the guest",
+                source,
+            })?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        done(&guard);
+        let _ = writeln!(report, "error: {}", chain(&e));
+        return 255;
+    }
+    let status = relay_process(id, &exec_id, address, relays, &mut report, forwarded);
+    done(&guard);
+    let _ = std::fs::remove_file(relays.join(me.to_string()));
+    status
+}
+
+/// Relays stdio and signals of a started exec process and waits for it.
+fn relay_process(
+    id: &str,
+    exec_id: &str,
+    address: &AgentAddress,
+    relays: &Path,
+    report: &mut std::fs::File,
+    forwarded: SigSet,
+) -> i32 {
+    let open = |stream| -> Result<UnixStream, GuestError> {
+        let mut s = address.connect(STDIO_PORT)?;
+        let header = StdioHeader {
+            container_id: id.to_owned(),
+            exec_id: Some(exec_id.to_owned()),
+            stream,
+        };
+        open_stdio(&mut s, &header).map_err(|source| GuestError::CallAgent {
+            op: "open a stdio stream of the exec process",
+            source,
+        })?;
+        Ok(s)
+    };
+    let streams = (|| {
+        Ok::<_, GuestError>((
+            open(StreamKind::Stdin)?,
+            open(StreamKind::Stdout)?,
+            open(StreamKind::Stderr)?,
+            address.client()?,
+        ))
+    })();
+    let (input, output, errors, mut waiter) = match streams {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(report, "error: {}", chain(&e));
+            kill_guest(address, id, exec_id);
+            return 255;
+        }
+    };
+    register(relays);
+    let dup = |fd: i32| {
+        nix::unistd::dup(fd).map(|fd| {
+            // SAFETY: `dup` returned a new descriptor that nothing else owns.
+            unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
+    };
+    let (Ok(stdin), Ok(stdout), Ok(stderr)) = (dup(0), dup(1), dup(2)) else {
+        let _ = writeln!(report, "error: duplicate the standard streams");
+        kill_guest(address, id, exec_id);
+        return 255;
+    };
+    std::thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = std::io::copy(&mut stdin, &mut &input);
+        let _ = input.shutdown(Shutdown::Write);
+    });
+    let out = std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let _ = std::io::copy(&mut &output, &mut stdout);
+    });
+    let err = std::thread::spawn(move || {
+        let mut stderr = stderr;
+        let _ = std::io::copy(&mut &errors, &mut stderr);
+    });
+    {
+        let (address, id, exec_id) = (address.clone(), id.to_owned(), exec_id.to_owned());
+        std::thread::spawn(move || {
+            while let Ok(sig) = forwarded.wait() {
+                signal_guest(&address, &id, &exec_id, sig as i32);
+            }
+        });
+    }
+    let _ = writeln!(report, "started");
+    let status = waiter.wait(id, Some(exec_id));
+    let _ = out.join();
+    let _ = err.join();
+    match status {
+        Ok(s) => s.runc_code(),
+        Err(e) => {
+            log::error!("wait for exec process {exec_id}: {}", chain(&e));
+            255
+        }
+    }
+}
+
+fn register(relays: &Path) {
+    let me = std::process::id();
+    if let Ok(stat) = crate::procfs::stat(me as i32) {
+        let _ = std::fs::create_dir_all(relays);
+        let _ = std::fs::write(relays.join(me.to_string()), stat.start_time.to_string());
+    }
+}
+
+/// The live exec relays of container `id` (host PIDs), for `ps --format json`.
+pub fn relay_pids(store: &StateStore, id: &str) -> Result<Vec<i32>, StateError> {
+    let dir = store.container_dir(id)?.join(RELAYS_DIR);
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().parse::<i32>();
+        let start = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        match (pid, start) {
+            (Ok(pid), Some(start)) if crate::procfs::is_alive(pid, start) => pids.push(pid),
+            _ => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+fn signal_guest(address: &AgentAddress, id: &str, exec_id: &str, signal: i32) {
+    let sent = address.client().and_then(|mut c| {
+        c.call_done(Request::Signal {
+            container_id: id.to_owned(),
+            exec_id: Some(exec_id.to_owned()),
+            signal,
+            all: false,
+        })
+        .map_err(|source| GuestError::CallAgent {
+            op: "signal the exec process",
+            source,
+        })
+    });
+    if let Err(e) = sent {
+        log::warn!("forward signal {signal} to {exec_id}: {}", chain(&e));
+    }
+}
+
+fn kill_guest(address: &AgentAddress, id: &str, exec_id: &str) {
+    signal_guest(address, id, exec_id, libc::SIGKILL);
+}
+
+/// Forks the guard (the relay is still single-threaded here) and returns the write end of its
+/// pipe: one byte means "done, exit quietly"; EOF without it means the relay died, and the guard
+/// kills the guest process.
+fn spawn_guard(id: &str, exec_id: &str, address: &AgentAddress) -> nix::Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the relay is single-threaded at this point (no thread has been spawned since the
+    // fork that made it), so the child may run ordinary Rust code.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(write);
+            // Keep none of the caller's fds (they would delay its EOF) nor the report pipe.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..=2 {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            let keep = read.as_raw_fd();
+            let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+                let _ = nix::unistd::close(fd);
+            }
+            let mut byte = [0u8];
+            let n = nix::unistd::read(read.as_raw_fd(), &mut byte).unwrap_or(0);
+            if n == 0 {
+                kill_guest(address, id, exec_id);
+            }
+            std::process::exit(0);
+        }
+        ForkResult::Parent { .. } => Ok(write),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_bundle_process() {
+        let base: Process = serde_json::from_str(
+            r#"{"cwd":"/","args":["init"],"env":["PATH=/bin"],"user":{"uid":0,"gid":0},"terminal":true}"#,
+        )
+        .unwrap();
+        let flags = ProcessFlags {
+            args: vec!["id".into(), "-u".into()],
+            cwd: Some("/tmp".into()),
+            env: vec!["A=1".into()],
+            user: Some("1000:1001".into()),
+            additional_gids: vec![5],
+            caps: vec!["SYS_ADMIN".into()],
+            no_new_privs: true,
+            tty: false,
+        };
+        let p = serde_json::to_value(apply_flags(base, &flags).unwrap()).unwrap();
+        assert_eq!(p["args"], serde_json::json!(["id", "-u"]));
+        assert_eq!(p["cwd"], "/tmp");
+        assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=1"]));
+        assert_eq!(p["user"]["uid"], 1000);
+        assert_eq!(p["user"]["gid"], 1001);
+        assert_eq!(p["user"]["additionalGids"], serde_json::json!([5]));
+        assert_eq!(
+            p["capabilities"]["bounding"],
+            serde_json::json!(["CAP_SYS_ADMIN"])
+        );
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(p["terminal"], false);
+        let bad = ProcessFlags {
+            user: Some("x".into()),
+            ..flags
+        };
+        let base: Process = serde_json::from_str(r#"{"cwd":"/"}"#).unwrap();
+        assert!(apply_flags(base, &bad).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Reaching a running container's guest agent from a process other than the monitor (`vessel
+//! exec`, `ps`, `events`): straight through the VM's vsock Unix socket `<root>/<id>/vsock.sock`
+//! (Firecracker's `CONNECT <port>\n` / `OK <n>\n` convention), so that stdio never passes
+//! through the monitor. With the `agent` test double (`VESSEL_TEST_SANDBOX=agent`), the agent's
+//! Unix sockets named by the environment stand for the vsock ports.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use vessel_protocol::{Client, Request, Response, CONTROL_PORT};
+pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
+
+use crate::sandbox::agent::{AgentConnector, UnixAgent};
+use crate::sandbox::microvm::VSOCK_SOCKET;
+use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
+use crate::state::{StateError, StateStore};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// Unknown ID, invalid ID, or store failure.
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// The agent could not be reached.
+    #[error("connect to the guest agent port {port}")]
+    ConnectAgent {
+        /// The guest port.
+        port: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The agent refused or failed a request.
+    #[error("{op}")]
+    CallAgent {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: vessel_protocol::ClientError,
+    },
+    /// The agent answered with something else than the request calls for.
+    #[error("{op}: unexpected answer from the agent")]
+    UnexpectedAnswer {
+        /// What was being done.
+        op: &'static str,
+    },
+}
+
+/// Connects to guest ports through a VMM's vsock Unix socket (`CONNECT <port>\n`, `OK <n>\n`).
+#[derive(Debug, Clone)]
+pub struct VsockUds {
+    /// The socket, `<root>/<id>/vsock.sock`.
+    pub path: PathBuf,
+}
+
+impl AgentConnector for VsockUds {
+    fn connect(&self, port: u32) -> io::Result<UnixStream> {
+        let mut stream = UnixStream::connect(&self.path)?;
+        stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+        // One byte at a time: whatever follows the line already belongs to the guest stream.
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while line.len() < 64 {
+            if stream.read(&mut byte)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("guest port {port} refused the connection"),
+                ));
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        if !line.starts_with(b"OK ") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "vsock socket answered {:?} to CONNECT {port}",
+                    String::from_utf8_lossy(&line)
+                ),
+            ));
+        }
+        Ok(stream)
+    }
+
+    fn guest_rootfs(&self, _id: &str, host_rootfs: &Path) -> String {
+        host_rootfs.to_string_lossy().into_owned()
+    }
+}
+
+/// How another process reaches the agent of a container.
+#[derive(Debug, Clone)]
+pub enum AgentAddress {
+    /// The microVM's vsock socket.
+    Vsock(VsockUds),
+    /// The `agent` test double's Unix sockets.
+    Unix(UnixAgent),
+}
+
+impl AgentAddress {
+    /// The address for container `id` in `store`: its `vsock.sock`, or with
+    /// `VESSEL_TEST_SANDBOX=agent` the sockets named by the environment.
+    pub fn of(store: &StateStore, id: &str) -> Result<AgentAddress, GuestError> {
+        let dir = store.container_dir(id)?;
+        let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        if std::env::var(TEST_SANDBOX_ENV).is_ok_and(|v| v == "agent") {
+            if let (Some(control), Some(stdio)) =
+                (var(TEST_AGENT_CONTROL_ENV), var(TEST_AGENT_STDIO_ENV))
+            {
+                return Ok(AgentAddress::Unix(UnixAgent { control, stdio }));
+            }
+        }
+        Ok(AgentAddress::Vsock(VsockUds {
+            path: dir.join(VSOCK_SOCKET),
+        }))
+    }
+
+    /// A new connection to guest `port`.
+    pub fn connect(&self, port: u32) -> Result<UnixStream, GuestError> {
+        match self {
+            AgentAddress::Vsock(v) => v.connect(port),
+            AgentAddress::Unix(u) => u.connect(port),
+        }
+        .map_err(|source| GuestError::ConnectAgent { port, source })
+    }
+
+    /// A new control connection, past the agent's hello.
+    pub fn client(&self) -> Result<Client<UnixStream>, GuestError> {
+        Client::handshake(self.connect(CONTROL_PORT)?).map_err(|source| GuestError::CallAgent {
+            op: "handshake with the guest agent",
+            source,
+        })
+    }
+}
+
+/// The guest's processes of container `id` (the agent's `ps`).
+pub fn ps(store: &StateStore, id: &str) -> Result<ProcessList, GuestError> {
+    let op = "list the container's processes in the guest";
+    let answer = AgentAddress::of(store, id)?
+        .client()?
+        .call(Request::Ps {
+            container_id: id.to_owned(),
+        })
+        .map_err(|source| GuestError::CallAgent { op, source })?;
+    match answer {
+        Response::Processes(list) => Ok(list),
+        _ => Err(GuestError::UnexpectedAnswer { op }),
+    }
+}
+
+/// The statistics of container `id`'s guest cgroup (the agent's `stats`).
+pub fn stats(store: &StateStore, id: &str) -> Result<Stats, GuestError> {
+    let op = "read the container's statistics in the guest";
+    let answer = AgentAddress::of(store, id)?
+        .client()?
+        .call(Request::Stats {
+            container_id: id.to_owned(),
+        })
+        .map_err(|source| GuestError::CallAgent { op, source })?;
+    match answer {
+        Response::Stats(stats) => Ok(stats),
+        _ => Err(GuestError::UnexpectedAnswer { op }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn vsock_connect_handshake_keeps_following_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"CONNECT 1024\n");
+            s.write_all(b"OK 77\nguest").unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).unwrap();
+        });
+        let v = VsockUds { path };
+        let mut s = v.connect(1024).unwrap();
+        let mut rest = [0u8; 5];
+        s.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"guest");
+        let err = v.connect(1024).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        server.join().unwrap();
+    }
+}
