@@ -1,8 +1,8 @@
 //! `vessel ps [--format table|json] <id> [ps args...]` (runc ps.go).
 //!
-//! The workload's processes live in the guest; the host PIDs that stand for them are the
-//! monitor's (and, later, the exec relays'). `json` prints those; `table` runs the host's `ps`
-//! and keeps the header and those rows (runc does the same with the cgroup's PIDs).
+//! The workload's processes live in the guest. `json` prints the host PIDs that stand for them:
+//! the monitor's and those of the live exec relays (docs/runc-compat.md). `table` shows the
+//! guest's processes, from the agent, with a `PID` column (guest PIDs); ps args are ignored.
 
 use clap::Args;
 use vessel_runtime::Status;
@@ -25,56 +25,39 @@ pub struct PsArgs {
     args: Vec<String>,
 }
 
-/// Keeps the header and the rows of `output` whose PID column is in `pids`.
-fn filter_table(output: &str, pids: &[i32]) -> anyhow::Result<String> {
-    let mut lines = output.lines();
-    let header = lines.next().unwrap_or_default();
-    let column = header
-        .split_whitespace()
-        .position(|c| c == "PID")
-        .ok_or_else(|| anyhow::anyhow!("couldn't find PID field in ps output"))?;
-    let mut out = format!("{header}\n");
-    for line in lines {
-        let pid = line
-            .split_whitespace()
-            .nth(column)
-            .and_then(|p| p.parse().ok());
-        if pid.is_some_and(|p| pids.contains(&p)) {
-            out.push_str(line);
-            out.push('\n');
-        }
+/// Formats the guest's processes like `ps -ef`, with a `PID` column (guest PIDs).
+fn format_table(list: &vessel_runtime::guest::ProcessList) -> String {
+    let mut out = format!(
+        "{:>8} {:>7} {:>7} {:>4} {:>8} {}\n",
+        "UID", "PID", "PPID", "STAT", "TIME", "CMD"
+    );
+    for p in &list.processes {
+        let secs = p.cpu_ticks / 100;
+        let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        out.push_str(&format!(
+            "{:>8} {:>7} {:>7} {:>4} {:>8} {}\n",
+            p.uid, p.pid, p.ppid, p.state, time, p.cmd
+        ));
     }
-    Ok(out)
+    out
 }
 
-/// Prints the host PIDs standing for the container's processes.
+/// Prints the container's processes.
 pub fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<i32> {
     check_args("ps", &args.args, &[Arity::Min(1)])?;
-    let record = load_in_state(ctx, &args.args[0], |s| {
+    let id = &args.args[0];
+    let record = load_in_state(ctx, id, |s| {
         (s == Status::Stopped).then(|| "container not running".to_owned())
     })?;
-    let pids = vec![record.monitor_pid];
     if args.format == Format::Json {
+        let mut pids = vessel_runtime::exec::relay_pids(&ctx.store, id)?;
+        pids.push(record.monitor_pid);
+        pids.sort_unstable();
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
-    let ps_args: Vec<String> = if args.args.len() > 1 {
-        args.args[1..].to_vec()
-    } else {
-        vec!["-ef".to_owned()]
-    };
-    let output = std::process::Command::new("ps").args(&ps_args).output()?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "ps {}: {}",
-            ps_args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    print!(
-        "{}",
-        filter_table(&String::from_utf8_lossy(&output.stdout), &pids)?
-    );
+    let list = vessel_runtime::guest::ps(&ctx.store, id)?;
+    print!("{}", format_table(&list));
     Ok(0)
 }
 
@@ -83,12 +66,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_header_and_matching_rows() {
-        let out = "UID PID PPID CMD\nroot 1 0 init\nroot 42 1 vessel\nroot 420 1 x\n";
-        assert_eq!(
-            filter_table(out, &[42]).unwrap(),
-            "UID PID PPID CMD\nroot 42 1 vessel\n"
-        );
-        assert!(filter_table("A B\n1 2\n", &[1]).is_err());
+    fn table_has_a_pid_column() {
+        let list = vessel_runtime::guest::ProcessList {
+            pids: vec![1],
+            processes: vec![vessel_runtime::guest::ProcessInfo {
+                pid: 1,
+                ppid: 0,
+                uid: 0,
+                state: "S".into(),
+                start_ticks: 0,
+                cpu_ticks: 6100,
+                cmd: "sleep 600".into(),
+            }],
+        };
+        let out = format_table(&list);
+        let mut lines = out.lines();
+        let header: Vec<_> = lines.next().unwrap().split_whitespace().collect();
+        let row: Vec<_> = lines.next().unwrap().split_whitespace().collect();
+        let col = header.iter().position(|c| *c == "PID").unwrap();
+        assert_eq!(row[col], "1");
+        assert_eq!(row[4], "00:01:01");
+        assert!(out.contains("sleep 600"));
     }
 }
