@@ -422,6 +422,23 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
         host_processes_with("sleep 4242").is_empty()
     });
 
+    // events --stats reaches the agent's `stats`; the double serves without a cgroup root, so
+    // it refuses with its own error (the lab test reads real statistics).
+    let out = agent
+        .vessel(&root, &["events", "--stats", "e1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let event: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (event["type"].as_str(), event["id"].as_str()),
+            (Some("stats"), Some("e1"))
+        );
+    } else {
+        assert!(err.contains("no cgroup in this agent"), "{err}");
+    }
+
     let _ = agent.vessel(&root, &["kill", "e1", "KILL"]).status();
     let monitor = nix::unistd::Pid::from_raw(monitor);
     let _ = nix::sys::wait::waitpid(monitor, None);

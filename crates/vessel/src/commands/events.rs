@@ -1,8 +1,10 @@
 //! `vessel events [--interval DUR] [--stats] <id>` (runc events.go).
 //!
-//! Parsing (Go duration syntax for `--interval`) and runc's state error are complete; the
-//! statistics come from the guest agent (issue 7), so a live container gets a clear error.
+//! The statistics come from the guest's cgroup through the agent (`vessel_runtime::guest::stats`),
+//! one `{"type":"stats","id":...,"data":{...}}` line each. `--stats` prints one; otherwise one
+//! every `--interval` until the container stops. OOM events are not reported yet.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -60,18 +62,52 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-/// Checks the container, then reports that statistics are not available yet.
+/// One runc event line.
+fn stats_line(id: &str, stats: &vessel_runtime::guest::Stats) -> anyhow::Result<String> {
+    Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}).to_string())
+}
+
+/// Prints stats events for the container.
 pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
     check_args("events", &args.args, &[Arity::Exact(1)])?;
     let id = &args.args[0];
-    load_in_state(ctx, id, |s| {
-        (s == Status::Stopped).then(|| format!("container with id {id} is not running"))
-    })?;
-    anyhow::bail!(
-        "events (interval {:?}, stats {}) needs guest statistics from the agent, not supported yet",
-        args.interval,
-        args.stats
-    )
+    let not_running =
+        |s| (s == Status::Stopped).then(|| format!("container with id {id} is not running"));
+    load_in_state(ctx, id, not_running)?;
+    if args.stats {
+        let stats = vessel_runtime::guest::stats(&ctx.store, id)?;
+        println!("{}", stats_line(id, &stats)?);
+        return Ok(0);
+    }
+    loop {
+        match vessel_runtime::guest::stats(&ctx.store, id) {
+            Ok(stats) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", stats_line(id, &stats)?)?;
+                out.flush()?;
+            }
+            // The stream ends when the container stops.
+            Err(_)
+                if ctx
+                    .store
+                    .load(id)
+                    .map(|r| r.status() == Status::Stopped)
+                    .unwrap_or(true) =>
+            {
+                return Ok(0)
+            }
+            Err(e) => log::warn!("events: {e:#}"),
+        }
+        std::thread::sleep(args.interval);
+        if ctx
+            .store
+            .load(id)
+            .map(|r| r.status() == Status::Stopped)
+            .unwrap_or(true)
+        {
+            return Ok(0);
+        }
+    }
 }
 
 #[cfg(test)]
