@@ -109,10 +109,8 @@ fn lab_exec_status_env_user_pid_file_ps_and_stats() {
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
     let lab = Lab::new();
     let bundle = lab.bundle("b", "sleep 600");
     let run = lab
