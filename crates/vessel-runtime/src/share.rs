@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! share/              a private bind mount of itself (nothing propagates in or out)
-//!   rootfs/           the bundle's root.path, rbind, read-only when root.readonly
+//!   rootfs/           the bundle's root.path, rbind, writable even with root.readonly: like
+//!                     runc, the agent creates missing mount targets first and makes the root
+//!                     read-only last, in the guest
 //!   mounts/<n>        the source of OCI mount <n> (index in config.json "mounts") when that
 //!                     mount is a bind or rbind mount: a directory or a file, like its source,
 //!                     read-only when its options say "ro"
@@ -303,6 +305,8 @@ fn build(
         .and_then(|r| r.readonly())
         .unwrap_or(false);
     let source = resolve_source(MountIndex::Rootfs, rootfs, &real_share)?;
+    // Writable even with root.readonly: runc creates missing mount targets in the rootfs and only
+    // then remounts it read-only; the agent does the same in the guest.
     attach(
         &share_fd,
         share,
@@ -310,7 +314,7 @@ fn build(
         &source,
         EntryKind::Dir,
         true,
-        rootfs_readonly,
+        false,
     )?;
 
     let mounts_fd = create_dir_beneath(&share_fd, share, MOUNTS_DIR)?;
@@ -890,15 +894,21 @@ mod tests {
     }
 
     #[test]
-    fn readonly_root_gives_erofs() {
+    fn readonly_root_stays_writable_on_the_host_for_mount_targets() {
         if !root() {
             return;
         }
         let f = Fixture::new();
         let layout = f.prepare(&f.spec(serde_json::json!([]), true)).unwrap();
-        assert!(layout.rootfs_readonly);
-        let e = std::fs::write(f.p("state/share/rootfs/etc/x"), "x").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        assert!(
+            layout.rootfs_readonly,
+            "recorded for the agent, which remounts it read-only"
+        );
+        std::fs::write(f.p("state/share/rootfs/etc/x"), "x").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.p("bundle/rootfs/etc/x")).unwrap(),
+            "x"
+        );
         remove(&f.p("state")).unwrap();
         assert_eq!(f.mounted(), Vec::<PathBuf>::new());
     }
