@@ -84,7 +84,7 @@ pub struct StdioRegistry {
 
 fn relay_out(mut from: File, mut to: UnixStream) {
     // EIO from a pty master means the terminal was hung up: that is the end of output.
-    let _ = io::copy(&mut from, &mut to);
+    let _ = vessel_protocol::stdio::relay(&mut from, &mut to);
     let _ = to.shutdown(Shutdown::Write);
 }
 

@@ -74,3 +74,56 @@ mod tests {
         );
     }
 }
+
+/// Size of the buffer [`relay`] copies through, in bytes.
+pub const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Copies a standard stream from `from` to `to` until EOF or an error, forwarding every read at
+/// once with plain `read`/`write` calls; returns the bytes copied.
+///
+/// Used on both ends of a stdio stream instead of `std::io::copy`, whose Linux fast path moves
+/// socket-to-pipe and pipe-to-socket data with `splice(2)`: on a live container that held a
+/// detached workload's output back from a caller's pipe (containerd's fifo, conmon's pipe) until
+/// the workload exited, while a caller reading a regular file saw it at once.
+///
+/// # Errors
+/// The first read or write error other than `EINTR`.
+pub fn relay(mut from: impl std::io::Read, mut to: impl std::io::Write) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn relay_forwards_each_chunk_before_eof() {
+        let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut out, pipe_w) = std::io::pipe().unwrap();
+        let t = std::thread::spawn(move || relay(reader, pipe_w).unwrap());
+        writer.write_all(b"first\n").unwrap();
+        let mut got = [0u8; 6];
+        // The first line must arrive while the writer is still open (no wait for EOF).
+        out.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"first\n");
+        writer.write_all(b"second\n").unwrap();
+        drop(writer);
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "second\n");
+        assert_eq!(t.join().unwrap(), 13);
+    }
+}

@@ -376,17 +376,14 @@ fn relay_process(
         return 255;
     };
     std::thread::spawn(move || {
-        let mut stdin = stdin;
-        let _ = std::io::copy(&mut stdin, &mut &input);
+        let _ = vessel_protocol::stdio::relay(stdin, &input);
         let _ = input.shutdown(Shutdown::Write);
     });
     let out = std::thread::spawn(move || {
-        let mut stdout = stdout;
-        let _ = std::io::copy(&mut &output, &mut stdout);
+        let _ = vessel_protocol::stdio::relay(&output, stdout);
     });
     let err = std::thread::spawn(move || {
-        let mut stderr = stderr;
-        let _ = std::io::copy(&mut &errors, &mut stderr);
+        let _ = vessel_protocol::stdio::relay(&errors, stderr);
     });
     {
         let (address, id, exec_id) = (address.clone(), id.to_owned(), exec_id.to_owned());

@@ -106,9 +106,8 @@ impl<C: AgentConnector> AgentSandbox<C> {
 }
 
 /// Copies `from` to `to` until EOF or an error, then closes both ends it owns.
-fn pump(mut from: impl Read, mut to: impl Write) {
-    let _ = io::copy(&mut from, &mut to);
-    let _ = to.flush();
+fn pump(from: impl Read, to: impl Write) {
+    let _ = vessel_protocol::stdio::relay(from, to);
 }
 
 fn spawn_relay(
