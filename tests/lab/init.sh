@@ -31,9 +31,19 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs -o mode=1777 shm /dev/shm
-mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs -o mode=0755 run /run
+# /tmp and /var/tmp get fresh tmpfs; a checkout living under them (CI may clone there) is carried
+# over to the same path, so the runner's command and the repo's scripts are found inside.
+checkout=$(cd "$here/../.." && pwd)
+case "$checkout" in
+  /tmp/*|/var/tmp/*) mkdir -p /run/lab-checkout && mount --bind "$checkout" /run/lab-checkout ;;
+  *) checkout="" ;;
+esac
+mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs -o mode=1777 vartmp /var/tmp
+if [ -n "$checkout" ]; then
+  mkdir -p "$checkout" && mount --move /run/lab-checkout "$checkout"
+fi
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/lab
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labio /run/lab
