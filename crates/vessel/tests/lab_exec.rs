@@ -5,103 +5,11 @@
 //! They need hardware-backed KVM: natively on our kvm_pvm machines they print why they skip;
 //! `make test-lab` runs them inside the nested lab (docs/testing.md).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use common::*;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
-
-/// True when this host can boot guests; otherwise prints why the test skips.
-fn can_run_guests(test: &str) -> bool {
-    let report = vessel_vmm::host::probe();
-    if !report.verdict.can_run_guests() {
-        eprintln!(
-            "{test}: skipped: {} (runs in the lab: make test-lab)",
-            report.verdict
-        );
-        return false;
-    }
-    true
-}
-
-/// A temporary `--root` and a BusyBox bundle copied from the fixture cache.
-struct Lab {
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    /// A bundle running `/bin/sh -c <script>` in a copy of the BusyBox rootfs.
-    fn bundle(&self, name: &str, script: &str) -> PathBuf {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let fixture = Command::new(repo.join("tests/fixtures/mkrootfs.sh"))
-            .arg("busybox")
-            .output()
-            .expect("run mkrootfs.sh");
-        assert!(
-            fixture.status.success(),
-            "mkrootfs.sh: {}",
-            text(&fixture.stderr)
-        );
-        let cached = PathBuf::from(text(&fixture.stdout).trim());
-        let bundle = self.dir.path().join(name);
-        std::fs::create_dir_all(&bundle).unwrap();
-        let cp = Command::new("cp")
-            .arg("-a")
-            .arg(&cached)
-            .arg(bundle.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(cp.success());
-        let spec = Command::new(VESSEL)
-            .arg("spec")
-            .current_dir(&bundle)
-            .output()
-            .unwrap();
-        assert!(spec.status.success(), "vessel spec: {}", text(&spec.stderr));
-        let path = bundle.join("config.json");
-        let mut config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        config["process"]["terminal"] = false.into();
-        config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
-        config["root"]["readonly"] = false.into();
-        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        bundle
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(VESSEL);
-        c.arg("--root")
-            .arg(self.root())
-            .args(args)
-            .stdin(Stdio::null());
-        c.env_remove("VESSEL_TEST_SANDBOX");
-        c
-    }
-
-    fn state(&self, id: &str) -> serde_json::Value {
-        let out = self.cmd(&["state", id]).output().unwrap();
-        assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("state JSON")
-    }
-
-    fn console(&self, id: &str) -> String {
-        std::fs::read_to_string(self.root().join(id).join("console.log")).unwrap_or_default()
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn lab_exec_status_env_user_pid_file_ps_and_stats() {

@@ -1,0 +1,113 @@
+//! Shared fixture of the lab end-to-end tests: a temporary `--root`, BusyBox bundles from the
+//! fixture cache, and the host check that makes the tests skip (saying why) where guests cannot
+//! boot. Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
+
+/// True when this host can boot guests; otherwise prints why the test skips.
+pub fn can_run_guests(test: &str) -> bool {
+    let report = vessel_vmm::host::probe();
+    if !report.verdict.can_run_guests() {
+        eprintln!(
+            "{test}: skipped: {} (runs in the lab: make test-lab)",
+            report.verdict
+        );
+        return false;
+    }
+    true
+}
+
+/// A temporary `--root` and a BusyBox bundle copied from the fixture cache.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A bundle running `/bin/sh -c <script>` in a copy of the BusyBox rootfs.
+    pub fn bundle(&self, name: &str, script: &str) -> PathBuf {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let fixture = Command::new(repo.join("tests/fixtures/mkrootfs.sh"))
+            .arg("busybox")
+            .output()
+            .expect("run mkrootfs.sh");
+        assert!(
+            fixture.status.success(),
+            "mkrootfs.sh: {}",
+            text(&fixture.stderr)
+        );
+        let cached = PathBuf::from(text(&fixture.stdout).trim());
+        let bundle = self.dir.path().join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(&cached)
+            .arg(bundle.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let spec = Command::new(VESSEL)
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        assert!(spec.status.success(), "vessel spec: {}", text(&spec.stderr));
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        config["root"]["readonly"] = false.into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        bundle
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(VESSEL);
+        c.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdin(Stdio::null());
+        c.env_remove("VESSEL_TEST_SANDBOX");
+        c
+    }
+
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.cmd(&["state", id]).output().unwrap();
+        assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("state JSON")
+    }
+
+    pub fn console(&self, id: &str) -> String {
+        std::fs::read_to_string(self.root().join(id).join("console.log")).unwrap_or_default()
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Mount points under `dir` in this process's mount table.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = dir.to_string_lossy();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir.as_ref()))
+        .map(str::to_owned)
+        .collect()
+}
