@@ -534,7 +534,8 @@ mod tests {
             user: Some("x".into()),
             ..flags
         };
-        let base: Process = serde_json::from_str(r#"{"cwd":"/"}"#).unwrap();
+        let base: Process =
+            serde_json::from_str(r#"{"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
         assert!(apply_flags(base, &bad).is_err());
     }
 }
