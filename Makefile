@@ -98,9 +98,6 @@ demo: artefacts lab-kernel
 bench: kernel lab-kernel
 	tests/bench/bench.sh
 
-bench: kernel lab-kernel
-	tests/bench/bench.sh
-
 test: test-unit test-lab-runner test-lab
 
 test-lab-runner: lab-kernel
