@@ -22,6 +22,9 @@ check vessel-check "$repo/build/bin/vessel" check
 printf '{"vcpus": 2, "memory_mib": 128, "kernel": "%s", "initramfs": "%s", "vsock_cid": 3}' \
   "$VESSEL_KERNEL" "$VESSEL_PROBE_INITRAMFS" > /run/lab/probe-vm.json
 check vessel-vmm-config "$repo/build/bin/vessel" vmm --config /run/lab/probe-vm.json
+# Real clients through the runc contract: containerd 1.6's runc shim and podman 4.3 with conmon.
+check containerd bash "$repo/tests/compat/containerd.sh"
+check podman bash "$repo/tests/compat/podman.sh"
 
 while IFS=$'\t' read -r exe dir; do
   [ -x "$exe" ] || continue
