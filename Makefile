@@ -7,7 +7,6 @@
 #   PROFILE        cargo profile for the vessel binary and agent (default release)
 #   LAB_TIMEOUT    seconds before a lab run is killed (default 900, see tests/lab/run.sh)
 #   BENCH_RUNS     runs per side in `make bench` (default 5, see tests/bench/bench.sh)
-#   BENCH_RUNS     runs per side in `make bench` (default 5, see tests/bench/bench.sh)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -40,7 +39,6 @@ help:
 	@echo "make lab CMD=..  run CMD inside the nested KVM lab"
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
-	@echo "make bench       Vessel's VMM vs QEMU microvm: boot to init, host overhead, setup (ratios)"
 	@echo "make bench       Vessel's VMM vs QEMU microvm: boot to init, host overhead, setup (ratios)"
 
 deps:
