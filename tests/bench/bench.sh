@@ -7,7 +7,8 @@
 # boots the lab ONCE and measures boot to init and host overhead there (measure.sh).
 #
 # Usage: tests/bench/bench.sh        (needs build/share/vessel/vmlinux: make kernel)
-# Environment: BENCH_RUNS (runs per side, default 5), CARGO_TARGET_DIR, LAB_TIMEOUT.
+# Environment: BENCH_RUNS (runs per side, default 5), BENCH_FS_RUNS (default 3), BENCH_PARTS
+# (which parts: any of "boot setup fs", default all), CARGO_TARGET_DIR, LAB_TIMEOUT.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
@@ -23,6 +24,7 @@ cargo build -q --release --manifest-path tests/bench/Cargo.toml
 stage=$repo/target/vessel-bench
 mkdir -p "$stage"
 install -m 0755 "$target/release/examples/vmm" "$target/release/vessel-bench" "$stage/"
+install -m 0755 "$target/x86_64-unknown-linux-gnu/release/vessel-guest-probe" "$stage/probe"
 tests/lab/mkinitramfs.sh "$stage/probe.cpio" \
   "/init=$target/x86_64-unknown-linux-gnu/release/vessel-guest-probe"
 
@@ -40,10 +42,11 @@ sort -k2,2 -k3,3 -k4,4n "$records" | awk '
   { k = $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 }
   function med(k) { c = n[k]; return c % 2 ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2 }
   function cell(k, s) { return sprintf("%9.1f (%7.1f)", med(k) / s, v[k, 1] / s) }
-  function row(m, label, s, tgt) {
-    if (!((m, "vessel") in n) || !((m, "qemu") in n)) return
-    printf "%-40s %19s %19s %7.2f   %s\n", label, cell(m SUBSEP "vessel", s), cell(m SUBSEP "qemu", s),
-      med(m SUBSEP "vessel") / med(m SUBSEP "qemu"), tgt
+  function row(m, label, s, tgt, peer) {
+    if (peer == "") peer = "qemu"
+    if (!((m, "vessel") in n) || !((m, peer) in n)) return
+    printf "%-40s %19s %19s %7.2f   %s\n", label, cell(m SUBSEP "vessel", s), cell(m SUBSEP peer, s),
+      med(m SUBSEP "vessel") / med(m SUBSEP peer), tgt
   }
   END {
     printf "%-40s %19s %19s %7s   %s\n", "", "vessel", "qemu", "ratio", "target (issue 3)"
@@ -52,4 +55,11 @@ sort -k2,2 -k3,3 -k4,4n "$records" | awk '
     row("uptime_ms", "  guest kernel (its uptime at init)", 1, "")
     row("overhead_kib", "host overhead at init, MiB [lab]", 1024, "vessel <= 5 MiB")
     row("setup_native_ms", "start to 1st KVM_RUN, ms [native, strace]", 1, "vessel < 10 ms")
+    printf "\nvirtio-fs (guest, in Vessel) vs the lab host on the same tmpfs; 256 MiB sequential, 10,000 files\n"
+    printf "%-40s %19s %19s %7s   %s\n", "", "vessel", "host", "ratio", "target (issue 5)"
+    row("fs_write_mib_s", "sequential write, MiB/s [lab]", 1, "ratio >= 0.5", "host")
+    row("fs_read_mib_s", "sequential read, MiB/s [lab]", 1, "ratio >= 0.5", "host")
+    row("fs_create_ms", "create 10,000 files, ms [lab]", 1, "ratio <= 4", "host")
+    row("fs_stat_ms", "stat 10,000 files, ms [lab]", 1, "ratio <= 4", "host")
+    row("fs_delete_ms", "delete 10,000 files, ms [lab]", 1, "ratio <= 4", "host")
   }'

@@ -7,6 +7,10 @@
 #           the guest's own uptime at that line and what came before its clock started (VMM setup,
 #           firmware), and the host overhead (KiB resident beyond guest memory, at that line); needs
 #           a KVM that boots Linux, i.e. run it inside tests/lab/run.sh
+#           and, with the peer "host", virtio-fs against the lab host's own file system (tmpfs):
+#           sequential write and read of 256 MiB (MiB/s) and create, stat and delete of 10,000
+#           files (ms), the same code on both sides (vessel-guest-probe's fsbench; BENCH_FS_RUNS
+#           runs, default 3)
 #   native  setup: ms from the VMM's execve to its first KVM_RUN, under strace (VM creation works
 #           on this host's kvm_pvm even though guests do not boot; strace under the lab's TCG
 #           costs seconds, so it is not measured there)
@@ -19,6 +23,8 @@ mode=${1:?usage: measure.sh lab|native STAGE}
 stage=${2:?usage: measure.sh lab|native STAGE}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 runs=${BENCH_RUNS:-5}
+# Which parts to measure (bench.sh passes it on): any of boot, setup, fs.
+parts=" ${BENCH_PARTS:-boot setup fs} "
 kernel=$repo/build/share/vessel/vmlinux
 cpio=$stage/probe.cpio
 marker="PROBE init"
@@ -78,7 +84,9 @@ setup() {
   echo "BENCH setup_${mode}_ms $side $ms"
 }
 
+want() { [[ $parts == *" $1 "* ]]; }
 for i in $(seq "$runs"); do
+  { [ "$mode" = lab ] && want boot; } || { [ "$mode" = native ] && want setup; } || break
   echo "--- run $i of $runs ($mode)" >&2
   if [ "$mode" = lab ]; then
     boot vessel "${vessel[@]}"
@@ -88,3 +96,27 @@ for i in $(seq "$runs"); do
     setup qemu "${qemu[@]}"
   fi
 done
+
+# fsbench: the probe's file-system benchmark in a guest over virtio-fs (share on the lab's tmpfs),
+# then natively on the same tmpfs.
+if [ "$mode" = lab ] && want fs; then
+  share=/tmp/vessel-fsbench-share
+  cat > "$stage/vm-fsbench.json" <<JSON
+{"vcpus": 1, "memory_mib": 512, "kernel": "$kernel", "initramfs": "$cpio",
+ "serial": "stderr", "vsock_cid": 3, "extra_cmdline": "probe.fsbench=benchfs",
+ "fs": [{"tag": "benchfs", "shared_dir": "$share"}]}
+JSON
+  fsrecords() { # SIDE LOG: PROBE fsbench lines to BENCH records
+    grep -q 'PROBE fsbench FAILED' "$2" && { grep 'PROBE fsbench FAILED' "$2" >&2; return 1; }
+    sed -n 's/.*PROBE fsbench \([a-z_]*\) \([0-9.]*\).*/BENCH fs_\1 '"$1"' \2/p' "$2"
+  }
+  for i in $(seq "${BENCH_FS_RUNS:-3}"); do
+    echo "--- fsbench run $i" >&2
+    rm -rf "$share" /tmp/vessel-fsbench-host && mkdir -p "$share"
+    "$stage/vmm" "$stage/vm-fsbench.json" 2> "$stage/console-fsbench.log" || true
+    fsrecords vessel "$stage/console-fsbench.log"
+    "$stage/probe" fsbench /tmp/vessel-fsbench-host > "$stage/fsbench-host.log"
+    fsrecords host "$stage/fsbench-host.log"
+  done
+  rm -rf "$share" /tmp/vessel-fsbench-host
+fi

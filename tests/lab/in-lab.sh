@@ -22,6 +22,8 @@ check() { # name command...
 check kvm-device test -c /dev/kvm
 check svm-with-npt grep -qw npt /proc/cpuinfo
 check vessel-check "$repo/build/bin/vessel" check
+# The lab kernel builds in both vendor modules; the CPU (QEMU -cpu max) has SVM.
+check vessel-check-names-kvm-amd bash -c "'$repo/build/bin/vessel' check | grep -q '^kvm backend: *kvm_amd'"
 # The VMM's debug entry point: a JSON VmConfig booting the probe init to a clean shutdown.
 printf '{"vcpus": 2, "memory_mib": 128, "kernel": "%s", "initramfs": "%s", "vsock_cid": 3}' \
   "$VESSEL_KERNEL" "$VESSEL_PROBE_INITRAMFS" > /run/lab/probe-vm.json

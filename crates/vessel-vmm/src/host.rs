@@ -124,7 +124,9 @@ pub fn probe() -> HostReport {
 /// [`probe`] with explicit paths, for tests.
 pub fn probe_at(kvm_path: &Path, sys_module: &Path, cpuinfo: &Path) -> HostReport {
     let cpu_flags = read_cpu_flags(cpuinfo);
-    let backend = kvm_path.exists().then(|| detect_backend(sys_module));
+    let backend = kvm_path
+        .exists()
+        .then(|| detect_backend(sys_module, &cpu_flags));
     let mut api_version = None;
     let verdict = match backend {
         None => Verdict::NoKvmDevice,
@@ -153,14 +155,17 @@ pub fn probe_at(kvm_path: &Path, sys_module: &Path, cpuinfo: &Path) -> HostRepor
 }
 
 /// Reads which vendor module provides KVM. `kvm_pvm` wins over the others because a host with it
-/// loaded routes `/dev/kvm` through it.
-fn detect_backend(sys_module: &Path) -> KvmBackend {
+/// loaded routes `/dev/kvm` through it. A kernel with both vendor modules built in (such as our
+/// lab's) has `/sys/module` entries for both, so the CPU's own flag (`vmx` or `svm`) decides.
+fn detect_backend(sys_module: &Path, cpu_flags: &[String]) -> KvmBackend {
     let loaded = |m: &str| sys_module.join(m).exists();
+    let flag = |f: &str| cpu_flags.iter().any(|c| c == f);
+    let (intel, amd) = (loaded("kvm_intel"), loaded("kvm_amd"));
     if loaded("kvm_pvm") {
         KvmBackend::Pvm
-    } else if loaded("kvm_intel") {
+    } else if intel && (!amd || flag("vmx")) {
         KvmBackend::Intel
-    } else if loaded("kvm_amd") {
+    } else if amd {
         KvmBackend::Amd
     } else {
         KvmBackend::Unknown
@@ -227,7 +232,17 @@ mod tests {
     #[test]
     fn pvm_wins_over_vendor_modules() {
         let (_d, _kvm, sys, _cpu) = fake_host(&["kvm", "kvm_amd", "kvm_pvm"], false);
-        assert_eq!(detect_backend(&sys), KvmBackend::Pvm);
+        assert_eq!(detect_backend(&sys, &["svm".into()]), KvmBackend::Pvm);
+    }
+
+    #[test]
+    fn both_vendor_modules_built_in_are_told_apart_by_the_cpu_flag() {
+        // The lab kernel builds in kvm_intel and kvm_amd: both show up in /sys/module.
+        let (_d, _kvm, sys, _cpu) = fake_host(&["kvm", "kvm_amd", "kvm_intel"], false);
+        assert_eq!(detect_backend(&sys, &["svm".into()]), KvmBackend::Amd);
+        assert_eq!(detect_backend(&sys, &["vmx".into()]), KvmBackend::Intel);
+        let (_d, _kvm, sys, _cpu) = fake_host(&["kvm", "kvm_amd"], false);
+        assert_eq!(detect_backend(&sys, &[]), KvmBackend::Amd);
     }
 
     #[test]

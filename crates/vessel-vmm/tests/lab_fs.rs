@@ -5,13 +5,14 @@
 //! `VESSEL_PROBE_INITRAMFS`; the guest kernel comes from `VESSEL_KERNEL` (or the artefact
 //! search of `vessel_vmm::artefacts`).
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vessel_vmm::{FsConfig, SerialSink, Vm, VmConfig};
 
-/// Size of the file that goes host -> guest -> host.
-const BIG: usize = 8 << 20;
+/// Size of the file that goes host -> guest -> host (issue 5: 64 MiB round-trips byte-exact).
+const BIG: usize = 64 << 20;
 /// Tag of the share (what the probe mounts).
 const TAG: &str = "labshare";
 
@@ -54,6 +55,15 @@ fn lab_virtio_fs_share() {
     let share = dir.path().join("share");
     std::fs::create_dir(&share).unwrap();
     std::fs::write(share.join("hello.txt"), "hello from the host\n").unwrap();
+    // For the semantics checks (see `fs_semantics` in tests/guest-probe): ownership, mode and an
+    // xattr the guest must see (`trusted.`: the lab's tmpfs has no `user.` xattrs before 6.6).
+    let owned = share.join("owned.txt");
+    std::fs::write(&owned, "owned\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(1234), Some(2345)).unwrap();
+    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o604)).unwrap();
+    xattr_set(&owned, "trusted.vessel", b"from-host");
+    std::fs::write(share.join("rename-me.txt"), "renamed by the guest\n").unwrap();
+    std::fs::write(share.join("mmap.bin"), vec![0u8; 8192]).unwrap();
     let big = noise(BIG);
     std::fs::write(share.join("host-big.bin"), &big).unwrap();
     let sum = fnv1a(&big);
@@ -61,7 +71,7 @@ fn lab_virtio_fs_share() {
     let log = dir.path().join("serial.log");
     let mut cfg = VmConfig::new(kernel);
     cfg.vcpus = 2;
-    cfg.memory_mib = 256;
+    cfg.memory_mib = 384;
     cfg.initramfs = Some(initramfs);
     cfg.serial = SerialSink::File(log.clone());
     cfg.extra_cmdline = format!("probe.fs={TAG}");
@@ -104,4 +114,101 @@ fn lab_virtio_fs_share() {
     );
     assert_eq!((back.len(), back_sum), (BIG, sum));
     assert!(back == big, "guest-big.bin differs from host-big.bin");
+
+    // File-system semantics, as the guest saw them ...
+    for want in [
+        "PROBE fs stat owned.txt uid=1234 gid=2345 mode=604",
+        "PROBE fs rename ok",
+        "PROBE fs xattr owned.txt trusted.vessel=from-host",
+        "PROBE fs link nlink=2",
+        "PROBE fs symlink target=renamed.txt",
+        "PROBE fs chown uid=1000 gid=1001 mode=640",
+        "PROBE fs mmap ok",
+        "PROBE fs direct bytes=8192",
+        "PROBE fs readdir direct.bin,from-guest.txt,guest-big.bin,hardlink.txt,hello.txt,\
+         host-big.bin,mmap.bin,owned.txt,renamed.txt,sym.txt",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "no line {want:?} in\n{text}"
+        );
+    }
+    // ... and as the host sees what the guest did.
+    assert!(!share.join("rename-me.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(share.join("renamed.txt")).unwrap(),
+        "renamed by the guest\n"
+    );
+    let (renamed, link) = (
+        std::fs::metadata(share.join("renamed.txt")).unwrap(),
+        std::fs::metadata(share.join("hardlink.txt")).unwrap(),
+    );
+    assert_eq!((link.ino(), link.nlink()), (renamed.ino(), 2));
+    assert_eq!(
+        std::fs::read_link(share.join("sym.txt")).unwrap(),
+        PathBuf::from("renamed.txt")
+    );
+    assert_eq!(
+        xattr_get(&share.join("renamed.txt"), "trusted.vessel"),
+        "from-guest"
+    );
+    let from_guest = std::fs::metadata(share.join("from-guest.txt")).unwrap();
+    assert_eq!(
+        (
+            from_guest.uid(),
+            from_guest.gid(),
+            from_guest.mode() & 0o7777
+        ),
+        (1000, 1001, 0o640)
+    );
+    let mapped = std::fs::read(share.join("mmap.bin")).unwrap();
+    assert_eq!(mapped.len(), 8192);
+    assert_eq!(&mapped[4096..4096 + 15], b"mmap-from-guest");
+    assert!(mapped[..4096].iter().all(|b| *b == 0));
+    let direct = std::fs::read(share.join("direct.bin")).unwrap();
+    assert_eq!(direct.len(), 8192);
+    assert!(direct
+        .iter()
+        .enumerate()
+        .all(|(i, b)| usize::from(*b) == i % 251));
+}
+
+fn cstr(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
+    let (p, n) = (cstr(path), std::ffi::CString::new(name).unwrap());
+    // SAFETY: path and name are NUL-terminated and alive; value is a valid slice of its length.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn xattr_get(path: &std::path::Path, name: &str) -> String {
+    let (p, n) = (cstr(path), std::ffi::CString::new(name).unwrap());
+    let mut buf = [0u8; 256];
+    // SAFETY: path and name are NUL-terminated and alive; buf is writable for its length.
+    let n = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).unwrap_or_else(|_| {
+        panic!(
+            "getxattr on {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )
+    });
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

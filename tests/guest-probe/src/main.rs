@@ -13,7 +13,10 @@
 //!   `PROBE fs hello=<first line of hello.txt>`, writes `from-guest.txt` (`written by the guest`),
 //!   reads `host-big.bin` and prints `PROBE fs read host-big.bin bytes=<n> fnv=<FNV-1a 64, hex>`,
 //!   writes those bytes back as `guest-big.bin` (fsynced), then prints `PROBE fs ok` (or
-//!   `PROBE fs FAILED <why>`)
+//!   `PROBE fs FAILED <why>`); then the file-system semantics checks of [`fs_semantics`], one
+//!   `PROBE fs <check> <result>` line each (or `PROBE fs <check> FAILED <why>`)
+//! - with `probe.fsbench=<tag>`, it mounts that tag at `/mnt` and runs the file-system benchmark
+//!   of [`fsbench`] in `/mnt/fsbench` (natively: `vessel-guest-probe fsbench <dir>`)
 //! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
 //!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
 //!   halt the CPUs, as the kernel has no power-off method without ACPI).
@@ -28,7 +31,17 @@ const LISTEN_PORT: u32 = 5000;
 const HOST_PORT: u32 = 5001;
 const HOST_CID: u32 = 2;
 
+mod fsbench;
+
 fn main() {
+    // Natively (not as /init): `vessel-guest-probe fsbench DIR`, the host side of the benchmark.
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, dir] = args.as_slice() {
+        if mode == "fsbench" {
+            fsbench::run(std::path::Path::new(dir));
+            return;
+        }
+    }
     let _ = std::fs::create_dir_all("/proc");
     if let Err(e) = mount("proc", "/proc", "proc") {
         println!("PROBE mount /proc FAILED {e}");
@@ -69,6 +82,18 @@ fn main() {
             Ok(()) => println!("PROBE fs ok"),
             Err(e) => println!("PROBE fs FAILED {e}"),
         }
+        fs_semantics();
+    }
+    if let Some(tag) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("probe.fsbench="))
+    {
+        std::fs::create_dir_all("/mnt")
+            .and_then(|()| mount(tag, "/mnt", "virtiofs"))
+            .map_or_else(
+                |e| println!("PROBE fsbench FAILED {e}"),
+                |()| fsbench::run(std::path::Path::new("/mnt/fsbench")),
+            );
     }
     println!("PROBE done");
     let _ = std::io::stdout().flush();
@@ -118,6 +143,191 @@ fn fs_share(tag: &str) -> std::io::Result<()> {
         f.write_all(chunk)?;
     }
     f.sync_all()
+}
+
+/// The POSIX behaviour a container expects of its root file system, each check on its own so one
+/// failure does not hide the others. The host prepared `owned.txt` (uid 1234, gid 2345, mode
+/// 0604, xattr `trusted.vessel=from-host`), `rename-me.txt` and `mmap.bin` (8 KiB of zeros), and
+/// checks afterwards what the guest left. Lines (on success):
+/// - `stat owned.txt uid=1234 gid=2345 mode=604`
+/// - `xattr owned.txt trusted.vessel=from-host`, after setting `trusted.vessel=from-guest` on
+///   `renamed.txt`
+/// - `rename ok` (`rename-me.txt` -> `renamed.txt`), `link nlink=2` (`hardlink.txt`, same inode),
+///   `symlink target=renamed.txt` (`sym.txt`)
+/// - `chown uid=1000 gid=1001 mode=640` on `from-guest.txt`
+/// - `mmap ok` (`mmap-from-guest` at offset 4096 of `mmap.bin` through a shared mapping, msync)
+/// - `direct bytes=8192` (`direct.bin` written and read back with `O_DIRECT`, fsync between)
+/// - `readdir <sorted names>` of the share's root
+fn fs_semantics() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let report = |name: &str, r: std::io::Result<String>| match r {
+        Ok(v) => println!("PROBE fs {name} {v}"),
+        Err(e) => println!("PROBE fs {name} FAILED {e}"),
+    };
+    let mode = |m: &std::fs::Metadata| format!("{:o}", m.mode() & 0o7777);
+    report(
+        "stat",
+        std::fs::metadata("/mnt/owned.txt").map(|m| {
+            format!(
+                "owned.txt uid={} gid={} mode={}",
+                m.uid(),
+                m.gid(),
+                mode(&m)
+            )
+        }),
+    );
+    report(
+        "rename",
+        std::fs::rename("/mnt/rename-me.txt", "/mnt/renamed.txt").map(|()| "ok".into()),
+    );
+    report(
+        "xattr",
+        xattr_set("/mnt/renamed.txt", "trusted.vessel", b"from-guest")
+            .and_then(|()| xattr_get("/mnt/owned.txt", "trusted.vessel"))
+            .map(|v| format!("owned.txt trusted.vessel={v}")),
+    );
+    report(
+        "link",
+        std::fs::hard_link("/mnt/renamed.txt", "/mnt/hardlink.txt").and_then(|()| {
+            let (a, b) = (
+                std::fs::metadata("/mnt/renamed.txt")?,
+                std::fs::metadata("/mnt/hardlink.txt")?,
+            );
+            if a.ino() != b.ino() {
+                return Err(std::io::Error::other("hardlink.txt has another inode"));
+            }
+            Ok(format!("nlink={}", b.nlink()))
+        }),
+    );
+    report(
+        "symlink",
+        std::os::unix::fs::symlink("renamed.txt", "/mnt/sym.txt")
+            .and_then(|()| std::fs::read_link("/mnt/sym.txt"))
+            .map(|t| format!("target={}", t.display())),
+    );
+    report(
+        "chown",
+        std::os::unix::fs::chown("/mnt/from-guest.txt", Some(1000), Some(1001))
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    "/mnt/from-guest.txt",
+                    std::fs::Permissions::from_mode(0o640),
+                )
+            })
+            .and_then(|()| std::fs::metadata("/mnt/from-guest.txt"))
+            .map(|m| format!("uid={} gid={} mode={}", m.uid(), m.gid(), mode(&m))),
+    );
+    report(
+        "mmap",
+        mmap_write("/mnt/mmap.bin", 4096, b"mmap-from-guest"),
+    );
+    report("direct", direct_io("/mnt/direct.bin"));
+    report(
+        "readdir",
+        std::fs::read_dir("/mnt").and_then(|d| {
+            let mut names = d
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            names.sort();
+            Ok(names.join(","))
+        }),
+    );
+}
+
+fn cstr(s: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(std::io::Error::other)
+}
+
+fn xattr_set(path: &str, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let (p, n) = (cstr(path)?, cstr(name)?);
+    // SAFETY: path and name are NUL-terminated and alive; value is a valid slice of its length.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(rc, &format!("setxattr {name} on {path}"))
+}
+
+fn xattr_get(path: &str, name: &str) -> std::io::Result<String> {
+    let (p, n) = (cstr(path)?, cstr(name)?);
+    let mut buf = [0u8; 256];
+    // SAFETY: path and name are NUL-terminated and alive; buf is writable for its length.
+    let n = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// Writes `data` at `offset` of `path` through a `MAP_SHARED` mapping and `msync`s it.
+fn mmap_write(path: &str, offset: usize, data: &[u8]) -> std::io::Result<String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
+    if offset + data.len() > len {
+        return Err(std::io::Error::other(format!("{path} is only {len} bytes")));
+    }
+    // SAFETY: a fresh shared mapping of an open file; the kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: [offset, offset + len(data)) lies inside the `len`-byte mapping made above, which
+    // nothing else in this process aliases; msync and munmap take that same mapping.
+    let rc = unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p.cast::<u8>().add(offset), data.len());
+        let rc = libc::msync(p, len, libc::MS_SYNC);
+        libc::munmap(p, len);
+        rc
+    };
+    check(rc, "msync").map(|()| "ok".into())
+}
+
+/// Writes 8 KiB of a pattern with `O_DIRECT`, fsyncs, reads it back with `O_DIRECT` (buffers
+/// aligned to 4 KiB, as direct I/O requires) and compares.
+fn direct_io(path: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    #[repr(C, align(4096))]
+    struct Block([u8; 8192]);
+    let mut out = Box::new(Block([0; 8192]));
+    for (i, b) in out.0.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    f.write_all(&out.0)?;
+    f.sync_all()?;
+    let mut back = Box::new(Block([0; 8192]));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    f.read_exact(&mut back.0)?;
+    if back.0 != out.0 {
+        return Err(std::io::Error::other("read back differs"));
+    }
+    Ok(format!("bytes={}", back.0.len()))
 }
 
 fn online_cpus() -> usize {
