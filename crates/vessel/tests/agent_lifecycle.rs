@@ -199,6 +199,20 @@ fn host_processes_with(needle: &str) -> Vec<i32> {
     found
 }
 
+/// Waits for `child` to exit and collects its output; kills it and fails after `limit`.
+fn wait_output(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("vessel exec did not exit within {limit:?}");
+        }
+    }
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -306,6 +320,71 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
+
+    // Foreground exec forwards the signals it receives to the guest process, several in a row,
+    // and returns the process's own status; an untrapped signal gives 128+N.
+    let ready = bundle.join("rootfs/tmp/trap-ready");
+    let child = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "e1",
+                "sh",
+                "-c",
+                "trap 'echo usr1 > /tmp/got-usr1' USR1; trap 'echo term; exit 3' TERM; \
+                 touch /tmp/trap-ready; while true; do busybox sleep 0.05; done",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the trap script", || ready.exists());
+    let exec_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    wait_until("the USR1 trap", || bundle.join("rootfs/tmp/got-usr1").exists());
+    nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()),
+        (Some(3), "term\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "e1",
+                "sh",
+                "-c",
+                "touch /tmp/hup-ready; exec busybox sleep 300",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // (The command line of `vessel exec` itself names the sleep: wait for the guest's marker.)
+    wait_until("the guest sleep 300", || {
+        bundle.join("rootfs/tmp/hup-ready").exists()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGHUP),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(host_processes_with("sleep 300").is_empty());
 
     // -p process.json.
     let process = agent.dir.path().join("process.json");
