@@ -166,6 +166,25 @@ pub fn stats(store: &StateStore, id: &str) -> Result<Stats, GuestError> {
     }
 }
 
+/// Applies `resources` (a partial OCI `linux.resources`) to container `id`'s guest cgroup (the
+/// agent's `update`).
+pub fn update(
+    store: &StateStore,
+    id: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<(), GuestError> {
+    AgentAddress::of(store, id)?
+        .client()?
+        .call_done(Request::Update {
+            container_id: id.to_owned(),
+            resources: Box::new(resources.clone()),
+        })
+        .map_err(|source| GuestError::CallAgent {
+            op: "apply the resources in the guest",
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -343,11 +343,16 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     wait_until("the trap script", || ready.exists());
     let exec_pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
-    wait_until("the USR1 trap", || bundle.join("rootfs/tmp/got-usr1").exists());
+    wait_until("the USR1 trap", || {
+        bundle.join("rootfs/tmp/got-usr1").exists()
+    });
     nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_output(child, Duration::from_secs(20));
     assert_eq!(
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()),
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
         (Some(3), "term\n"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -383,7 +388,11 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(host_processes_with("sleep 300").is_empty());
 
     // -p process.json.
@@ -517,6 +526,25 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     } else {
         assert!(err.contains("no cgroup in this agent"), "{err}");
     }
+
+    // update: a limit beyond the VM's size is refused before the agent is asked, naming the
+    // value and the VM's size (512 MiB by default); others reach the agent, which refuses them
+    // here for want of a cgroup (the lab test applies them).
+    let out = agent
+        .vessel(&root, &["update", "--memory", "2g", "e1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2048 MiB") && err.contains("512 MiB"), "{err}");
+    let out = agent
+        .vessel(&root, &["update", "--pids-limit", "5", "e1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no cgroup in this agent"), "{err}");
+    assert!(!root.join("e1/resources.json").exists());
 
     let _ = agent.vessel(&root, &["kill", "e1", "KILL"]).status();
     let monitor = nix::unistd::Pid::from_raw(monitor);
