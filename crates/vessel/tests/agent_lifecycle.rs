@@ -48,9 +48,15 @@ impl Drop for Agent {
 
 impl Agent {
     fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    /// An agent started with extra `serve` arguments (`--cgroup-root DIR`).
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(agent_binary())
             .arg("serve")
+            .args(extra)
             .arg("--control")
             .arg(dir.path().join("control.sock"))
             .arg("--stdio")
@@ -551,6 +557,142 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     let _ = nix::sys::wait::waitpid(monitor, None);
     assert!(agent
         .vessel(&root, &["delete", "e1"])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// A cgroup v2 hierarchy this host lets us create cgroups in (the agent double then freezes and
+/// reads real cgroups), or `None`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let point = pre.split(' ').nth(4)?;
+        (post.split(' ').next()? == "cgroup2").then(|| PathBuf::from(point))
+    })
+}
+
+/// Removes the test's cgroup tree (children first) when dropped.
+struct CgroupDir(PathBuf);
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn pause_resume_and_guest_requests_while_paused_through_the_agent() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        eprintln!("skipped: needs a cgroup2 mount for the agent's freezer");
+        return;
+    };
+    let cgroups = CgroupDir(mount.join(format!("vessel-test-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&cgroups.0) {
+        eprintln!("skipped: cannot create {}: {e}", cgroups.0.display());
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+    let agent = Agent::start_with(&["--cgroup-root".as_ref(), cgroups.0.as_os_str()]);
+    let bundle =
+        agent.bundle("i=0; while true; do i=$((i+1)); echo $i > /tmp/n; busybox sleep 0.02; done");
+    let root = agent.dir.path().join("root");
+    let counter = bundle.join("rootfs/tmp/n");
+    let run = agent
+        .vessel(
+            &root,
+            &["run", "-d", "--bundle", bundle.to_str().unwrap(), "p1"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(run.success());
+    let read = || -> u64 {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until("the counter", || read() > 3);
+    let status = |root: &Path| -> String {
+        let out = agent.vessel(root, &["state", "p1"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["status"].as_str().unwrap().to_owned()
+    };
+    let out = agent.vessel(&root, &["resume", "p1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container not paused"));
+    let out = agent.vessel(&root, &["pause", "p1"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&root), "paused");
+    let frozen = read();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read(), frozen, "the counter advanced while paused");
+    let out = agent.vessel(&root, &["pause", "p1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container not running"));
+    // While paused, ps and events --stats reach the agent through the monitor.
+    let table = agent.vessel(&root, &["ps", "p1"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("while true"),
+        "{}{}",
+        String::from_utf8_lossy(&table.stdout),
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let stats = agent
+        .vessel(&root, &["events", "--stats", "p1"])
+        .output()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&stats.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&stats.stderr)));
+    assert_eq!(event["type"], "stats");
+    let exec = agent
+        .vessel(&root, &["exec", "p1", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(exec.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&exec.stderr).contains("cannot exec in a paused container"));
+    let out = agent.vessel(&root, &["resume", "p1"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&root), "running");
+    wait_until("the counter to advance after resume", || {
+        read() > frozen + 3
+    });
+
+    // SIGKILL reaches a paused container and it stops.
+    assert!(agent
+        .vessel(&root, &["pause", "p1"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(agent
+        .vessel(&root, &["kill", "p1", "KILL"])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the container to stop", || status(&root) == "stopped");
+    assert!(agent
+        .vessel(&root, &["delete", "p1"])
         .status()
         .unwrap()
         .success());
