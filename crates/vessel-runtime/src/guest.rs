@@ -191,6 +191,29 @@ pub fn stats(store: &StateStore, id: &str) -> Result<Stats, GuestError> {
     }
 }
 
+/// The OOM-kill count of container `id`'s guest cgroup and whether its init has exited (the
+/// agent's `wait_oom`): at once without `seen`, else once the count exceeds `seen` or the init
+/// exits. Always straight to the agent, never through the monitor (it may block for long); while
+/// the container is paused the answer simply waits for `resume`.
+pub fn wait_oom(
+    store: &StateStore,
+    id: &str,
+    seen: Option<u64>,
+) -> Result<(u64, bool), GuestError> {
+    let op = "wait for OOM kills in the guest";
+    let answer = AgentAddress::of(store, id)?
+        .client()?
+        .call(Request::WaitOom {
+            container_id: id.to_owned(),
+            seen,
+        })
+        .map_err(|source| GuestError::CallAgent { op, source })?;
+    match answer {
+        Response::OomKills { count, exited } => Ok((count, exited)),
+        _ => Err(GuestError::UnexpectedAnswer { op }),
+    }
+}
+
 /// Applies `resources` (a partial OCI `linux.resources`) to container `id`'s guest cgroup (the
 /// agent's `update`).
 pub fn update(

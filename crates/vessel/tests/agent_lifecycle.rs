@@ -679,6 +679,28 @@ fn pause_resume_and_guest_requests_while_paused_through_the_agent() {
         read() > frozen + 3
     });
 
+    // events --stats carries the interface counters of the init's network namespace with
+    // runc's key names; the stream without --stats ends when the container stops.
+    let stats = agent
+        .vessel(&root, &["events", "--stats", "p1"])
+        .output()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let interfaces = event["data"]["network_interfaces"].as_array().unwrap();
+    assert!(
+        interfaces
+            .iter()
+            .any(|i| i["Name"] == "lo" && i["RxBytes"].is_u64()),
+        "{event}"
+    );
+    let events = agent
+        .vessel(&root, &["events", "--interval=100ms", "p1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+
     // SIGKILL reaches a paused container and it stops.
     assert!(agent
         .vessel(&root, &["pause", "p1"])
@@ -691,6 +713,20 @@ fn pause_resume_and_guest_requests_while_paused_through_the_agent() {
         .unwrap()
         .success());
     wait_until("the container to stop", || status(&root) == "stopped");
+    let out = wait_output(events, Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(lines
+        .iter()
+        .all(|l| l["type"] == "stats" && l["id"] == "p1"));
     assert!(agent
         .vessel(&root, &["delete", "p1"])
         .status()

@@ -305,6 +305,16 @@ impl Cgroup {
         s
     }
 
+    /// Processes of the cgroup killed by the OOM killer so far (`oom_kill` in `memory.events`;
+    /// 0 when the file is missing).
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.path.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Removes the cgroup directory (it must be empty of processes).
     ///
     /// # Errors
