@@ -24,7 +24,7 @@ CMD          ?= uname -a
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux strace \
-                containerd podman conmon
+                containerd podman conmon runc
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
         lint demo bench clean probe-initramfs fixtures
@@ -93,7 +93,7 @@ lab: lab-kernel
 demo: artefacts lab-kernel
 	tests/demo.sh
 
-bench: kernel lab-kernel
+bench: artefacts lab-kernel fixtures
 	tests/bench/bench.sh
 
 test: test-unit test-lab-runner test-lab

@@ -10,6 +10,7 @@
 mod container;
 mod init;
 mod net;
+mod netdev;
 mod reaper;
 mod server;
 mod service;

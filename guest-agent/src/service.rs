@@ -151,9 +151,8 @@ impl Service {
                 })
             }
             Request::Ps { container_id } => self.ps(&container_id),
-            Request::Stats { container_id } => {
-                Ok(Response::Stats(self.cgroup(&container_id)?.stats()))
-            }
+            Request::Stats { container_id } => self.stats(&container_id),
+            Request::WaitOom { container_id, seen } => self.wait_oom(&container_id, seen),
             Request::Pause { container_id } => self.freeze(&container_id, true),
             Request::Resume { container_id } => self.freeze(&container_id, false),
             Request::Update {
@@ -457,6 +456,31 @@ impl Service {
                 format!("container {id} has no cgroup in this agent"),
             )
         })
+    }
+
+    /// The cgroup's statistics plus the counters of the network interfaces in the namespace of
+    /// the container's init.
+    fn stats(&self, id: &str) -> Result<Response, RemoteError> {
+        let c = self.get(id)?;
+        let mut stats = self.cgroup(id)?.stats();
+        if self.reaper.status(c.init.pid).is_none() {
+            stats.network_interfaces = crate::netdev::read(c.init.pid);
+        }
+        Ok(Response::Stats(stats))
+    }
+
+    /// See [`Request::WaitOom`]: polls `memory.events` every 100 ms.
+    fn wait_oom(&self, id: &str, seen: Option<u64>) -> Result<Response, RemoteError> {
+        let c = self.get(id)?;
+        let cgroup = self.cgroup(id)?;
+        loop {
+            let count = cgroup.oom_kills();
+            let exited = self.reaper.status(c.init.pid).is_some();
+            if seen.is_none_or(|s| count > s) || exited {
+                return Ok(Response::OomKills { count, exited });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     fn freeze(&self, id: &str, frozen: bool) -> Result<Response, RemoteError> {

@@ -74,6 +74,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Wait { .. } => "wait",
         Request::Ps { .. } => "ps",
         Request::Stats { .. } => "stats",
+        Request::WaitOom { .. } => "wait_oom",
         Request::Pause { .. } => "pause",
         Request::Resume { .. } => "resume",
         Request::Update { .. } => "update",

@@ -84,6 +84,17 @@ pub enum Request {
         /// The container id.
         container_id: String,
     },
+    /// The count of OOM kills in the container's cgroup (`oom_kill` in `memory.events`).
+    /// Without `seen`, answers at once; with it, blocks until the count exceeds `seen` or the
+    /// container's init has exited (then the count may equal `seen`). Answer:
+    /// [`Response::OomKills`].
+    WaitOom {
+        /// The container id.
+        container_id: String,
+        /// The count the host has already reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<u64>,
+    },
     /// Freeze the container's cgroup (`cgroup.freeze` = 1), waiting until it is frozen.
     /// Answer: [`Response::Done`].
     Pause {
@@ -247,6 +258,13 @@ pub enum Response {
     Processes(ProcessList),
     /// The container's statistics.
     Stats(Stats),
+    /// OOM kills in the container's cgroup so far.
+    OomKills {
+        /// The `oom_kill` counter of `memory.events`.
+        count: u64,
+        /// Whether the container's init has exited (no more OOM kills will be waited for).
+        exited: bool,
+    },
     /// The request was carried out and has nothing to return.
     Done,
 }
@@ -390,6 +408,10 @@ mod tests {
             Request::Stats {
                 container_id: cid(),
             },
+            Request::WaitOom {
+                container_id: cid(),
+                seen: Some(2),
+            },
             Request::Pause {
                 container_id: cid(),
             },
@@ -449,6 +471,10 @@ mod tests {
                 }],
             })),
             Ok(Response::Stats(Stats::default())),
+            Ok(Response::OomKills {
+                count: 3,
+                exited: false,
+            }),
             Ok(Response::Done),
             Err(RemoteError::new(Code::NotFound, "container c9 not found")),
         ] {

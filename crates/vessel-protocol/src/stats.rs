@@ -159,8 +159,10 @@ pub struct BlkioEntry {
     pub value: u64,
 }
 
-/// Counters of one network interface (runc `types.NetworkInterface`).
+/// Counters of one network interface (runc `types.NetworkInterface`). The Go struct has no JSON
+/// tags, so runc prints its field names as they are: `Name`, `RxBytes`, ... (PascalCase).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct NetworkInterface {
     /// Interface name.
     pub name: String,
@@ -212,6 +214,15 @@ mod tests {
         assert_eq!(v["pids"]["current"], 3);
         assert_eq!(v["blkio"]["ioServiceBytesRecursive"][0]["op"], "Read");
         assert!(v["network_interfaces"].is_array());
+        s.network_interfaces.push(NetworkInterface {
+            name: "lo".into(),
+            rx_bytes: 7,
+            ..NetworkInterface::default()
+        });
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["network_interfaces"][0]["Name"], "lo");
+        assert_eq!(v["network_interfaces"][0]["RxBytes"], 7);
+        assert_eq!(v["network_interfaces"][0]["TxDropped"], 0);
         let back: Stats = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
     }

@@ -1,14 +1,17 @@
 //! The monitor's control socket, `<root>/<id>/monitor.sock`: one JSON request line, one JSON
-//! response line per connection. Only Vessel's own commands speak it (start, kill, pause, ...).
+//! response line per connection. Only Vessel's own commands speak it (start, kill, pause, ...,
+//! and agent requests of `ps`, `events` and `update` while the container is paused, when only
+//! the monitor can let the guest answer).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vessel_protocol::{Request, Response};
 
 /// A request to the monitor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Run `process.args` (runc `start`).
@@ -24,10 +27,16 @@ pub enum ControlRequest {
     Pause,
     /// Thaw the workload.
     Resume,
+    /// Pass one control request to the guest agent and return its answer
+    /// ([`ControlResponse::Answer`]).
+    Agent {
+        /// The agent request.
+        request: Box<Request>,
+    },
 }
 
 /// The monitor's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     /// Done.
@@ -36,6 +45,11 @@ pub enum ControlResponse {
     Error {
         /// What went wrong.
         message: String,
+    },
+    /// The agent's answer to [`ControlRequest::Agent`].
+    Answer {
+        /// The answer.
+        response: Box<Response>,
     },
 }
 
@@ -73,6 +87,24 @@ pub enum ControlError {
 
 /// Sends `request` to the monitor listening at `socket` and waits for its answer.
 pub fn call(socket: &Path, request: &ControlRequest) -> Result<(), ControlError> {
+    exchange(socket, request).map(|_| ())
+}
+
+/// Has the monitor at `socket` pass `request` to the guest agent; returns the agent's answer.
+pub fn ask_agent(socket: &Path, request: Request) -> Result<Response, ControlError> {
+    let request = ControlRequest::Agent {
+        request: Box::new(request),
+    };
+    match exchange(socket, &request)? {
+        Some(response) => Ok(response),
+        None => Err(ControlError::ParseResponse {
+            line: "ok (an answer was expected)".into(),
+        }),
+    }
+}
+
+/// One exchange: `Ok(None)` for `ok`, `Ok(Some(_))` for an agent's answer.
+fn exchange(socket: &Path, request: &ControlRequest) -> Result<Option<Response>, ControlError> {
     let mut stream =
         UnixStream::connect(socket).map_err(|source| ControlError::ConnectMonitor {
             path: socket.to_owned(),
@@ -90,7 +122,8 @@ pub fn call(socket: &Path, request: &ControlRequest) -> Result<(), ControlError>
         .read_line(&mut answer)
         .map_err(exchange)?;
     match serde_json::from_str(&answer) {
-        Ok(ControlResponse::Ok) => Ok(()),
+        Ok(ControlResponse::Ok) => Ok(None),
+        Ok(ControlResponse::Answer { response }) => Ok(Some(*response)),
         Ok(ControlResponse::Error { message }) => Err(ControlError::Refused(message)),
         Err(_) if answer.is_empty() => Err(exchange(io::ErrorKind::UnexpectedEof.into())),
         Err(_) => Err(ControlError::ParseResponse { line: answer }),

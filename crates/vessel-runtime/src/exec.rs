@@ -201,7 +201,8 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
     }
     let sys = |op| move |source| ExecError::Sys { op, source };
     // Blocked before the fork, so the relay inherits the mask its forwarding thread relies on.
-    let mut foreground = crate::signal::forwarded(&[]);
+    // As runc (signals.go), SIGWINCH and SIGURG are not passed on by a foreground exec.
+    let mut foreground = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
     foreground.add(Signal::SIGCHLD);
     if !opts.detach {
         foreground

@@ -1,8 +1,10 @@
 //! Reaching a running container's guest agent from a process other than the monitor (`vessel
-//! exec`, `ps`, `events`): straight through the VM's vsock Unix socket `<root>/<id>/vsock.sock`
-//! (Firecracker's `CONNECT <port>\n` / `OK <n>\n` convention), so that stdio never passes
-//! through the monitor. With the `agent` test double (`VESSEL_TEST_SANDBOX=agent`), the agent's
-//! Unix sockets named by the environment stand for the vsock ports.
+//! exec`, `ps`, `events`, `update`): straight through the VM's vsock Unix socket
+//! `<root>/<id>/vsock.sock` (Firecracker's `CONNECT <port>\n` / `OK <n>\n` convention), so that
+//! stdio never passes through the monitor; while the container is paused, control requests go
+//! through the monitor instead ([`call`]). With the `agent` test double
+//! (`VESSEL_TEST_SANDBOX=agent`), the agent's Unix sockets named by the environment stand for the
+//! vsock ports.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,7 +16,7 @@ pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
 use crate::sandbox::agent::{AgentConnector, UnixAgent};
 use crate::sandbox::microvm::VSOCK_SOCKET;
 use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
-use crate::state::{StateError, StateStore};
+use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,15 @@ pub enum GuestError {
         /// The cause.
         #[source]
         source: vessel_protocol::ClientError,
+    },
+    /// The monitor could not pass the request on (the container is paused).
+    #[error("{op}")]
+    CallMonitor {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: crate::control::ControlError,
     },
     /// The agent answered with something else than the request calls for.
     #[error("{op}: unexpected answer from the agent")]
@@ -136,16 +147,33 @@ impl AgentAddress {
     }
 }
 
+/// Sends one control request to container `id`'s agent and returns the answer: straight
+/// through the vsock socket, or, while the container is paused (its vCPUs stopped), through the
+/// monitor, which lets the guest run for the request ([`crate::control::ask_agent`]).
+pub fn call(
+    store: &StateStore,
+    id: &str,
+    op: &'static str,
+    request: Request,
+) -> Result<Response, GuestError> {
+    if store.load(id)?.status() == Status::Paused {
+        let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
+        return crate::control::ask_agent(&socket, request)
+            .map_err(|source| GuestError::CallMonitor { op, source });
+    }
+    AgentAddress::of(store, id)?
+        .client()?
+        .call(request)
+        .map_err(|source| GuestError::CallAgent { op, source })
+}
+
 /// The guest's processes of container `id` (the agent's `ps`).
 pub fn ps(store: &StateStore, id: &str) -> Result<ProcessList, GuestError> {
     let op = "list the container's processes in the guest";
-    let answer = AgentAddress::of(store, id)?
-        .client()?
-        .call(Request::Ps {
-            container_id: id.to_owned(),
-        })
-        .map_err(|source| GuestError::CallAgent { op, source })?;
-    match answer {
+    let request = Request::Ps {
+        container_id: id.to_owned(),
+    };
+    match call(store, id, op, request)? {
         Response::Processes(list) => Ok(list),
         _ => Err(GuestError::UnexpectedAnswer { op }),
     }
@@ -154,14 +182,52 @@ pub fn ps(store: &StateStore, id: &str) -> Result<ProcessList, GuestError> {
 /// The statistics of container `id`'s guest cgroup (the agent's `stats`).
 pub fn stats(store: &StateStore, id: &str) -> Result<Stats, GuestError> {
     let op = "read the container's statistics in the guest";
+    let request = Request::Stats {
+        container_id: id.to_owned(),
+    };
+    match call(store, id, op, request)? {
+        Response::Stats(stats) => Ok(stats),
+        _ => Err(GuestError::UnexpectedAnswer { op }),
+    }
+}
+
+/// The OOM-kill count of container `id`'s guest cgroup and whether its init has exited (the
+/// agent's `wait_oom`): at once without `seen`, else once the count exceeds `seen` or the init
+/// exits. Always straight to the agent, never through the monitor (it may block for long); while
+/// the container is paused the answer simply waits for `resume`.
+pub fn wait_oom(
+    store: &StateStore,
+    id: &str,
+    seen: Option<u64>,
+) -> Result<(u64, bool), GuestError> {
+    let op = "wait for OOM kills in the guest";
     let answer = AgentAddress::of(store, id)?
         .client()?
-        .call(Request::Stats {
+        .call(Request::WaitOom {
             container_id: id.to_owned(),
+            seen,
         })
         .map_err(|source| GuestError::CallAgent { op, source })?;
     match answer {
-        Response::Stats(stats) => Ok(stats),
+        Response::OomKills { count, exited } => Ok((count, exited)),
+        _ => Err(GuestError::UnexpectedAnswer { op }),
+    }
+}
+
+/// Applies `resources` (a partial OCI `linux.resources`) to container `id`'s guest cgroup (the
+/// agent's `update`).
+pub fn update(
+    store: &StateStore,
+    id: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<(), GuestError> {
+    let op = "apply the resources in the guest";
+    let request = Request::Update {
+        container_id: id.to_owned(),
+        resources: Box::new(resources.clone()),
+    };
+    match call(store, id, op, request)? {
+        Response::Done => Ok(()),
         _ => Err(GuestError::UnexpectedAnswer { op }),
     }
 }

@@ -28,5 +28,6 @@ pub mod spec;
 pub mod start;
 pub mod state;
 pub mod time;
+pub mod update;
 
 pub use state::{StateStore, Status};

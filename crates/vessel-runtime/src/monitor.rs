@@ -115,15 +115,21 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
         let _handling = busy.lock();
         let _ = control::serve_one(&mut stream, |request| {
             let result = match request {
-                ControlRequest::Start => sandbox.start(),
-                ControlRequest::Signal { signal, all } => sandbox.signal(signal, all),
-                ControlRequest::Pause => sandbox.pause(),
-                ControlRequest::Resume => sandbox.resume(),
+                ControlRequest::Start => sandbox.start().map(|()| ControlResponse::Ok),
+                ControlRequest::Signal { signal, all } => {
+                    sandbox.signal(signal, all).map(|()| ControlResponse::Ok)
+                }
+                ControlRequest::Pause => sandbox.pause().map(|()| ControlResponse::Ok),
+                ControlRequest::Resume => sandbox.resume().map(|()| ControlResponse::Ok),
+                ControlRequest::Agent { request } => {
+                    sandbox
+                        .agent_call(*request)
+                        .map(|response| ControlResponse::Answer {
+                            response: Box::new(response),
+                        })
+                }
             };
-            match result {
-                Ok(()) => ControlResponse::Ok,
-                Err(e) => ControlResponse::Error { message: chain(&e) },
-            }
+            result.unwrap_or_else(|e| ControlResponse::Error { message: chain(&e) })
         });
     }
 }

@@ -84,6 +84,14 @@ pub fn count_cpuset(list: &str) -> Result<u32, SizingError> {
     Ok(count)
 }
 
+/// The host's online CPUs, the cap on a VM's vCPUs (1 when unknown).
+pub fn host_cpus() -> u32 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .unwrap_or(1) as u32
+}
+
 /// The VM size for `spec`; see the module documentation for the rule.
 pub fn size_vm(spec: &Spec, max_vcpus: u32) -> Result<VmSize, SizingError> {
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());

@@ -3,7 +3,8 @@
 //! Values are converted as runc's cgroup v2 manager does (`libcontainer/cgroups/fs2`):
 //! `memory.limit` -> `memory.max`, `memory.reservation` -> `memory.low`, `memory.swap` (memory +
 //! swap) -> `memory.swap.max` = swap - limit, `cpu.shares` -> `cpu.weight` =
-//! `1 + (shares - 2) * 9999 / 262142`, `cpu.quota`/`cpu.period` -> `cpu.max`, `cpuset.cpus` and
+//! `1 + (shares - 2) * 9999 / 262142`, `cpu.quota`/`cpu.period` -> `cpu.max`, `cpu.burst` ->
+//! `cpu.max.burst`, `cpu.idle` -> `cpu.idle`, `cpuset.cpus` and
 //! `cpuset.mems`, `pids.limit` -> `pids.max`, `blockIO.weight` -> `io.weight` =
 //! `1 + (weight - 10) * 9999 / 990`. A negative limit means `max`.
 
@@ -144,6 +145,12 @@ pub fn resource_writes(r: &LinuxResources) -> Result<Vec<(&'static str, String)>
                 .map_or("max".into(), |q| q.to_string());
             let p = c.period().unwrap_or(100_000);
             w.push(("cpu.max", format!("{q} {p}")));
+        }
+        if let Some(b) = c.burst() {
+            w.push(("cpu.max.burst", b.to_string()));
+        }
+        if let Some(i) = c.idle() {
+            w.push(("cpu.idle", i.to_string()));
         }
         if let Some(cpus) = c.cpus() {
             w.push(("cpuset.cpus", cpus.clone()));
@@ -296,6 +303,16 @@ impl Cgroup {
             v => v,
         };
         s
+    }
+
+    /// Processes of the cgroup killed by the OOM killer so far (`oom_kill` in `memory.events`;
+    /// 0 when the file is missing).
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.path.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Removes the cgroup directory (it must be empty of processes).

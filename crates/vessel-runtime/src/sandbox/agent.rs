@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use vessel_protocol::{
-    open_stdio, Client, CreateContainer, ExitStatus, Request, StdioHeader, StreamKind,
+    open_stdio, Client, CreateContainer, ExitStatus, Request, Response, StdioHeader, StreamKind,
     CONTROL_PORT, STDIO_PORT,
 };
 
@@ -231,6 +231,16 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             return Ok(());
         }
         self.call_done("shut the guest down", Request::Shutdown)
+    }
+
+    fn agent_call(&self, request: Request) -> Result<Response, SandboxError> {
+        // A connection of its own, so that a slow request never holds the monitor's one up.
+        self.client()?
+            .call(request)
+            .map_err(|source| SandboxError::CallAgent {
+                op: "forward a request to the agent",
+                source,
+            })
     }
 }
 

@@ -6,7 +6,12 @@
 //!    under `<state dir>/share`), boot the VM with that share (tag `vessel`), wait for the
 //!    agent's hello on vsock port 1024, then hand the spec, rewritten to the guest's paths, to
 //!    [`AgentSandbox`], which has the agent create the container and relays stdio.
-//! 2. `start`, `signal`, `wait`, `pause`, `resume`: the agent's requests.
+//! 2. `start`, `signal`, `wait`: the agent's requests. `pause` freezes the container's cgroup
+//!    (the agent), then pauses every vCPU (the VMM); `resume` runs the vCPUs, then thaws. While
+//!    the vCPUs are paused, a request that needs the agent (`signal`, [`Sandbox::agent_call`],
+//!    `shutdown`) lets them run for it and pauses them again, except after SIGKILL, the one
+//!    signal that acts on a frozen cgroup: the vCPUs then stay running so the guest can report
+//!    the container's end (the cgroup stays frozen, so the workload itself does not run).
 //! 3. `shutdown`: ask the agent to power off, wait briefly for the VM to end, kill it if it does
 //!    not; then take the share down. Nothing of the VM outlives the monitor: its vCPU and device
 //!    threads are threads of the monitor process.
@@ -18,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use vessel_devices::virtio::vsock::VsockHandle;
-use vessel_protocol::CONTROL_PORT;
+use vessel_protocol::{Request, Response, CONTROL_PORT};
 use vessel_vmm::config::FsConfig;
 use vessel_vmm::{SerialSink, Vm, VmConfig};
 
@@ -73,6 +78,8 @@ pub struct MicroVmSandbox {
     connector: std::sync::Arc<VmConnector>,
     agent: AgentSandbox<std::sync::Arc<VmConnector>>,
     vm: Mutex<Option<Vm>>,
+    /// Whether `pause` left the vCPUs paused (guarded with the VM's own lock held).
+    vcpus_paused: Mutex<bool>,
 }
 
 impl MicroVmSandbox {
@@ -86,7 +93,37 @@ impl MicroVmSandbox {
             agent: AgentSandbox::new(std::sync::Arc::clone(&connector)),
             connector,
             vm: Mutex::new(None),
+            vcpus_paused: Mutex::new(false),
         }
+    }
+
+    /// Runs `f` (a request to the agent) with the vCPUs running; when `pause` had paused them,
+    /// they are paused again afterwards unless `keep_running`.
+    fn with_vcpus<T>(
+        &self,
+        keep_running: bool,
+        f: impl FnOnce() -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let mut paused = self.vcpus_paused.lock().expect("vcpu state lock");
+        if !*paused {
+            drop(paused);
+            return f();
+        }
+        {
+            let vm = self.vm.lock().expect("vm lock");
+            if let Some(vm) = vm.as_ref() {
+                vm.resume().map_err(SandboxError::PauseVcpus)?;
+            }
+        }
+        *paused = false;
+        let result = f();
+        if !keep_running {
+            if let Some(vm) = self.vm.lock().expect("vm lock").as_ref() {
+                vm.pause().map_err(SandboxError::PauseVcpus)?;
+                *paused = true;
+            }
+        }
+        result
     }
 
     fn vm_config(&self, shared_dir: PathBuf) -> Result<VmConfig, SandboxError> {
@@ -184,7 +221,7 @@ impl Sandbox for MicroVmSandbox {
     }
 
     fn signal(&self, signal: i32, all: bool) -> Result<(), SandboxError> {
-        self.agent.signal(signal, all)
+        self.with_vcpus(signal == libc::SIGKILL, || self.agent.signal(signal, all))
     }
 
     fn wait(&self) -> Result<WorkloadExit, SandboxError> {
@@ -192,15 +229,44 @@ impl Sandbox for MicroVmSandbox {
     }
 
     fn pause(&self) -> Result<(), SandboxError> {
-        self.agent.pause()
+        let mut paused = self.vcpus_paused.lock().expect("vcpu state lock");
+        if *paused {
+            return Ok(());
+        }
+        self.agent.pause()?;
+        let vm = self.vm.lock().expect("vm lock");
+        let Some(vm) = vm.as_ref() else {
+            return Ok(());
+        };
+        if let Err(e) = vm.pause() {
+            // Leave nothing half done: the cgroup is thawed again.
+            let _ = self.agent.resume();
+            return Err(SandboxError::PauseVcpus(e));
+        }
+        *paused = true;
+        Ok(())
     }
 
     fn resume(&self) -> Result<(), SandboxError> {
+        {
+            let mut paused = self.vcpus_paused.lock().expect("vcpu state lock");
+            if *paused {
+                if let Some(vm) = self.vm.lock().expect("vm lock").as_ref() {
+                    vm.resume().map_err(SandboxError::PauseVcpus)?;
+                }
+                *paused = false;
+            }
+        }
         self.agent.resume()
     }
 
+    fn agent_call(&self, request: Request) -> Result<Response, SandboxError> {
+        self.with_vcpus(false, || self.agent.agent_call(request))
+    }
+
     fn shutdown(&self) -> Result<(), SandboxError> {
-        let asked = self.agent.shutdown();
+        // The agent must run to power the guest off.
+        let asked = self.with_vcpus(true, || self.agent.shutdown());
         if let Some(mut vm) = self.vm.lock().expect("vm lock").take() {
             if vm.wait_timeout(POWER_OFF_TIMEOUT).is_none() {
                 vm.stop();

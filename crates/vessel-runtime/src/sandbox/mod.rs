@@ -42,6 +42,9 @@ pub enum SandboxError {
     /// The microVM could not be built or started.
     #[error("start the microVM")]
     StartVm(#[source] vessel_vmm::VmmError),
+    /// The VM's vCPUs could not be paused or resumed (the VM has ended).
+    #[error("pause or resume the microVM's vCPUs")]
+    PauseVcpus(#[source] vessel_vmm::VmmError),
     /// The guest ended before its agent answered.
     #[error("the microVM ended before its agent was ready ({reason}); guest console: {}", console.display())]
     GuestEnded {
@@ -161,6 +164,21 @@ pub trait Sandbox: Send + Sync {
 
     /// Tears the sandbox down; nothing of it may be left running afterwards.
     fn shutdown(&self) -> Result<(), SandboxError>;
+
+    /// Sends one control request to the guest agent and returns its answer, for other processes
+    /// while the workload is paused (`ps`, `events`, `update` of a paused container): the
+    /// microVM lets its vCPUs run for the request and pauses them again. Sandboxes without an
+    /// agent refuse.
+    fn agent_call(
+        &self,
+        request: vessel_protocol::Request,
+    ) -> Result<vessel_protocol::Response, SandboxError> {
+        let _ = request;
+        Err(SandboxError::Unsupported(
+            "a guest agent request",
+            self.kind(),
+        ))
+    }
 }
 
 /// With `VESSEL_TEST_SANDBOX=agent`: the agent's control socket (stands for vsock port 1024).

@@ -2,13 +2,14 @@
 //!
 //! The statistics come from the guest's cgroup through the agent (`vessel_runtime::guest::stats`),
 //! one `{"type":"stats","id":...,"data":{...}}` line each. `--stats` prints one; otherwise one
-//! every `--interval` until the container stops. OOM events are not reported yet.
+//! every `--interval` until the container stops, along with an `{"type":"oom","id":...}` line
+//! for each OOM kill in the guest cgroup (the agent's `wait_oom`, from `memory.events`).
 
 use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use vessel_runtime::Status;
+use vessel_runtime::{StateStore, Status};
 
 use super::{check_args, load_in_state, Arity, Context};
 
@@ -67,7 +68,54 @@ fn stats_line(id: &str, stats: &vessel_runtime::guest::Stats) -> anyhow::Result<
     Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}).to_string())
 }
 
-/// Prints stats events for the container.
+/// runc's OOM event: no `data`.
+fn oom_line(id: &str) -> String {
+    serde_json::json!({"type": "oom", "id": id}).to_string()
+}
+
+fn print_line(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+fn stopped(store: &StateStore, id: &str) -> bool {
+    store
+        .load(id)
+        .map(|r| r.status() == Status::Stopped)
+        .unwrap_or(true)
+}
+
+/// Prints one `oom` event per OOM kill in the guest cgroup counted after the start, until the
+/// container stops. The agent is asked again after a failed call (for example while the
+/// container is paused and the guest cannot answer a new connection).
+fn watch_oom(store: &StateStore, id: &str) {
+    let mut seen = None;
+    loop {
+        match vessel_runtime::guest::wait_oom(store, id, seen) {
+            Ok((count, exited)) => {
+                if let Some(before) = seen {
+                    for _ in before..count {
+                        if print_line(&oom_line(id)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                seen = Some(count);
+                if exited {
+                    return;
+                }
+            }
+            Err(_) if stopped(store, id) => return,
+            Err(e) => {
+                log::warn!("events: {}", anyhow::Error::from(e));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Prints stats events for the container, and without `--stats` its OOM events.
 pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
     check_args("events", &args.args, &[Arity::Exact(1)])?;
     let id = &args.args[0];
@@ -79,33 +127,37 @@ pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
         println!("{}", stats_line(id, &stats)?);
         return Ok(0);
     }
+    // Not joined unconditionally: it ends with the container, and must not hold the command up
+    // if stdout fails. Once the container has stopped, it gets a moment to print the OOM kills
+    // that ended it.
+    let (store, oom_id) = (ctx.store.clone(), id.clone());
+    let (done, oom_done) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        watch_oom(&store, &oom_id);
+        let _ = done.send(());
+    });
+    let end = || {
+        let _ = oom_done.recv_timeout(Duration::from_secs(2));
+        Ok(0)
+    };
     loop {
         match vessel_runtime::guest::stats(&ctx.store, id) {
-            Ok(stats) => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", stats_line(id, &stats)?)?;
-                out.flush()?;
-            }
+            Ok(stats) => print_line(&stats_line(id, &stats)?)?,
             // The stream ends when the container stops.
-            Err(_)
-                if ctx
-                    .store
-                    .load(id)
-                    .map(|r| r.status() == Status::Stopped)
-                    .unwrap_or(true) =>
-            {
-                return Ok(0)
-            }
+            Err(_) if stopped(&ctx.store, id) => return end(),
             Err(e) => log::warn!("events: {e:#}"),
         }
-        std::thread::sleep(args.interval);
-        if ctx
-            .store
-            .load(id)
-            .map(|r| r.status() == Status::Stopped)
-            .unwrap_or(true)
-        {
-            return Ok(0);
+        // Sleep in short steps so that the end of the container ends the stream promptly.
+        let deadline = std::time::Instant::now() + args.interval;
+        loop {
+            if stopped(&ctx.store, id) {
+                return end();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `vessel update [flags] <id>` (runc update.go).
 //!
-//! Parsing (`--resources FILE|-` with a JSON `LinuxResources`, and the per-value flags) and the
-//! state check are complete; applying limits to the guest cgroup needs the agent's Update
-//! request (issue 7), so a live container gets a clear error.
+//! `--resources FILE|-` (a JSON `LinuxResources`; every other flag is then ignored, as in runc)
+//! or the per-value flags make a partial `linux.resources`, which `vessel_runtime::update` merges
+//! over the container's current ones, checks against the VM's size and has the agent apply to
+//! the guest cgroup.
 
 use std::io::Read;
 
@@ -102,36 +103,129 @@ pub fn parse_memory(text: &str) -> Result<i64, String> {
     Ok((value * scale) as i64)
 }
 
-/// Validates the request and the container's state; see the module documentation.
+/// The partial `linux.resources` the per-value flags ask for (runc update.go: only the flags
+/// given are set).
+fn resources_from_flags(args: &UpdateArgs) -> anyhow::Result<LinuxResources> {
+    use serde_json::{json, Map, Value};
+    let mut r = Map::new();
+    let mut put = |section: &str, key: &str, value: Value| {
+        let entry = r
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[key] = value;
+    };
+    let memory = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        v.as_deref()
+            .map(|t| parse_memory(t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+            .transpose()
+    };
+    if let Some(v) = memory("--memory", &args.memory)? {
+        put("memory", "limit", json!(v));
+    }
+    if let Some(v) = memory("--memory-reservation", &args.memory_reservation)? {
+        put("memory", "reservation", json!(v));
+    }
+    if let Some(v) = memory("--memory-swap", &args.memory_swap)? {
+        put("memory", "swap", json!(v));
+    }
+    let cpu = [
+        ("shares", args.cpu_share.map(|v| json!(v))),
+        ("quota", args.cpu_quota.map(|v| json!(v))),
+        ("period", args.cpu_period.map(|v| json!(v))),
+        ("burst", args.cpu_burst.map(|v| json!(v))),
+        ("idle", args.cpu_idle.map(|v| json!(v))),
+        ("realtimePeriod", args.cpu_rt_period.map(|v| json!(v))),
+        ("realtimeRuntime", args.cpu_rt_runtime.map(|v| json!(v))),
+        ("cpus", args.cpuset_cpus.clone().map(Value::from)),
+        ("mems", args.cpuset_mems.clone().map(Value::from)),
+    ];
+    for (key, value) in cpu {
+        if let Some(v) = value {
+            put("cpu", key, v);
+        }
+    }
+    if let Some(v) = args.pids_limit {
+        put("pids", "limit", json!(v));
+    }
+    if let Some(v) = args.blkio_weight {
+        put("blockIO", "weight", json!(v));
+    }
+    serde_json::from_value(Value::Object(r)).map_err(|e| anyhow::anyhow!("resources: {e}"))
+}
+
+/// Applies the new limits to the container's guest cgroup (`vessel_runtime::update`).
 pub fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<i32> {
     check_args("update", &args.args, &[Arity::Exact(1)])?;
     let id = &args.args[0];
     load_in_state(ctx, id, |s| {
         (s == Status::Stopped).then(|| "container not running".to_owned())
     })?;
-    if let Some(source) = &args.resources {
-        let mut text = String::new();
-        if source == "-" {
-            std::io::stdin().read_to_string(&mut text)?;
-        } else {
-            text = std::fs::read_to_string(source)?;
-        }
-        let _: LinuxResources =
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("decode resources: {e}"))?;
-    } else {
-        for value in [&args.memory, &args.memory_reservation, &args.memory_swap]
-            .into_iter()
-            .flatten()
-        {
-            parse_memory(value).map_err(anyhow::Error::msg)?;
-        }
+    if args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some() {
+        anyhow::bail!(
+            "--l3-cache-schema/--mem-bw-schema: Intel RDT is not available in Vessel's guests"
+        );
     }
-    anyhow::bail!("update of container {id}: resource updates in the guest are not supported yet")
+    let resources = match &args.resources {
+        Some(source) => {
+            let mut text = String::new();
+            if source == "-" {
+                std::io::stdin().read_to_string(&mut text)?;
+            } else {
+                text = std::fs::read_to_string(source)
+                    .map_err(|e| anyhow::anyhow!("read resources file {source}: {e}"))?;
+            }
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("decode resources: {e}"))?
+        }
+        None => resources_from_flags(&args)?,
+    };
+    vessel_runtime::update::update(&ctx.store, id, &resources)?;
+    Ok(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        update: UpdateArgs,
+    }
+
+    fn flags(argv: &[&str]) -> serde_json::Value {
+        use clap::Parser;
+        let cli =
+            Cli::try_parse_from(std::iter::once("update").chain(argv.iter().copied())).unwrap();
+        serde_json::to_value(resources_from_flags(&cli.update).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn flags_make_a_partial_resources_object() {
+        assert_eq!(
+            flags(&["--pids-limit", "5", "c1"]),
+            serde_json::json!({"pids": {"limit": 5}})
+        );
+        assert_eq!(
+            flags(&[
+                "--memory=256m",
+                "--memory-swap",
+                "-1",
+                "--cpu-quota",
+                "50000",
+                "--cpuset-cpus",
+                "0",
+                "--blkio-weight",
+                "300",
+                "c1"
+            ]),
+            serde_json::json!({
+                "memory": {"limit": 268435456, "swap": -1},
+                "cpu": {"quota": 50000, "cpus": "0"},
+                "blockIO": {"weight": 300}
+            })
+        );
+        assert_eq!(flags(&["c1"]), serde_json::json!({}));
+    }
 
     #[test]
     fn parses_memory_units() {
