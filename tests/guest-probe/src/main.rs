@@ -156,7 +156,9 @@ fn fs_share(tag: &str) -> std::io::Result<()> {
 ///   `symlink target=renamed.txt` (`sym.txt`)
 /// - `chown uid=1000 gid=1001 mode=640` on `from-guest.txt`
 /// - `mmap ok` (`mmap-from-guest` at offset 4096 of `mmap.bin` through a shared mapping, msync)
-/// - `direct bytes=8192` (`direct.bin` written and read back with `O_DIRECT`, fsync between)
+/// - `direct bytes=8192` (`direct.bin` written and read back with `O_DIRECT`, fsync between);
+///   `O_DIRECT` passes through to the host file, so on a host file system without it (tmpfs before
+///   Linux 6.6) this is `direct FAILED Invalid argument (os error 22)`, as on the host itself
 /// - `readdir <sorted names>` of the share's root
 fn fs_semantics() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -141,15 +141,22 @@ pub fn load(
     let initramfs = match initramfs {
         None => None,
         Some(path) => {
-            let data = std::fs::read(path).map_err(|source| BootError::ReadInitramfs {
+            // Read straight into guest memory: no heap copy, no user-space page faults.
+            let read_err = |source| BootError::ReadInitramfs {
                 path: path.to_path_buf(),
                 source,
-            })?;
-            let size = data.len() as u64;
+            };
+            let mut file = File::open(path).map_err(read_err)?;
+            let size = file.metadata().map_err(read_err)?.len();
             let addr = low_top.checked_sub(size).map(|a| a & !(PAGE - 1));
             match addr {
                 Some(addr) if addr >= kernel_end => {
-                    mem.write_slice(&data, GuestAddress(addr))
+                    let len = usize::try_from(size).map_err(|_| BootError::InitramfsTooBig {
+                        size,
+                        kernel_end,
+                        top: low_top,
+                    })?;
+                    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
                         .map_err(|source| BootError::WriteInitramfs { addr, source })?;
                     Some((addr, size))
                 }
