@@ -82,9 +82,11 @@ probe-initramfs:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile $(PROFILE) --target $(TARGET) -p vessel-guest-probe
 	@tests/lab/mkinitramfs.sh $(BUILD)/share/vessel-test/probe-initramfs.cpio /init=$(PROBE_BIN)
 
-# Real root file systems for bundles (cached under $(VESSEL_CACHE)/rootfs).
+# Real root file systems for bundles (cached under $(VESSEL_CACHE)/rootfs): BusyBox, and Debian
+# bookworm minbase (debootstrap from the apt mirror; the lab has no network, so it is built here).
 fixtures:
 	@tests/fixtures/mkrootfs.sh busybox >/dev/null
+	@tests/fixtures/mkrootfs.sh debian >/dev/null
 
 export CMD
 lab: lab-kernel
