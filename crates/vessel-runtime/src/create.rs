@@ -13,7 +13,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::bundle::{Bundle, BundleError};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
-use crate::state::{self, ContainerRecord, StateError, StateStore, Status};
+use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
 use crate::{procfs, sizing, time};
 
 /// Errors of [`create`].
@@ -116,7 +116,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         .flatten()
         .unwrap_or(1) as u32;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
-    let dir = store.create_dir(&opts.id)?;
+    // Held until state.json and the pid-file are written (or everything is removed again), so
+    // that `start`, `delete` ... of this ID wait for the outcome.
+    let (dir, lock) = store.create_dir(&opts.id)?;
+    let mut lock = Some(lock);
     let sandbox: Arc<dyn sandbox::Sandbox> = match sandbox::select(size, &dir) {
         Ok(s) => Arc::from(s),
         Err(e) => {
@@ -125,48 +128,50 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
-    let result = fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox)).and_then(|pid| {
-        let finish = || -> Result<Created, CreateError> {
-            let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
-            let record = ContainerRecord {
-                id: opts.id.clone(),
-                oci_version: bundle.spec.version().clone(),
-                bundle: bundle.path.clone(),
-                rootfs: bundle.rootfs.clone(),
-                annotations: bundle
-                    .spec
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-                created: created_at.clone(),
-                monitor_pid: pid.as_raw(),
-                monitor_start_time: start.start_time,
-                status: Status::Created,
-                systemd_cgroup: opts.systemd_cgroup,
-                rootless: opts.rootless.clone(),
-                sandbox: sandbox.kind().to_owned(),
+    let result =
+        fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox), &mut lock).and_then(|pid| {
+            let finish = || -> Result<Created, CreateError> {
+                let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
+                let record = ContainerRecord {
+                    id: opts.id.clone(),
+                    oci_version: bundle.spec.version().clone(),
+                    bundle: bundle.path.clone(),
+                    rootfs: bundle.rootfs.clone(),
+                    annotations: bundle
+                        .spec
+                        .annotations()
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    created: created_at.clone(),
+                    monitor_pid: pid.as_raw(),
+                    monitor_start_time: start.start_time,
+                    status: Status::Created,
+                    systemd_cgroup: opts.systemd_cgroup,
+                    rootless: opts.rootless.clone(),
+                    sandbox: sandbox.kind().to_owned(),
+                };
+                store.save(&record)?;
+                if let Some(path) = &pid_file {
+                    state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
+                        |source| CreateError::WritePidFile {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?;
+                }
+                Ok(Created { pid: pid.as_raw() })
             };
-            store.save(&record)?;
-            if let Some(path) = &pid_file {
-                state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
-                    |source| CreateError::WritePidFile {
-                        path: path.clone(),
-                        source,
-                    },
-                )?;
-            }
-            Ok(Created { pid: pid.as_raw() })
-        };
-        finish().inspect_err(|_| {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        })
-    });
+            finish().inspect_err(|_| {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            })
+        });
     if result.is_err() {
         let _ = store.remove(&opts.id);
     }
+    drop(lock);
     result
 }
 
@@ -185,12 +190,14 @@ fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<
     Ok(())
 }
 
-/// Forks the monitor and waits for its report; returns its PID once it says `created`.
+/// Forks the monitor and waits for its report; returns its PID once it says `created`. The
+/// monitor closes its inherited copy of `lock` (the parent keeps holding it).
 fn fork_monitor(
     id: &str,
     bundle: &Bundle,
     dir: PathBuf,
     sandbox: Arc<dyn sandbox::Sandbox>,
+    lock: &mut Option<ContainerLock>,
 ) -> Result<Pid, CreateError> {
     let (read, write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CreateError::CreatePipe)?;
@@ -199,6 +206,7 @@ fn fork_monitor(
     match unsafe { fork() }.map_err(CreateError::ForkMonitor)? {
         ForkResult::Child => {
             drop(read);
+            drop(lock.take());
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
             let config = MonitorConfig {

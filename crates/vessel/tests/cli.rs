@@ -499,3 +499,154 @@ fn detached_run_leaves_a_running_container() {
     assert_eq!(pids, vec![env.state("d1")["pid"].as_i64().unwrap() as i32]);
     assert!(env.run(&["delete", "--force", "d1"]).status.success());
 }
+
+/// Whether the process behind a pid is gone (or a zombie nobody reaped yet).
+fn is_gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z ")
+}
+
+/// Runs the given commands as concurrent `vessel` processes (released together) and returns
+/// their outputs in order. stderr goes through a file: a created workload inherits it.
+fn race(env: &Env, commands: &[Vec<String>]) -> Vec<Output> {
+    let barrier = std::sync::Barrier::new(commands.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, args)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let err_path = env.dir.path().join(format!("race-{i}.err"));
+                    let mut c = env.cmd(&args);
+                    c.stdout(Stdio::null());
+                    c.stderr(std::fs::File::create(&err_path).unwrap());
+                    barrier.wait();
+                    let status = c.status().unwrap();
+                    Output {
+                        status,
+                        stdout: Vec::new(),
+                        stderr: std::fs::read(&err_path).unwrap(),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn concurrent_creates_of_one_id_exactly_one_wins() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let b = bundle.to_str().unwrap();
+    for round in 0..5 {
+        let id = format!("dup{round}");
+        let create = args(&["create", "--bundle", b, &id]);
+        let outs = race(&env, &vec![create; 4]);
+        let winners = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(winners, 1, "round {round}: exactly one create wins");
+        for out in outs.iter().filter(|o| !o.status.success()) {
+            assert_fails(out, 1, "container with given ID already exists");
+        }
+        let state = env.state(&id);
+        assert_eq!(state["status"], "created");
+        let pid = state["pid"].as_i64().unwrap() as i32;
+        assert!(env.run(&["delete", &id]).status.success());
+        assert!(is_gone(pid), "round {round}: the winner's monitor is gone");
+    }
+    assert_eq!(std::fs::read_dir(env.root()).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_force_deletes_all_succeed_and_leave_nothing() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    for round in 0..5 {
+        let id = format!("fd{round}");
+        assert!(env.create(&id, &bundle, &[]).status.success());
+        assert!(env.run(&["start", &id]).status.success());
+        let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+        let outs = race(&env, &vec![args(&["delete", "--force", &id]); 4]);
+        for out in &outs {
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        }
+        assert!(!env.root().join(&id).exists());
+        assert!(is_gone(pid), "round {round}: monitor still alive");
+        assert_fails(&env.run(&["state", &id]), 1, "container does not exist");
+    }
+}
+
+#[test]
+fn start_racing_delete_has_one_consistent_winner() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let (mut started, mut deleted) = (0, 0);
+    for round in 0..8 {
+        let id = format!("sd{round}");
+        assert!(env.create(&id, &bundle, &[]).status.success());
+        let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+        let outs = race(&env, &[args(&["start", &id]), args(&["delete", &id])]);
+        let (start, delete) = (&outs[0], &outs[1]);
+        if start.status.success() {
+            // start won: delete (no --force) saw a running container.
+            started += 1;
+            assert_fails(
+                delete,
+                1,
+                &format!("cannot delete container {id} that is not stopped: running"),
+            );
+            assert_eq!(env.state(&id)["status"], "running");
+            assert!(env.run(&["delete", "-f", &id]).status.success());
+        } else {
+            // delete won: start found nothing.
+            deleted += 1;
+            assert_eq!(delete.status.code(), Some(0), "{}", text(&delete.stderr));
+            assert_fails(start, 1, "container does not exist");
+        }
+        assert!(!env.root().join(&id).exists());
+        assert!(is_gone(pid), "round {round}: monitor still alive");
+    }
+    eprintln!("start won {started} times, delete won {deleted} times");
+}
+
+#[test]
+fn create_racing_force_delete_leaves_no_orphan() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let b = bundle.to_str().unwrap();
+    for round in 0..8 {
+        let id = format!("cd{round}");
+        let pid_file = env.dir.path().join(format!("{id}.pid"));
+        let outs = race(
+            &env,
+            &[
+                args(&[
+                    "create",
+                    "--bundle",
+                    b,
+                    "--pid-file",
+                    pid_file.to_str().unwrap(),
+                    &id,
+                ]),
+                args(&["delete", "--force", &id]),
+            ],
+        );
+        assert_eq!(outs[0].status.code(), Some(0), "{}", text(&outs[0].stderr));
+        assert_eq!(outs[1].status.code(), Some(0), "{}", text(&outs[1].stderr));
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        if env.root().join(&id).exists() {
+            // delete came first and found nothing: the container is intact.
+            assert_eq!(env.state(&id)["status"], "created");
+            assert!(!is_gone(pid));
+            assert!(env.run(&["delete", &id]).status.success());
+        }
+        // Either way no monitor outlives its state directory.
+        assert!(is_gone(pid), "round {round}: orphaned monitor {pid}");
+    }
+}
