@@ -11,6 +11,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::bundle::{Bundle, BundleError};
+use crate::cgroup::{self, CgroupError, CgroupRecord};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
@@ -31,6 +32,9 @@ pub enum CreateError {
     /// `process.terminal` is asked for; terminals are not supported yet.
     #[error("process.terminal is not supported yet")]
     AllocateTerminal,
+    /// The host cgroup could not be set up.
+    #[error(transparent)]
+    SetUpCgroup(#[from] CgroupError),
     /// The VM size could not be worked out from the spec.
     #[error(transparent)]
     SizeVm(#[from] sizing::SizingError),
@@ -127,52 +131,112 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             return Err(CreateError::SelectSandbox(e));
         }
     };
+    let cgroup = match host_cgroup(&bundle, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = store.remove(&opts.id);
+            return Err(e.into());
+        }
+    };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
-    let result =
-        fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox), &mut lock).and_then(|pid| {
-            let finish = || -> Result<Created, CreateError> {
-                let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
-                let record = ContainerRecord {
-                    id: opts.id.clone(),
-                    oci_version: bundle.spec.version().clone(),
-                    bundle: bundle.path.clone(),
-                    rootfs: bundle.rootfs.clone(),
-                    annotations: bundle
-                        .spec
-                        .annotations()
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect(),
-                    created: created_at.clone(),
-                    monitor_pid: pid.as_raw(),
-                    monitor_start_time: start.start_time,
-                    status: Status::Created,
-                    systemd_cgroup: opts.systemd_cgroup,
-                    rootless: opts.rootless.clone(),
-                    sandbox: sandbox.kind().to_owned(),
-                };
-                store.save(&record)?;
-                if let Some(path) = &pid_file {
-                    state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
-                        |source| CreateError::WritePidFile {
-                            path: path.clone(),
-                            source,
-                        },
-                    )?;
-                }
-                Ok(Created { pid: pid.as_raw() })
+    let monitor = MonitorConfig {
+        id: opts.id.clone(),
+        bundle: bundle.clone(),
+        dir,
+        cgroup: cgroup.clone(),
+    };
+    let result = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock).and_then(|pid| {
+        let finish = || -> Result<Created, CreateError> {
+            let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
+            let record = ContainerRecord {
+                id: opts.id.clone(),
+                oci_version: bundle.spec.version().clone(),
+                bundle: bundle.path.clone(),
+                rootfs: bundle.rootfs.clone(),
+                annotations: bundle
+                    .spec
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                created: created_at.clone(),
+                monitor_pid: pid.as_raw(),
+                monitor_start_time: start.start_time,
+                status: Status::Created,
+                systemd_cgroup: opts.systemd_cgroup,
+                rootless: opts.rootless.clone(),
+                sandbox: sandbox.kind().to_owned(),
+                cgroup: cgroup.clone(),
             };
-            finish().inspect_err(|_| {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-            })
-        });
+            store.save(&record)?;
+            if let Some(path) = &pid_file {
+                state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
+                    |source| CreateError::WritePidFile {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+            }
+            Ok(Created { pid: pid.as_raw() })
+        };
+        finish().inspect_err(|_| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        })
+    });
     if result.is_err() {
+        // The monitor is dead and reaped by now: its cgroup is empty.
+        if let Some(c) = &cgroup {
+            let _ = cgroup::remove(c);
+        }
         let _ = store.remove(&opts.id);
     }
     drop(lock);
     result
+}
+
+/// Creates the monitor's host cgroup from `linux.cgroupsPath` (see [`cgroup`]). Without
+/// permission (rootless), no `cgroupsPath` and no limits, the container goes without one, as
+/// with runc.
+fn host_cgroup(bundle: &Bundle, opts: &CreateOptions) -> Result<Option<CgroupRecord>, CgroupError> {
+    let spec_path = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
+    let inner = cgroup::inner_path(spec_path.as_deref(), &opts.id, opts.systemd_cgroup)?;
+    let limits = cgroup::HostLimits::from_spec(&bundle.spec);
+    let layout = cgroup::Layout::detect()?;
+    let optional = spec_path.is_none() && limits.is_empty();
+    if layout.hierarchies.is_empty() && optional {
+        log::warn!(
+            "no cgroup file system mounted: container {} gets no host cgroup",
+            opts.id
+        );
+        return Ok(None);
+    }
+    let shown = spec_path.unwrap_or_default();
+    match cgroup::create(&layout, &inner, &shown, &limits) {
+        Ok(record) => Ok(Some(record)),
+        Err(CgroupError::CreateCgroup { source, .. })
+            if optional
+                && !nix::unistd::geteuid().is_root()
+                && matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES | libc::EPERM | libc::EROFS)
+                ) =>
+        {
+            log::warn!(
+                "no permission for a cgroup: container {} gets no host cgroup",
+                opts.id
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// runc utils_linux.go `checkTerminal`.
@@ -193,9 +257,7 @@ fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<
 /// Forks the monitor and waits for its report; returns its PID once it says `created`. The
 /// monitor closes its inherited copy of `lock` (the parent keeps holding it).
 fn fork_monitor(
-    id: &str,
-    bundle: &Bundle,
-    dir: PathBuf,
+    config: MonitorConfig,
     sandbox: Arc<dyn sandbox::Sandbox>,
     lock: &mut Option<ContainerLock>,
 ) -> Result<Pid, CreateError> {
@@ -209,11 +271,6 @@ fn fork_monitor(
             drop(lock.take());
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
-            let config = MonitorConfig {
-                id: id.to_owned(),
-                bundle: bundle.clone(),
-                dir,
-            };
             std::process::exit(monitor::run(config, sandbox, write));
         }
         ForkResult::Parent { child } => {

@@ -156,6 +156,10 @@ pub struct ContainerRecord {
     pub rootless: String,
     /// Which sandbox runs the container (`microvm`, or `host` for the test double).
     pub sandbox: String,
+    /// The monitor's host cgroup (`linux.cgroupsPath`), `None` when it has none (rootless
+    /// without permission, as runc).
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroup::CgroupRecord>,
 }
 
 impl ContainerRecord {
@@ -438,6 +442,7 @@ mod tests {
             systemd_cgroup: false,
             rootless: "auto".into(),
             sandbox: "host".into(),
+            cgroup: None,
         }
     }
 
