@@ -265,9 +265,19 @@ fn spec_writes_once_and_features_is_four_space_json() {
 #[test]
 fn version_first_line_and_spec_line() {
     let out = Command::new(VESSEL).arg("--version").output().unwrap();
+    assert!(out.status.success());
     let s = text(&out.stdout);
-    assert!(s.starts_with("vessel version "), "{s}");
-    assert!(s.lines().any(|l| l.starts_with("spec: ")));
+    // go-runc's parser needs the first line to be `<name> version <v>`; it reads `spec: `.
+    let mut lines = s.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("vessel version {}", env!("CARGO_PKG_VERSION")).as_str()),
+        "{s}"
+    );
+    let spec = lines
+        .find_map(|l| l.strip_prefix("spec: "))
+        .expect("spec line");
+    assert_eq!(spec.split('.').count(), 3, "a runtime-spec version: {spec}");
 }
 
 #[test]
