@@ -39,7 +39,7 @@ help:
 	@echo "make lab CMD=..  run CMD inside the nested KVM lab"
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
-	@echo "make bench       Vessel's VMM vs QEMU microvm: boot to init, host overhead, setup (ratios)"
+	@echo "make bench       Vessel vs QEMU microvm (boot, overhead, setup) and vs runc (create+start, state); ratios"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# `make bench`: Vessel's VMM against QEMU microvm on the same guest, and `vessel exec` against
-# `runc exec` on the same bundle, printed as tables of ratios. Nothing here asserts a speed; the
+# `make bench`: Vessel's VMM against QEMU microvm on the same guest, and the container lifecycle
+# and `vessel exec` against runc on the same bundle, printed as tables of ratios. Nothing here asserts a speed; the
 # targets column is the one in the VMM issue.
 #
 # Builds the VMM's debug entry point (examples/vmm.rs), the static test init vessel-guest-probe
 # and its initramfs, and the timer tests/bench (vessel-bench); measures VM setup natively, then
-# boots the lab ONCE and measures boot to init and host overhead there (measure.sh), then exec
-# round trip and exec stdout throughput against runc (exec.sh, with build/bin/vessel).
+# boots the lab ONCE and measures boot to init and host overhead there (measure.sh), then
+# create+start and state (lifecycle.sh) and exec round trip and exec stdout throughput (exec.sh)
+# against runc, with build/bin/vessel.
 #
 # Usage: tests/bench/bench.sh        (needs `make artefacts fixtures`: vmlinux, initramfs, vessel)
 # Environment: BENCH_RUNS (runs per side, default 5), BENCH_FS_RUNS (default 3), BENCH_PARTS
@@ -37,8 +38,9 @@ records=$stage/records
 echo "bench: native setup ($(uname -r))" >&2
 tests/bench/measure.sh native "$stage" | grep '^BENCH ' > "$records"
 echo "bench: lab" >&2
-tests/lab/run.sh --timeout "${LAB_TIMEOUT:-1200}" bash -c \
-  'tests/bench/measure.sh lab "$1" && tests/bench/exec.sh "$2"' _ "$stage" "$repo/build/bin/vessel" \
+tests/lab/run.sh --timeout "${LAB_TIMEOUT:-1800}" bash -c \
+  'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/exec.sh "$2"' \
+  _ "$stage" "$repo/build/bin/vessel" \
   | grep '^BENCH ' >> "$records"
 
 # One table per peer: median (min) per metric and side, ratio vessel/peer of the medians.
@@ -76,6 +78,8 @@ table "virtio-fs in a Vessel guest vs the lab host, same tmpfs; 256 MiB sequenti
   "fs_create_ms|create 10,000 files, ms [lab]|1|ratio <= 4" \
   "fs_stat_ms|stat 10,000 files, ms [lab]|1|ratio <= 4" \
   "fs_delete_ms|delete 10,000 files, ms [lab]|1|ratio <= 4"
-table "vessel exec vs runc exec, same BusyBox bundle [lab] (issue 7)" runc \
+table "vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p'), same BusyBox bundle [lab] (issues 6, 7)" runc \
+  "create_start_ms|create+start until the workload runs, ms|1|" \
+  "state_ms|state of a running container, ms|1|ratio <= 1.5" \
   "exec_rtt_ms|exec <id> true, ms|1|" \
   "exec_mibs|exec stdout, 100 MiB, MiB/s|1|"

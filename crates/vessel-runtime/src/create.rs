@@ -11,9 +11,10 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::bundle::{Bundle, BundleError};
+use crate::cgroup::{self, CgroupError, CgroupRecord};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
-use crate::state::{self, ContainerRecord, StateError, StateStore, Status};
+use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
 use crate::{procfs, sizing, time};
 
 /// Errors of [`create`].
@@ -31,6 +32,9 @@ pub enum CreateError {
     /// `process.terminal` is asked for; terminals are not supported yet.
     #[error("process.terminal is not supported yet")]
     AllocateTerminal,
+    /// The host cgroup could not be set up.
+    #[error(transparent)]
+    SetUpCgroup(#[from] CgroupError),
     /// The VM size could not be worked out from the spec.
     #[error(transparent)]
     SizeVm(#[from] sizing::SizingError),
@@ -116,7 +120,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         .flatten()
         .unwrap_or(1) as u32;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
-    let dir = store.create_dir(&opts.id)?;
+    // Held until state.json and the pid-file are written (or everything is removed again), so
+    // that `start`, `delete` ... of this ID wait for the outcome.
+    let (dir, lock) = store.create_dir(&opts.id)?;
+    let mut lock = Some(lock);
     let sandbox: Arc<dyn sandbox::Sandbox> = match sandbox::select(size, &dir) {
         Ok(s) => Arc::from(s),
         Err(e) => {
@@ -124,8 +131,21 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             return Err(CreateError::SelectSandbox(e));
         }
     };
+    let cgroup = match host_cgroup(&bundle, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = store.remove(&opts.id);
+            return Err(e.into());
+        }
+    };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
-    let result = fork_monitor(&opts.id, &bundle, dir, Arc::clone(&sandbox)).and_then(|pid| {
+    let monitor = MonitorConfig {
+        id: opts.id.clone(),
+        bundle: bundle.clone(),
+        dir,
+        cgroup: cgroup.clone(),
+    };
+    let result = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock).and_then(|pid| {
         let finish = || -> Result<Created, CreateError> {
             let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
             let record = ContainerRecord {
@@ -147,6 +167,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 systemd_cgroup: opts.systemd_cgroup,
                 rootless: opts.rootless.clone(),
                 sandbox: sandbox.kind().to_owned(),
+                cgroup: cgroup.clone(),
             };
             store.save(&record)?;
             if let Some(path) = &pid_file {
@@ -165,9 +186,57 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         })
     });
     if result.is_err() {
+        // The monitor is dead and reaped by now: its cgroup is empty.
+        if let Some(c) = &cgroup {
+            let _ = cgroup::remove(c);
+        }
         let _ = store.remove(&opts.id);
     }
+    drop(lock);
     result
+}
+
+/// Creates the monitor's host cgroup from `linux.cgroupsPath` (see [`cgroup`]). Without
+/// permission (rootless), no `cgroupsPath` and no limits, the container goes without one, as
+/// with runc.
+fn host_cgroup(bundle: &Bundle, opts: &CreateOptions) -> Result<Option<CgroupRecord>, CgroupError> {
+    let spec_path = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
+    let inner = cgroup::inner_path(spec_path.as_deref(), &opts.id, opts.systemd_cgroup)?;
+    let limits = cgroup::HostLimits::from_spec(&bundle.spec);
+    let layout = cgroup::Layout::detect()?;
+    let optional = spec_path.is_none() && limits.is_empty();
+    if layout.hierarchies.is_empty() && optional {
+        log::warn!(
+            "no cgroup file system mounted: container {} gets no host cgroup",
+            opts.id
+        );
+        return Ok(None);
+    }
+    let shown = spec_path.unwrap_or_default();
+    match cgroup::create(&layout, &inner, &shown, &limits) {
+        Ok(record) => Ok(Some(record)),
+        Err(CgroupError::CreateCgroup { source, .. })
+            if optional
+                && !nix::unistd::geteuid().is_root()
+                && matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES | libc::EPERM | libc::EROFS)
+                ) =>
+        {
+            log::warn!(
+                "no permission for a cgroup: container {} gets no host cgroup",
+                opts.id
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// runc utils_linux.go `checkTerminal`.
@@ -185,12 +254,12 @@ fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<
     Ok(())
 }
 
-/// Forks the monitor and waits for its report; returns its PID once it says `created`.
+/// Forks the monitor and waits for its report; returns its PID once it says `created`. The
+/// monitor closes its inherited copy of `lock` (the parent keeps holding it).
 fn fork_monitor(
-    id: &str,
-    bundle: &Bundle,
-    dir: PathBuf,
+    config: MonitorConfig,
     sandbox: Arc<dyn sandbox::Sandbox>,
+    lock: &mut Option<ContainerLock>,
 ) -> Result<Pid, CreateError> {
     let (read, write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CreateError::CreatePipe)?;
@@ -199,13 +268,9 @@ fn fork_monitor(
     match unsafe { fork() }.map_err(CreateError::ForkMonitor)? {
         ForkResult::Child => {
             drop(read);
+            drop(lock.take());
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
-            let config = MonitorConfig {
-                id: id.to_owned(),
-                bundle: bundle.clone(),
-                dir,
-            };
             std::process::exit(monitor::run(config, sandbox, write));
         }
         ForkResult::Parent { child } => {

@@ -29,6 +29,9 @@ pub enum DeleteError {
         /// Its status.
         status: Status,
     },
+    /// The container's host cgroup could not be removed.
+    #[error(transparent)]
+    RemoveCgroup(#[from] crate::cgroup::CgroupError),
     /// The monitor survived SIGKILL for 10 s (runc's text).
     #[error("container init still running")]
     KillInit,
@@ -70,6 +73,10 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
                 status,
             })
         }
+    }
+    // The monitor is gone: its cgroup can go (children first), then the state directory.
+    if let Some(cgroup) = &record.cgroup {
+        crate::cgroup::remove(cgroup)?;
     }
     Ok(store.remove(id)?)
 }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod cgroup;
 pub mod control;
 pub mod create;
 pub mod delete;

@@ -120,7 +120,7 @@ mod tests {
     fn broken_entries_are_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
-        store.create_dir("half").unwrap();
+        drop(store.create_dir("half").unwrap());
         let l = list(&store, false).unwrap();
         assert!(l.states.is_empty());
         assert_eq!(l.failures.len(), 1);

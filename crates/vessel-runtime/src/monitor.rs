@@ -27,6 +27,8 @@ pub struct MonitorConfig {
     pub bundle: Bundle,
     /// `<root>/<id>`, where the control socket goes.
     pub dir: PathBuf,
+    /// The host cgroup the monitor moves into before it boots the sandbox.
+    pub cgroup: Option<crate::cgroup::CgroupRecord>,
 }
 
 /// The line the monitor writes on its report pipe once the container is created.
@@ -37,6 +39,13 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
+    // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
+    if let Some(cgroup) = &config.cgroup {
+        if let Err(e) = crate::cgroup::join(cgroup, std::process::id() as i32) {
+            let _ = writeln!(report, "error: {}", chain(&e));
+            return EXIT_FAILED;
+        }
+    }
     let forwarded = crate::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
@@ -53,7 +62,11 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
             return EXIT_FAILED;
         }
     };
-    let _ = writeln!(report, "{REPORT_CREATED}");
+    if writeln!(report, "{REPORT_CREATED}").is_err() {
+        // `create` is gone (killed): nobody will record or delete this container.
+        let _ = sandbox.shutdown();
+        return EXIT_FAILED;
+    }
     drop(report);
 
     // Held while a control request is handled, so that the monitor does not exit (when the

@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::FlockArg;
 use serde::{Deserialize, Serialize};
 
 use crate::{id, procfs};
@@ -155,6 +156,10 @@ pub struct ContainerRecord {
     pub rootless: String,
     /// Which sandbox runs the container (`microvm`, or `host` for the test double).
     pub sandbox: String,
+    /// The monitor's host cgroup (`linux.cgroupsPath`), `None` when it has none (rootless
+    /// without permission, as runc).
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroup::CgroupRecord>,
 }
 
 impl ContainerRecord {
@@ -223,9 +228,30 @@ impl OciState {
 }
 
 /// An exclusive `flock` on a container directory, held until dropped, so that concurrent
-/// commands on one ID see each other's complete updates.
+/// commands on one ID are serialised: `create` holds it from the moment the directory appears
+/// until `state.json` and the pid-file are written; `start`, `pause`, `resume` and `delete` hold
+/// it for their whole operation.
+///
+/// The lock is the open directory fd itself. Dropping it closes the fd, and the kernel releases
+/// the lock once no fd of that open file description is left. It is deliberately not
+/// `nix::fcntl::Flock`, whose drop calls `LOCK_UN`: `create` forks the monitor while holding the
+/// lock, and the monitor must be able to close its inherited copy without unlocking the parent.
 #[derive(Debug)]
-pub struct ContainerLock(#[allow(dead_code)] Flock<File>);
+pub struct ContainerLock(#[allow(dead_code)] OwnedFd);
+
+/// Takes an exclusive `flock` on `file` (blocking).
+fn flock_exclusive(file: File, path: &Path) -> Result<OwnedFd, StateError> {
+    // Flock would unlock on drop (see ContainerLock); the plain call leaves the lock tied to the
+    // open file description.
+    #[allow(deprecated)]
+    nix::fcntl::flock(file.as_raw_fd(), FlockArg::LockExclusive).map_err(|errno| {
+        StateError::LockDir {
+            path: path.to_owned(),
+            source: errno.into(),
+        }
+    })?;
+    Ok(OwnedFd::from(file))
+}
 
 /// The store rooted at `--root`.
 #[derive(Debug, Clone)]
@@ -250,9 +276,16 @@ impl StateStore {
         Ok(self.root.join(id))
     }
 
-    /// Creates `<root>` (0700, if missing) and `<root>/<id>` (0711); fails with runc's
-    /// `container with given ID already exists` when the directory is already there.
-    pub fn create_dir(&self, id: &str) -> Result<PathBuf, StateError> {
+    /// Creates `<root>` (0700, if missing) and `<root>/<id>` (0711) and returns the directory
+    /// already locked; fails with runc's `container with given ID already exists` when the
+    /// directory is already there (of two concurrent creates of one ID, exactly one wins:
+    /// `mkdir` is atomic).
+    ///
+    /// The `mkdir` and the `flock` happen under a short lock on `<root>` itself, which
+    /// [`StateStore::lock`] also takes to open a container directory: no other command can see
+    /// the new directory before `create` holds its lock (and mistake it, without `state.json`,
+    /// for the leftover of an aborted create).
+    pub fn create_dir(&self, id: &str) -> Result<(PathBuf, ContainerLock), StateError> {
         let dir = self.container_dir(id)?;
         DirBuilder::new()
             .recursive(true)
@@ -262,27 +295,65 @@ impl StateStore {
                 path: self.root.clone(),
                 source,
             })?;
+        let _root = self.lock_root()?;
         match DirBuilder::new().mode(0o711).create(&dir) {
-            Ok(()) => Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StateError::CreateExisting),
-            Err(source) => Err(StateError::CreateDir { path: dir, source }),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StateError::CreateExisting)
+            }
+            Err(source) => return Err(StateError::CreateDir { path: dir, source }),
         }
+        let file = File::open(&dir).map_err(|source| StateError::LockDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = ContainerLock(flock_exclusive(file, &dir)?);
+        Ok((dir, lock))
     }
 
-    /// Locks `<root>/<id>` exclusively; `container does not exist` if there is no directory.
+    /// Locks `<root>/<id>` exclusively, waiting for the command that holds it; `container does
+    /// not exist` if there is no directory, or if it was removed while this call waited (a
+    /// concurrent `delete`).
     pub fn lock(&self, id: &str) -> Result<ContainerLock, StateError> {
         let dir = self.container_dir(id)?;
-        let file = match File::open(&dir) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::FindContainer),
-            Err(source) => return Err(StateError::LockDir { path: dir, source }),
+        let file = {
+            let _root = match self.lock_root() {
+                Ok(l) => l,
+                Err(StateError::LockDir { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    return Err(StateError::FindContainer)
+                }
+                Err(e) => return Err(e),
+            };
+            match File::open(&dir) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StateError::FindContainer)
+                }
+                Err(source) => return Err(StateError::LockDir { path: dir, source }),
+            }
         };
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map(ContainerLock)
-            .map_err(|(_, errno)| StateError::LockDir {
-                path: dir,
-                source: errno.into(),
-            })
+        let fd = flock_exclusive(file, &dir)?;
+        // A directory removed while we waited has no links left; a new container of the same
+        // ID would be a different directory.
+        let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|errno| StateError::LockDir {
+            path: dir.clone(),
+            source: errno.into(),
+        })?;
+        if stat.st_nlink == 0 {
+            return Err(StateError::FindContainer);
+        }
+        Ok(ContainerLock(fd))
+    }
+
+    /// A short exclusive lock on `<root>` (see [`StateStore::create_dir`]).
+    fn lock_root(&self) -> Result<OwnedFd, StateError> {
+        let file = File::open(&self.root).map_err(|source| StateError::LockDir {
+            path: self.root.clone(),
+            source,
+        })?;
+        flock_exclusive(file, &self.root)
     }
 
     /// Reads `<root>/<id>/state.json`; `container does not exist` when absent.
@@ -371,6 +442,7 @@ mod tests {
             systemd_cgroup: false,
             rootless: "auto".into(),
             sandbox: "host".into(),
+            cgroup: None,
         }
     }
 
@@ -378,7 +450,8 @@ mod tests {
     fn round_trips_and_refuses_duplicates() {
         let root = tempfile::tempdir().unwrap();
         let store = StateStore::new(root.path().join("r"));
-        let dir = store.create_dir("c1").unwrap();
+        let (dir, lock) = store.create_dir("c1").unwrap();
+        drop(lock);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,

@@ -30,7 +30,9 @@ impl Env {
         self.dir.path().join("root")
     }
 
-    /// A bundle whose process is `sh -c <script>`.
+    /// A bundle whose process is `sh -c <script>`. Its `linux.cgroupsPath` is relative and
+    /// unique to this bundle, so that tests running at the same time (other test processes
+    /// too) never share a host cgroup.
     fn bundle(&self, name: &str, script: &str) -> PathBuf {
         let b = self.dir.path().join(name);
         std::fs::create_dir_all(b.join("rootfs")).unwrap();
@@ -39,10 +41,17 @@ impl Env {
             "root": {"path": "rootfs"},
             "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
                         "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]},
-            "annotations": {"org.example/k": "v"}
+            "annotations": {"org.example/k": "v"},
+            "linux": {"cgroupsPath": self.cgroup_name(name)}
         });
         std::fs::write(b.join("config.json"), config.to_string()).unwrap();
         b
+    }
+
+    /// `vessel-test-<temp dir name>-<name>`: unique to this test and bundle.
+    fn cgroup_name(&self, name: &str) -> String {
+        let tmp = self.dir.path().file_name().unwrap().to_string_lossy();
+        format!("vessel-test-{}-{name}", tmp.trim_start_matches('.'))
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -256,9 +265,19 @@ fn spec_writes_once_and_features_is_four_space_json() {
 #[test]
 fn version_first_line_and_spec_line() {
     let out = Command::new(VESSEL).arg("--version").output().unwrap();
+    assert!(out.status.success());
     let s = text(&out.stdout);
-    assert!(s.starts_with("vessel version "), "{s}");
-    assert!(s.lines().any(|l| l.starts_with("spec: ")));
+    // go-runc's parser needs the first line to be `<name> version <v>`; it reads `spec: `.
+    let mut lines = s.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("vessel version {}", env!("CARGO_PKG_VERSION")).as_str()),
+        "{s}"
+    );
+    let spec = lines
+        .find_map(|l| l.strip_prefix("spec: "))
+        .expect("spec line");
+    assert_eq!(spec.split('.').count(), 3, "a runtime-spec version: {spec}");
 }
 
 #[test]
@@ -392,7 +411,8 @@ fn workload_output_reaches_the_callers_pipe_and_ends_in_eof() {
     assert!(starter.join().unwrap().status.success());
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), "out\n");
-    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(text(&out.stderr), "err\n"); // The stopped container still holds its host cgroup until deleted.
+    assert!(env.run(&["delete", "io"]).status.success());
 }
 
 #[test]
@@ -457,7 +477,13 @@ fn foreground_run_returns_status_and_cleans_up() {
     let out = env.run(&["run", "--bundle", bundle.to_str().unwrap(), "r1"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(!env.root().join("r1").exists());
-    // go-style single-dash long flags, --keep, and global flags later commands do not repeat.
+    // go-style single-dash long flags, --keep, and global flags later commands do not repeat;
+    // with --systemd-cgroup, cgroupsPath is `slice:prefix:name`.
+    let name = env.cgroup_name("sd");
+    set_linux(
+        &bundle,
+        serde_json::json!({ "cgroupsPath": format!("vesseltest.slice:vessel:{name}") }),
+    );
     let out = env.run(&[
         "-systemd-cgroup",
         "--criu",
@@ -475,7 +501,12 @@ fn foreground_run_returns_status_and_cleans_up() {
         serde_json::from_slice(&std::fs::read(env.root().join("r2").join("state.json")).unwrap())
             .unwrap();
     assert_eq!(record["systemd_cgroup"], true);
+    let dirs = cgroup_dirs(&env, "r2");
+    let scope = format!("vesseltest.slice/vessel-{name}.scope");
+    assert!(dirs.iter().all(|d| d.ends_with(&scope)), "{dirs:?}");
     assert!(env.run(&["delete", "r2"]).status.success());
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?} left behind");
+    assert_eq!(cgroups_named("vesseltest.slice"), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -498,4 +529,299 @@ fn detached_run_leaves_a_running_container() {
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
     assert_eq!(pids, vec![env.state("d1")["pid"].as_i64().unwrap() as i32]);
     assert!(env.run(&["delete", "--force", "d1"]).status.success());
+}
+
+/// Whether the process behind a pid is gone (or a zombie nobody reaped yet).
+fn is_gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z ")
+}
+
+/// Runs the given commands as concurrent `vessel` processes (released together) and returns
+/// their outputs in order. stderr goes through a file: a created workload inherits it.
+fn race(env: &Env, commands: &[Vec<String>]) -> Vec<Output> {
+    let barrier = std::sync::Barrier::new(commands.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, args)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let err_path = env.dir.path().join(format!("race-{i}.err"));
+                    let mut c = env.cmd(&args);
+                    c.stdout(Stdio::null());
+                    c.stderr(std::fs::File::create(&err_path).unwrap());
+                    barrier.wait();
+                    let status = c.status().unwrap();
+                    Output {
+                        status,
+                        stdout: Vec::new(),
+                        stderr: std::fs::read(&err_path).unwrap(),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn concurrent_creates_of_one_id_exactly_one_wins() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let b = bundle.to_str().unwrap();
+    for round in 0..5 {
+        let id = format!("dup{round}");
+        let create = args(&["create", "--bundle", b, &id]);
+        let outs = race(&env, &vec![create; 4]);
+        let winners = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(winners, 1, "round {round}: exactly one create wins");
+        for out in outs.iter().filter(|o| !o.status.success()) {
+            assert_fails(out, 1, "container with given ID already exists");
+        }
+        let state = env.state(&id);
+        assert_eq!(state["status"], "created");
+        let pid = state["pid"].as_i64().unwrap() as i32;
+        assert!(env.run(&["delete", &id]).status.success());
+        assert!(is_gone(pid), "round {round}: the winner's monitor is gone");
+    }
+    assert_eq!(std::fs::read_dir(env.root()).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_force_deletes_all_succeed_and_leave_nothing() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    for round in 0..5 {
+        let id = format!("fd{round}");
+        assert!(env.create(&id, &bundle, &[]).status.success());
+        assert!(env.run(&["start", &id]).status.success());
+        let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+        let outs = race(&env, &vec![args(&["delete", "--force", &id]); 4]);
+        for out in &outs {
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        }
+        assert!(!env.root().join(&id).exists());
+        assert!(is_gone(pid), "round {round}: monitor still alive");
+        assert_fails(&env.run(&["state", &id]), 1, "container does not exist");
+    }
+}
+
+#[test]
+fn start_racing_delete_has_one_consistent_winner() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let (mut started, mut deleted) = (0, 0);
+    for round in 0..8 {
+        let id = format!("sd{round}");
+        assert!(env.create(&id, &bundle, &[]).status.success());
+        let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+        let outs = race(&env, &[args(&["start", &id]), args(&["delete", &id])]);
+        let (start, delete) = (&outs[0], &outs[1]);
+        if start.status.success() {
+            // start won: delete (no --force) saw a running container.
+            started += 1;
+            assert_fails(
+                delete,
+                1,
+                &format!("cannot delete container {id} that is not stopped: running"),
+            );
+            assert_eq!(env.state(&id)["status"], "running");
+            assert!(env.run(&["delete", "-f", &id]).status.success());
+        } else {
+            // delete won: start found nothing.
+            deleted += 1;
+            assert_eq!(delete.status.code(), Some(0), "{}", text(&delete.stderr));
+            assert_fails(start, 1, "container does not exist");
+        }
+        assert!(!env.root().join(&id).exists());
+        assert!(is_gone(pid), "round {round}: monitor still alive");
+    }
+    eprintln!("start won {started} times, delete won {deleted} times");
+}
+
+#[test]
+fn create_racing_force_delete_leaves_no_orphan() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let b = bundle.to_str().unwrap();
+    for round in 0..8 {
+        let id = format!("cd{round}");
+        let pid_file = env.dir.path().join(format!("{id}.pid"));
+        let outs = race(
+            &env,
+            &[
+                args(&[
+                    "create",
+                    "--bundle",
+                    b,
+                    "--pid-file",
+                    pid_file.to_str().unwrap(),
+                    &id,
+                ]),
+                args(&["delete", "--force", &id]),
+            ],
+        );
+        assert_eq!(outs[0].status.code(), Some(0), "{}", text(&outs[0].stderr));
+        assert_eq!(outs[1].status.code(), Some(0), "{}", text(&outs[1].stderr));
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        if env.root().join(&id).exists() {
+            // delete came first and found nothing: the container is intact.
+            assert_eq!(env.state(&id)["status"], "created");
+            assert!(!is_gone(pid));
+            assert!(env.run(&["delete", &id]).status.success());
+        }
+        // Either way no monitor outlives its state directory.
+        assert!(is_gone(pid), "round {round}: orphaned monitor {pid}");
+    }
+}
+
+/// The container's host cgroup directories as recorded in its state.json.
+fn cgroup_dirs(env: &Env, id: &str) -> Vec<PathBuf> {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root().join(id).join("state.json")).unwrap())
+            .unwrap();
+    record["cgroup"]["paths"]
+        .as_array()
+        .expect("a host cgroup is recorded")
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect()
+}
+
+/// Directories named `name` in the cgroup file systems (mount points and 3 levels below).
+fn cgroups_named(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name() == name {
+                    out.push(e.path());
+                }
+                if depth > 0 {
+                    walk(&e.path(), name, depth - 1, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), name, 4, &mut out);
+    out
+}
+
+fn set_linux(bundle: &Path, linux: serde_json::Value) {
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["linux"] = linux;
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+/// The monitor (pid-file process) is in `linux.cgroupsPath` in every hierarchy (cgroup v2, or
+/// each v1 hierarchy plus the unified one on this hybrid host), gets the CPU limits but not the
+/// memory limit, and the cgroup is gone after delete.
+#[test]
+fn monitor_lives_in_the_cgroups_path_until_delete() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let name = env.cgroup_name("placed");
+    set_linux(
+        &bundle,
+        serde_json::json!({
+            "cgroupsPath": format!("{name}/ctr"),
+            "resources": {"cpu": {"quota": 50000, "period": 100000},
+                          "memory": {"limit": 268435456}}
+        }),
+    );
+    let out = env.create("cg", &bundle, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = env.state("cg")["pid"].as_i64().unwrap() as i32;
+    let dirs = cgroup_dirs(&env, "cg");
+    assert!(!dirs.is_empty());
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in own.lines() {
+        assert!(
+            line.ends_with(&format!("/{name}/ctr")),
+            "the monitor is not in the cgroupsPath: {line}"
+        );
+    }
+    for dir in &dirs {
+        assert!(dir.ends_with(format!("{name}/ctr")), "{dir:?}");
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{dir:?}: {procs}"
+        );
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        if let Some(max) = read("cpu.max") {
+            assert_eq!(max.trim(), "50000 100000");
+        }
+        if let Some(quota) = read("cpu.cfs_quota_us") {
+            assert_eq!(quota.trim(), "50000");
+        }
+        // The guest is sized from the memory limit; the VMM itself must not be capped by it.
+        if let Some(max) = read("memory.max") {
+            assert_eq!(max.trim(), "max");
+        }
+        if let Some(limit) = read("memory.limit_in_bytes") {
+            assert_ne!(limit.trim(), "268435456");
+        }
+    }
+    assert!(env.run(&["start", "cg"]).status.success());
+    assert!(env.run(&["delete", "--force", "cg"]).status.success());
+    for dir in &dirs {
+        assert!(!dir.exists(), "{dir:?} left behind");
+    }
+    assert_eq!(
+        cgroups_named(&name),
+        Vec::<PathBuf>::new(),
+        "parents left behind"
+    );
+}
+
+#[test]
+fn bad_cgroups_path_fails_create_and_leaves_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    let name = env.cgroup_name("bad");
+    let cases: [(&[&str], String, &str); 3] = [
+        (
+            &["--systemd-cgroup"],
+            "/kubepods/pod1/c1".into(),
+            "expected cgroupsPath to be of format \"slice:prefix:name\" for systemd cgroups, got \"/kubepods/pod1/c1\" instead",
+        ),
+        (&["--systemd-cgroup"], "a--b.slice:p:n".into(), "invalid slice name: a--b.slice"),
+        // A cgroup file in the way of a directory: fails after the first level was made.
+        (&[], format!("{name}/cgroup.procs/c"), "create cgroup /sys/fs/cgroup/"),
+    ];
+    for (global, path, needle) in cases {
+        set_linux(&bundle, serde_json::json!({ "cgroupsPath": path }));
+        let mut c = env.cmd(global);
+        c.args(["create", "--bundle", bundle.to_str().unwrap(), "bad"]);
+        let out = c.stdout(Stdio::null()).output().unwrap();
+        assert_fails(&out, 1, needle);
+        assert_fails(&out, 1, "linux.cgroupsPath");
+        assert!(!env.root().join("bad").exists(), "{path}: state dir left");
+        assert_eq!(
+            cgroups_named(&name),
+            Vec::<PathBuf>::new(),
+            "{path}: cgroup left"
+        );
+    }
 }

@@ -38,6 +38,17 @@ pub const GUEST_CID: u32 = 3;
 /// How long the agent may take from VM start to answering on its control port. Generous because
 /// the nested lab runs guests under emulation.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Environment variable that overrides [`AGENT_READY_TIMEOUT`], in whole seconds, for hosts where
+/// many guests boot at once under emulation (the lab's 20-container test).
+pub const AGENT_READY_TIMEOUT_ENV: &str = "VESSEL_AGENT_READY_TIMEOUT";
+
+/// [`AGENT_READY_TIMEOUT`], or the whole seconds in [`AGENT_READY_TIMEOUT_ENV`] when set.
+fn agent_ready_timeout() -> Duration {
+    std::env::var(AGENT_READY_TIMEOUT_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(AGENT_READY_TIMEOUT, Duration::from_secs)
+}
 /// How long `shutdown` waits for the guest to power off before killing the VM.
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the state directory that receives the guest's serial console.
@@ -156,7 +167,8 @@ impl MicroVmSandbox {
     fn boot_vm(&self, config: VmConfig) -> Result<(), SandboxError> {
         let mut vm = Vm::start(config).map_err(SandboxError::StartVm)?;
         let vsock = vm.vsock();
-        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+        let ready_timeout = agent_ready_timeout();
+        let deadline = Instant::now() + ready_timeout;
         loop {
             // The agent listens once it has mounted its file systems; until then the guest
             // refuses the port. A VM that ends meanwhile is reported with its reason.
@@ -168,7 +180,7 @@ impl MicroVmSandbox {
                 Err(e) if Instant::now() >= deadline => {
                     vm.stop();
                     return Err(SandboxError::WaitAgent {
-                        waited: AGENT_READY_TIMEOUT,
+                        waited: ready_timeout,
                         console: self.state_dir.join(CONSOLE_LOG),
                         source: e,
                     });
