@@ -92,6 +92,39 @@ pub fn host_cpus() -> u32 {
         .unwrap_or(1) as u32
 }
 
+/// The spec the guest agent applies, with `linux.resources.cpu.cpus` and `.mems` renumbered for the
+/// guest: the host CPUs a cpuset names are enforced on the host (the monitor's cgroup, whose
+/// threads are the vCPUs), while the guest only has CPUs `0..vcpus` and memory node 0, so writing
+/// the host's numbers into the guest's `cpuset.cpus` would fail (`EINVAL`). A cpuset becomes
+/// `0-<vcpus-1>` (`0` for one vCPU), mems become `0`; everything else is kept.
+pub fn guest_cpuset(spec: &Spec, vcpus: u32) -> Spec {
+    let mut out = spec.clone();
+    let Some(mut linux) = out.linux().clone() else {
+        return out;
+    };
+    let Some(mut resources) = linux.resources().clone() else {
+        return out;
+    };
+    let Some(mut cpu) = resources.cpu().clone() else {
+        return out;
+    };
+    if cpu.cpus().is_some() {
+        let last = vcpus.max(1) - 1;
+        cpu.set_cpus(Some(if last == 0 {
+            "0".into()
+        } else {
+            format!("0-{last}")
+        }));
+    }
+    if cpu.mems().is_some() {
+        cpu.set_mems(Some("0".into()));
+    }
+    resources.set_cpu(Some(cpu));
+    linux.set_resources(Some(resources));
+    out.set_linux(Some(linux));
+    out
+}
+
 /// The VM size for `spec`; see the module documentation for the rule.
 pub fn size_vm(spec: &Spec, max_vcpus: u32) -> Result<VmSize, SizingError> {
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
@@ -166,6 +199,59 @@ mod tests {
             1,
             "capped at the host's CPUs"
         );
+    }
+
+    #[test]
+    fn guest_cpuset_renumbers_host_cpus_and_mems_for_the_guest() {
+        let s: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"cpus":"2-3","mems":"1","shares":512}}}}"#,
+        )
+        .unwrap();
+        let size = size_vm(&s, 8).unwrap();
+        assert_eq!(size.vcpus, 2);
+        let g = guest_cpuset(&s, size.vcpus);
+        let cpu = g
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .cpu()
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (cpu.cpus().as_deref(), cpu.mems().as_deref(), cpu.shares()),
+            (Some("0-1"), Some("0"), Some(512))
+        );
+        let one = guest_cpuset(&s, 1);
+        let cpu = one
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .cpu()
+            .clone()
+            .unwrap();
+        assert_eq!(cpu.cpus().as_deref(), Some("0"));
+        // No cpuset: nothing added.
+        let plain: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"shares":2}}}}"#,
+        )
+        .unwrap();
+        let cpu = guest_cpuset(&plain, 2)
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .cpu()
+            .clone()
+            .unwrap();
+        assert_eq!((cpu.cpus().as_deref(), cpu.mems().as_deref()), (None, None));
     }
 
     #[test]

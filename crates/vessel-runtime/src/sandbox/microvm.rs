@@ -222,7 +222,7 @@ impl Sandbox for MicroVmSandbox {
         let config = self.vm_config(layout.dir.clone())?;
         self.boot_vm(config)?;
         let guest_bundle = Bundle {
-            spec: layout.guest_spec(&bundle.spec),
+            spec: crate::sizing::guest_cpuset(&layout.guest_spec(&bundle.spec), self.size.vcpus),
             ..bundle.clone()
         };
         self.agent.create_container(id, &guest_bundle, stdio)
