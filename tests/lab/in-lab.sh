@@ -4,7 +4,8 @@
 # non-zero when anything failed.
 #
 # For a quicker loop while working on one area (make test always runs everything):
-#   LAB_TESTS=lab_exec   run only the tests whose names contain this (default: lab_)
+#   LAB_TESTS=lab_exec   run only the lab_ tests of the test binaries whose names contain this,
+#                        or else the lab_ tests whose names contain it (default: lab_, all)
 #   LAB_COMPAT=0         skip the containerd and podman scenarios
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,9 +40,12 @@ while IFS=$'\t' read -r exe dir; do
   [ -x "$exe" ] || continue
   name=$(basename "$exe")
   # Only binaries that define lab_ tests are worth starting under TCG.
-  "$exe" --list 2>/dev/null | grep '^lab_\|::lab_' | grep -qF -- "$filter" || continue
-  echo "=== $name ($filter)"
-  if ! (cd "$dir" && "$exe" "$filter" --test-threads=1); then failed+=("$name"); fi
+  # LAB_TESTS names a test binary (all its lab_ tests run) or part of test names.
+  f=$filter
+  case $name in *"$filter"*) f=lab_ ;; esac
+  "$exe" --list 2>/dev/null | grep '^lab_\|::lab_' | grep -qF -- "$f" || continue
+  echo "=== $name ($f)"
+  if ! (cd "$dir" && "$exe" "$f" --test-threads=1); then failed+=("$name"); fi
 done < "$list"
 
 if [ ${#failed[@]} -gt 0 ]; then
