@@ -83,10 +83,11 @@ probe-initramfs:
 	@tests/lab/mkinitramfs.sh $(BUILD)/share/vessel-test/probe-initramfs.cpio /init=$(PROBE_BIN)
 
 # Real root file systems for bundles (cached under $(VESSEL_CACHE)/rootfs): BusyBox, and Debian
-# bookworm minbase (debootstrap from the apt mirror; the lab has no network, so it is built here).
+# bookworm minbase (debootstrap from the apt mirror; the lab has no network, so it is built here),
+# and their image archives for containerd and podman ($(VESSEL_CACHE)/images, tests/compat/archives.sh).
 fixtures:
-	@tests/fixtures/mkrootfs.sh busybox >/dev/null
-	@tests/fixtures/mkrootfs.sh debian >/dev/null
+	@tests/compat/archives.sh busybox >/dev/null
+	@tests/compat/archives.sh debian >/dev/null
 
 export CMD
 lab: lab-kernel

@@ -91,9 +91,7 @@ ctr -a "$sock" plugins ls | awk '$2 == "cri" {print $NF}' | grep -qx ok ||
   fail "cri plugin not loaded: $(ctr -a "$sock" plugins ls | awk '$2 == "cri"')"
 ok "config.toml runtime entry 'vessel' (BinaryName = $vessel) accepted, cri plugin ok"
 
-rootfs=$("$repo/tests/fixtures/mkrootfs.sh" busybox)
-"$repo/tests/compat/mkociarchive.sh" "$rootfs" "$image" "$work/busybox-oci.tar" sh
-ctr -a "$sock" image import "$work/busybox-oci.tar" >/dev/null || fail "ctr image import"
+ctr -a "$sock" image import "$("$repo/tests/compat/archives.sh" busybox)/oci.tar" >/dev/null || fail "ctr image import"
 ctr -a "$sock" image ls -q | grep -qx "$image" || fail "image $image not listed after import"
 ok "imported $image from an OCI archive"
 
@@ -151,9 +149,8 @@ sed 's/^/  detached log: /' "$work/detached.log"
 
 # A real distribution: the Debian bookworm fixture (debootstrap, built on the host by make
 # fixtures) as an image; its os-release and the guest kernel from inside the microVM.
-debian=$("$repo/tests/fixtures/mkrootfs.sh" debian)
-"$repo/tests/compat/mkociarchive.sh" "$debian" docker.io/library/vessel-debian:bookworm "$work/debian-oci.tar" bash
-ctr -a "$sock" image import "$work/debian-oci.tar" >/dev/null || fail "ctr image import (debian)"
+ctr -a "$sock" image import "$("$repo/tests/compat/archives.sh" debian)/oci.tar" >/dev/null ||
+  fail "ctr image import (debian)"
 set +e
 out=$(timeout -k 10 300 ctr -a "$sock" run --rm --runc-binary "$vessel" docker.io/library/vessel-debian:bookworm \
   ctr-debian sh -c '. /etc/os-release; echo "$PRETTY_NAME"; uname -r' 2>"$work/debian.err")

@@ -45,9 +45,7 @@ diagnose() {
 fail() { echo "podman: FAIL: $*" >&2; diagnose >&2; exit 1; }
 ok() { echo "podman: ok: $* (${SECONDS}s)"; }
 
-rootfs=$("$repo/tests/fixtures/mkrootfs.sh" busybox)
-tar --numeric-owner --exclude=./.done -C "$rootfs" -cf "$work/busybox-rootfs.tar" .
-pm import "$work/busybox-rootfs.tar" "$image" >/dev/null 2>"$work/import.err" || fail "podman import: $(cat "$work/import.err")"
+pm import "$("$repo/tests/compat/archives.sh" busybox)/rootfs.tar" "$image" >/dev/null 2>"$work/import.err" || fail "podman import: $(cat "$work/import.err")"
 pm image exists "$image" || fail "image $image missing after import"
 ok "podman $(podman --version | awk '{print $3}'): imported $image from a rootfs tarball"
 
@@ -89,11 +87,8 @@ pm rm pm-detached >/dev/null || fail "podman rm"
 ok "podman rm"
 
 # A real distribution: the Debian bookworm fixture (built on the host by make fixtures).
-debian=$("$repo/tests/fixtures/mkrootfs.sh" debian)
-tar --numeric-owner --exclude=./.done -C "$debian" -cf "$work/debian-rootfs.tar" .
-pm import "$work/debian-rootfs.tar" localhost/vessel-debian:bookworm >/dev/null 2>"$work/import.err" ||
-  fail "podman import (debian): $(cat "$work/import.err")"
-rm -f "$work/debian-rootfs.tar"
+pm import "$("$repo/tests/compat/archives.sh" debian)/rootfs.tar" localhost/vessel-debian:bookworm \
+  >/dev/null 2>"$work/import.err" || fail "podman import (debian): $(cat "$work/import.err")"
 set +e
 out=$(timeout -k 10 300 "${podman[@]}" run --rm --net none localhost/vessel-debian:bookworm \
   sh -c '. /etc/os-release; echo "$PRETTY_NAME"; uname -r' 2>"$work/debian.err")
