@@ -201,6 +201,11 @@ impl Muxer {
         !self.rx.is_empty()
     }
 
+    /// Packets waiting for guest RX buffers (bounded: see [`RX_HARD_LIMIT`]).
+    pub fn rx_backlog(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Takes the next packet for the guest.
     pub fn pop_rx(&mut self) -> Option<Packet> {
         self.rx.pop_front()
