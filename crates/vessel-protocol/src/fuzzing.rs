@@ -186,7 +186,11 @@ pub fn check_frames(data: &[u8]) {
         interrupted: false,
     };
     let pieces = read_all(&mut chunked);
-    assert_eq!(whole.len(), pieces.len(), "chunking changed the number of reads");
+    assert_eq!(
+        whole.len(),
+        pieces.len(),
+        "chunking changed the number of reads"
+    );
     let mut consumed = 0usize;
     for ((a, peak_a), (b, peak_b)) in whole.iter().zip(&pieces) {
         assert_eq!(a, b, "chunking changed what was decoded");
@@ -203,7 +207,10 @@ pub fn check_frames(data: &[u8]) {
             assert!(body.len() <= MAX_FRAME_LEN as usize);
             let len = u32::try_from(body.len()).expect("bounded above");
             let end = consumed + HEADER_LEN + body.len();
-            assert_eq!(&stream[consumed..consumed + HEADER_LEN], &encode_header(len));
+            assert_eq!(
+                &stream[consumed..consumed + HEADER_LEN],
+                &encode_header(len)
+            );
             assert_eq!(&stream[consumed + HEADER_LEN..end], &body[..]);
             consumed = end;
             check_message::<RequestEnvelope>(body);
@@ -213,7 +220,11 @@ pub fn check_frames(data: &[u8]) {
         }
     }
     if let Some((Outcome::End, _)) = whole.last() {
-        assert_eq!(consumed, stream.len(), "clean end of stream with bytes left");
+        assert_eq!(
+            consumed,
+            stream.len(),
+            "clean end of stream with bytes left"
+        );
     }
 }
 

@@ -77,7 +77,11 @@ impl Input<'_> {
 /// An RX chain the check has published and the device has not returned yet.
 enum RxBuf {
     /// One buffer at `addr` of `size` bytes, device-writable or not.
-    Plain { addr: u64, size: u32, writable: bool },
+    Plain {
+        addr: u64,
+        size: u32,
+        writable: bool,
+    },
     /// Hostile descriptors: only the id and the length bound are checked.
     Raw,
 }
@@ -165,13 +169,7 @@ impl Run {
         } else {
             LISTEN_PORT + 1
         };
-        let mut hdr = Driver::hdr(
-            2000 + u32::from(bits & 3),
-            dst_port,
-            op,
-            buf_alloc,
-            fwd_cnt,
-        );
+        let mut hdr = Driver::hdr(2000 + u32::from(bits & 3), dst_port, op, buf_alloc, fwd_cnt);
         hdr.flags = flags;
         if bits & 8 != 0 {
             hdr.src_cid = input.u64();
@@ -223,7 +221,9 @@ impl Run {
                 return;
             }
             let addr = self.d.alloc(&vec![0u8; usize::from(size)]);
-            let head = self.d.add_chain(RX_QUEUE, &[(addr, u32::from(size), writable)]);
+            let head = self
+                .d
+                .add_chain(RX_QUEUE, &[(addr, u32::from(size), writable)]);
             let buf = RxBuf::Plain {
                 addr,
                 size: u32::from(size),
@@ -262,18 +262,15 @@ impl Run {
     /// Every TX chain published so far came back, in order, with length 0.
     fn check_tx(&mut self) {
         let used = self.d.used(TX_QUEUE);
-        let want: Vec<(u32, u32)> = self
-            .tx_heads
-            .drain(..)
-            .map(|h| (u32::from(h), 0))
-            .collect();
+        let want: Vec<(u32, u32)> = self.tx_heads.drain(..).map(|h| (u32::from(h), 0)).collect();
         assert_eq!(used, want, "tx chains returned");
     }
 
     fn check(&mut self) {
         self.check_tx();
         while let Ok(s) = self.listener.accept_timeout(Duration::ZERO) {
-            s.set_nonblocking(true).expect("set accepted stream non-blocking");
+            s.set_nonblocking(true)
+                .expect("set accepted stream non-blocking");
             self.streams.push(s);
         }
         for (id, len) in self.d.used(RX_QUEUE) {
@@ -295,7 +292,10 @@ impl Run {
                 assert_eq!(len, 0, "unusable rx buffer of {size} bytes written");
                 continue;
             }
-            assert!(len as usize >= HDR_SIZE && len <= size, "used len {len} of {size}");
+            assert!(
+                len as usize >= HDR_SIZE && len <= size,
+                "used len {len} of {size}"
+            );
             let mut hb = [0u8; HDR_SIZE];
             self.d
                 .mem
@@ -313,7 +313,10 @@ impl Run {
         }
         let backlog = self.d.dev.muxer().rx_backlog();
         let bound = RX_HARD_LIMIT + RX_BACKLOG + self.records;
-        assert!(backlog <= bound, "{backlog} packets queued for the guest, bound {bound}");
+        assert!(
+            backlog <= bound,
+            "{backlog} packets queued for the guest, bound {bound}"
+        );
     }
 }
 
