@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn mutated_corpus_keeps_invariants() {
         let corpus = corpus();
-        let mut rng = XorShift(0x0dd_c0ffee_5eed);
+        let mut rng = XorShift(0x0000_ddc0_ffee_5eed);
         for i in 0..2000 {
             let input = rng.mutate(&corpus[i % corpus.len()]);
             check_vsock(&input);

@@ -40,6 +40,12 @@ fn base(q: usize) -> u64 {
     0x1_0000 * (q as u64 + 1)
 }
 
+impl Default for Driver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Driver {
     /// Memory, a device for CID 3, and all three queues set up and activated.
     pub fn new() -> Self {
