@@ -7,6 +7,8 @@
 #   PROFILE        cargo profile for the vessel binary and agent (default release)
 #   LAB_TIMEOUT    seconds before a lab run is killed (default 900, see tests/lab/run.sh)
 #   BENCH_RUNS     runs per side in `make bench` (default 5, see tests/bench/bench.sh)
+#   FUZZ_SECONDS   seconds `make fuzz` runs each target (default 60)
+#   FUZZ_TARGETS   fuzz targets `make fuzz` runs (default: all, see fuzz/Cargo.toml)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -27,7 +29,7 @@ DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl
                 containerd podman conmon runc
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
-        lint demo bench clean probe-initramfs fixtures
+        lint demo bench fuzz clean probe-initramfs fixtures
 
 all: artefacts
 
@@ -40,6 +42,7 @@ help:
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
 	@echo "make bench       Vessel vs QEMU microvm (boot, overhead, setup) and vs runc (create+start, state); ratios"
+	@echo "make fuzz        libFuzzer on the frame decoder and vsock packets, FUZZ_SECONDS each (stable Rust)"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -109,6 +112,28 @@ test-unit:
 
 test-lab: artefacts lab-kernel probe-initramfs fixtures
 	tests/lab/e2e.sh
+
+# Fuzzing on the stable toolchain (docs/testing.md, "Fuzzing"): libfuzzer-sys links libFuzzer,
+# and these flags give it SanitizerCoverage (8-bit counters, PC table, comparison tracing)
+# without nightly's -Zsanitizer. --target keeps them off build scripts and proc macros. Each
+# target runs over its checked-in seeds (fuzz/corpus/<target>, read only) plus a working corpus
+# under fuzz/target/corpus/<target>; a crash lands in fuzz/artifacts/<target>/ and fails the run.
+FUZZ_SECONDS  ?= 60
+FUZZ_TARGETS  ?= frame_decoder vsock_packet
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+                  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+                  -Cllvm-args=-sanitizer-coverage-pc-table \
+                  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+fuzz:
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) \
+	  $(addprefix --bin ,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$t fuzz/artifacts/$$t || exit 1; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  fuzz/target/$(TARGET)/release/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=2048 -malloc_limit_mb=64 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/artifacts/$$t/ fuzz/target/corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

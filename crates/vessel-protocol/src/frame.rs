@@ -147,7 +147,9 @@ pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> Result<(), FrameError> {
 /// Reads one frame and returns its body; `Ok(None)` if the stream ended cleanly before the
 /// first byte of a header.
 ///
-/// Memory use is bounded by [`MAX_FRAME_LEN`]: the length is checked before the body is read.
+/// Memory use is bounded by [`MAX_FRAME_LEN`] (the length is checked before the body is read)
+/// and by what the peer actually sent: the body buffer grows as bytes arrive, so a hostile
+/// length prefix alone costs at most 64 KiB.
 ///
 /// # Errors
 /// Any [`FrameError`] of the reading kind; an end of stream inside a header or body is an error.
@@ -169,10 +171,39 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
         }
     }
     let len = decode_header(&h)?;
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body)
-        .map_err(|source| FrameError::ReadBody { len, source })?;
+    let body = read_body(r, len as usize).map_err(|source| FrameError::ReadBody { len, source })?;
     Ok(Some(body))
+}
+
+/// First allocation for a frame body, in bytes: bodies up to this size are read in one piece.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Reads exactly `len` body bytes. The buffer grows with the bytes that actually arrive
+/// (doubling, capped at `len`), so a peer that announces a large body and sends little costs at
+/// most [`BODY_CHUNK`] plus twice what it sent, not the announced length.
+fn read_body<R: Read>(r: &mut R, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(len.min(BODY_CHUNK));
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let grown = (body.len() * 2).clamp(BODY_CHUNK, len);
+            body.reserve_exact(grown - body.len());
+        }
+        let filled = body.len();
+        let end = body.capacity().min(len);
+        body.resize(end, 0);
+        match r.read(&mut body[filled..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended after {filled} of {len} body bytes"),
+                ))
+            }
+            Ok(n) => body.truncate(filled + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => body.truncate(filled),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(body)
 }
 
 /// Serialises `msg` as JSON and writes it as one frame.

@@ -14,6 +14,8 @@
 
 pub mod client;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod message;
 pub mod stats;
 pub mod status;
@@ -43,5 +45,6 @@ pub const STDIO_PORT: u32 = 1025;
 pub const HOST_CID: u32 = 2;
 
 /// Largest frame body accepted by either side, in bytes (16 MiB). Larger frames are refused
-/// before any of their body is read, so a hostile peer cannot make the reader allocate more.
+/// before any of their body is read, and a body's buffer grows only as its bytes arrive, so a
+/// hostile peer cannot make the reader allocate more than this, nor much more than it sent.
 pub const MAX_FRAME_LEN: u32 = 16 << 20;

@@ -4,11 +4,13 @@
 //! API the runtime uses).
 
 pub mod device;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod host;
 pub mod muxer;
 pub mod packet;
-#[cfg(test)]
-mod test_utils;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod test_utils;
 #[cfg(test)]
 mod tests;
 

@@ -201,6 +201,11 @@ impl Muxer {
         !self.rx.is_empty()
     }
 
+    /// Packets waiting for guest RX buffers (bounded: see [`RX_HARD_LIMIT`]).
+    pub fn rx_backlog(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Takes the next packet for the guest.
     pub fn pop_rx(&mut self) -> Option<Packet> {
         self.rx.pop_front()
@@ -547,8 +552,10 @@ impl Muxer {
             }
             (op::CREDIT_UPDATE, State::Established) => Verdict::Keep,
             (op::CREDIT_REQUEST, State::Established) => {
+                // Through `queue`: a guest that asks again and again while it offers no RX
+                // buffers must not grow the backlog without bound.
                 let p = Self::packet(self.guest_cid, c, op::CREDIT_UPDATE, 0, Vec::new());
-                self.rx.push_back(p);
+                self.queue(p, true);
                 Verdict::Keep
             }
             (op::SHUTDOWN, State::Established) => {
@@ -637,8 +644,12 @@ impl Muxer {
         }
         if c.state == State::Established && c.fwd_cnt.wrapping_sub(c.last_fwd_sent) >= BUF_ALLOC / 4
         {
+            // Bounded like `queue`'s control packets: a guest that sends data and takes no RX
+            // buffers must not grow the backlog; a later update carries the newer count.
             let p = Self::packet(self.guest_cid, c, op::CREDIT_UPDATE, 0, Vec::new());
-            self.rx.push_back(p);
+            if self.rx.len() < RX_HARD_LIMIT {
+                self.rx.push_back(p);
+            }
         }
         if c.to_host.is_empty() && c.guest_no_send && !c.wrote_shutdown && !c.host_gone {
             let _ = c.stream.shutdown(std::net::Shutdown::Write);

@@ -1,6 +1,7 @@
 //! Test support: a minimal virtio driver writing real split-ring descriptor chains into a
 //! `GuestMemoryMmap` (virtio 1.2, 2.7), so the device is tested through its queues exactly as a
-//! guest drives it, malformed chains included.
+//! guest drives it, malformed chains included. Compiled for tests and for the `fuzzing` feature
+//! (the `vsock_packet` fuzz target drives the device through it).
 
 use std::collections::HashMap;
 
@@ -39,6 +40,12 @@ fn base(q: usize) -> u64 {
     0x1_0000 * (q as u64 + 1)
 }
 
+impl Default for Driver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Driver {
     /// Memory, a device for CID 3, and all three queues set up and activated.
     pub fn new() -> Self {
@@ -68,6 +75,11 @@ impl Driver {
         queue.set_used_ring_address(Some((b + 0x2000) as u32), Some(0));
         queue.set_ready(true);
         queue
+    }
+
+    /// Guest memory bytes [`Self::alloc`] can still hand out.
+    pub fn free_bytes(&self) -> u64 {
+        MEM_SIZE as u64 - self.data_next
     }
 
     /// Copies `bytes` into a fresh guest buffer; returns its address.
