@@ -131,7 +131,16 @@ impl Vsock {
 
     /// Moves queued packets into the guest's RX buffers while both exist.
     pub fn process_rx(&mut self) {
-        let Some(a) = &mut self.active else { return };
+        // Draining may queue more (credit updates, data): go again while buffers last. A loop,
+        // not recursion: a guest that keeps adding buffers must not deepen the stack.
+        while self.process_rx_once() && self.muxer.has_rx() && self.rx_has_buffers() {}
+    }
+
+    /// One pass over the RX queue; whether any chain was used.
+    fn process_rx_once(&mut self) -> bool {
+        let Some(a) = &mut self.active else {
+            return false;
+        };
         let Active { mem, irq, queues } = a;
         let q = &mut queues[RX_QUEUE];
         let mut used = false;
@@ -163,11 +172,8 @@ impl Vsock {
         if used {
             irq.signal(INT_USED_RING);
             self.muxer.rx_drained();
-            // Draining may have queued more (credit updates, data): go again while buffers last.
-            if self.muxer.has_rx() && self.rx_has_buffers() {
-                self.process_rx();
-            }
         }
+        used
     }
 
     fn rx_has_buffers(&mut self) -> bool {

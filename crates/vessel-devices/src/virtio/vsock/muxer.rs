@@ -36,6 +36,9 @@ pub const RX_BACKLOG: usize = 64;
 pub const RX_HARD_LIMIT: usize = 4096;
 /// Largest payload read from a host stream at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// Guest-initiated connections open at once; beyond it a guest's REQUEST gets RST, so a guest
+/// cannot exhaust the VMM's file descriptors (each connection holds a socket pair).
+pub const MAX_GUEST_CONNECTIONS: usize = 256;
 /// Longest `CONNECT <port>\n` line accepted on the Unix socket.
 const MAX_CONNECT_LINE: usize = 32;
 
@@ -452,6 +455,19 @@ impl Muxer {
     }
 
     fn accept_guest(&mut self, h: &VsockHeader) {
+        let guest_initiated = self
+            .conns
+            .keys()
+            .filter(|(local, _)| *local < FIRST_LOCAL_PORT)
+            .count();
+        if guest_initiated >= MAX_GUEST_CONNECTIONS {
+            log::warn!(
+                "vsock: refusing a guest connection to port {}: {MAX_GUEST_CONNECTIONS} open",
+                h.dst_port
+            );
+            self.rst_reply(h);
+            return;
+        }
         let sender = self
             .shared
             .listeners

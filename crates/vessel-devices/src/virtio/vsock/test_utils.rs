@@ -222,9 +222,10 @@ impl Driver {
 
 impl Driver {
     /// [`Driver::pump_host`] until something reaches the guest (host threads may lag), for at
-    /// most half a second.
+    /// most five seconds (it returns as soon as something arrives; a loaded machine can delay the
+    /// host threads for a good part of a second).
     pub fn pump_host_until_some(&mut self) -> Vec<Packet> {
-        for _ in 0..100 {
+        for _ in 0..1000 {
             let got = self.pump_host();
             if !got.is_empty() {
                 return got;

@@ -6,7 +6,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use super::device::{RX_QUEUE, TX_QUEUE};
-use super::muxer::{BUF_ALLOC, FIRST_LOCAL_PORT, HOST_CID};
+use super::muxer::{BUF_ALLOC, FIRST_LOCAL_PORT, HOST_CID, MAX_GUEST_CONNECTIONS};
 use super::packet::{op, HDR_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use super::test_utils::*;
 
@@ -56,6 +56,34 @@ fn request_to_a_port_without_listener_gets_rst_and_unknown_connections_too() {
     assert_eq!((got[0].hdr.src_port, got[0].hdr.dst_port), (9999, 1234));
     assert_eq!((got[1].hdr.src_port, got[1].hdr.dst_port), (9998, 1234));
     assert_eq!(d.dev.muxer().connection_count(), 0);
+}
+
+#[test]
+fn guest_connections_beyond_the_limit_get_rst() {
+    let mut d = Driver::new();
+    let l = d.dev.handle().listen(5001).unwrap();
+    let n = MAX_GUEST_CONNECTIONS as u32;
+    let mut accepted = Vec::new();
+    for port in 2000..2000 + n + 1 {
+        d.send_op(port, 5001, op::REQUEST, 4096, 0);
+        d.give_rx(1, 4096);
+        let got = d.recv();
+        let want = if port < 2000 + n {
+            op::RESPONSE
+        } else {
+            op::RST
+        };
+        assert_eq!(ops(&got), vec![want], "guest port {port}");
+        if want == op::RESPONSE {
+            accepted.push(l.accept_timeout(Duration::from_secs(1)).unwrap());
+        }
+    }
+    assert_eq!(d.dev.muxer().connection_count(), MAX_GUEST_CONNECTIONS);
+    // Closing one makes room again.
+    d.send_op(2000, 5001, op::RST, 4096, 0);
+    d.send_op(3000, 5001, op::REQUEST, 4096, 0);
+    d.give_rx(1, 4096);
+    assert_eq!(ops(&d.recv()), vec![op::RESPONSE]);
 }
 
 #[test]
