@@ -7,10 +7,12 @@
 #    also carries the CRI runtime entry documented in docs/kubernetes.md;
 # 2. `ctr image import` of an OCI archive made from the BusyBox fixture (no registry);
 # 3. `ctr run --rm --runc-binary vessel`: output and exit code arrive;
-# 4. `ctr run -d`, `ctr task exec` (output, exit code), `ctr task ps`, `ctr task kill`,
+# 4. `ctr run -t --rm` under `script` (ctr needs a terminal of its own): the container gets a
+#    pty (console socket) of ctr's size, its output and exit code arrive;
+# 5. `ctr run -d`, `ctr task exec` (output, exit code), `ctr task ps`, `ctr task kill`,
 #    `ctr task delete` (exit status), `ctr container delete`;
-# 5. the configured way: containerd accepted the runtime entry (config dump, cri plugin loaded);
-# 6. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel.
+# 6. the configured way: containerd accepted the runtime entry (config dump, cri plugin loaded);
+# 7. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel.
 # Not covered: a CRI pod (no CRI client in the lab).
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
@@ -105,6 +107,21 @@ echo "$out" | sed 's/^/  ctr run: /'
 [ "$rc" = 3 ] || fail "ctr run exited $rc, want 3 (stderr: $(cat "$work/fg.err"))"
 ok "ctr run --rm printed 'hi' and exited 3"
 ctr -a "$sock" container ls -q | grep -qx ctr-fg && fail "ctr run --rm left container ctr-fg"
+
+# A terminal: ctr sends --console-socket, the shim gets the host pty master, ctr resizes the task
+# to its own terminal (30x100 here) right after start; the container waits a moment for that.
+# script's stdin is not a terminal: at its EOF, script writes the EOF character of a zeroed
+# termios, a NUL, which the guest pty echoes as "^@"; it is removed before the checks.
+set +e
+out=$(timeout -k 10 300 script -qec "stty rows 30 cols 100; ctr -a '$sock' run -t --rm --runc-binary '$vessel' '$image' ctr-tty sh -c 'sleep 2; tty; stty size; exit 4'" /dev/null 2>"$work/tty.err" | tr -d '\r' | sed 's/^\^@//')
+rc=$?
+set -e
+echo "$out" | sed 's/^/  ctr run -t: /'
+[ "$(echo "$out" | grep -c '^/dev/pts/0$')" = 1 ] || fail "ctr run -t: no /dev/pts/0 from tty: '$out' ($(cat "$work/tty.err"))"
+echo "$out" | grep -qx '30 100' || fail "ctr run -t: stty size is not '30 100': '$out'"
+[ "$rc" = 4 ] || fail "ctr run -t exited $rc, want 4 ($(cat "$work/tty.err"))"
+ok "ctr run -t: a pty (/dev/pts/0) sized 30x100 by ctr, exit code 4"
+ctr -a "$sock" container ls -q | grep -qx ctr-tty && fail "ctr run -t --rm left container ctr-tty"
 
 # Detached run, kill, delete.
 timeout -k 10 300 ctr -a "$sock" run -d --log-uri "file://$work/detached.log" --runc-binary "$vessel" \

@@ -6,9 +6,11 @@
 # Storage (vfs) and run root on a tmpfs of their own, cgroupfs, no events, no network; the image
 # is `podman import` of a tarball of the BusyBox fixture (no registry). Checks:
 # 1. `podman run --rm --net none IMG sh -c 'echo hi; exit 3'`: output and exit code;
-# 2. `podman run -d`, `podman logs`, `podman exec` (output, exit code), `podman stop` (SIGTERM
+# 2. `podman run -it --rm` under `script` (podman needs a terminal of its own): the container
+#    gets a pty through conmon's console socket, of podman's size, output and exit code arrive;
+# 3. `podman run -d`, `podman logs`, `podman exec` (output, exit code), `podman stop` (SIGTERM
 #    reaches the container, exit status recorded), `podman rm`;
-# 3. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel.
+# 4. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel.
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
 set -euo pipefail
@@ -59,6 +61,21 @@ echo "$out" | sed 's/^/  podman run: /'
 [ "$rc" = 3 ] || fail "podman run exited $rc, want 3 (stderr: $(cat "$work/fg.err"))"
 ok "podman run --rm printed 'hi' and exited 3"
 [ -z "$(pm ps -a -q)" ] || fail "podman run --rm left a container: $(pm ps -a)"
+
+# A terminal: conmon passes --console-socket and relays the host pty master; podman resizes it
+# to its own terminal (30x100 here); the container waits a moment for that.
+# script's stdin is not a terminal: at its EOF, script writes the EOF character of a zeroed
+# termios, a NUL, which the guest pty echoes as "^@"; it is removed before the checks.
+set +e
+out=$(timeout -k 10 300 script -qec "stty rows 30 cols 100; ${podman[*]} run -it --rm --net none $image sh -c 'sleep 2; tty; stty size; exit 4'" /dev/null 2>"$work/tty.err" | tr -d '\r' | sed 's/^\^@//')
+rc=$?
+set -e
+echo "$out" | sed 's/^/  podman run -it: /'
+echo "$out" | grep -qx '/dev/pts/0' || fail "podman run -it: no /dev/pts/0 from tty: '$out' ($(cat "$work/tty.err"))"
+echo "$out" | grep -qx '30 100' || fail "podman run -it: stty size is not '30 100': '$out'"
+[ "$rc" = 4 ] || fail "podman run -it exited $rc, want 4 ($(cat "$work/tty.err"))"
+ok "podman run -it: a pty (/dev/pts/0) sized 30x100 by podman, exit code 4"
+[ -z "$(pm ps -a -q)" ] || fail "podman run -it --rm left a container: $(pm ps -a)"
 
 # Detached run, logs, stop, rm.
 timeout -k 10 300 "${podman[@]}" run -d --name pm-detached --net none "$image" \

@@ -2,7 +2,8 @@
 //! monitor reports the container `created` (runtime-spec runtime.md "create", runc create.go).
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::cgroup::{self, CgroupError, CgroupRecord};
+use crate::console::{self, ConsoleError, HostPty, WindowSize};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
@@ -26,12 +28,9 @@ pub enum CreateError {
     /// The bundle is missing or invalid.
     #[error(transparent)]
     LoadBundle(#[from] BundleError),
-    /// The terminal and console-socket settings contradict each other (runc `checkTerminal`).
-    #[error("{0}")]
-    CheckTerminal(&'static str),
-    /// `process.terminal` is asked for; terminals are not supported yet.
-    #[error("process.terminal is not supported yet")]
-    AllocateTerminal,
+    /// The terminal could not be allocated or sent over the console socket.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
     /// The host cgroup could not be set up.
     #[error(transparent)]
     SetUpCgroup(#[from] CgroupError),
@@ -81,13 +80,19 @@ pub struct CreateOptions {
     pub systemd_cgroup: bool,
     /// `--rootless`, recorded for later commands.
     pub rootless: String,
+    /// With `process.terminal`: the terminal's initial size, overriding `process.consoleSize`
+    /// (a foreground `run` passes the size of the caller's terminal).
+    pub terminal_size: Option<WindowSize>,
 }
 
 /// The created container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Created {
     /// PID of the monitor (what the pid-file holds).
     pub pid: i32,
+    /// With `process.terminal` and not detached: the host pty master, for the caller to copy
+    /// to and from its own terminal. Detached, the master went to the console socket.
+    pub console: Option<OwnedFd>,
 }
 
 /// Creates the container `opts.id`. On success the monitor is alive, `state` says `created`, and
@@ -106,15 +111,17 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             path: opts.pid_file.clone().unwrap_or_default(),
             source,
         })?;
-    let bundle = Bundle::load(&opts.bundle)?;
-    check_terminal(
+    let mut bundle = Bundle::load(&opts.bundle)?;
+    console::check_terminal(
         opts.detach,
         bundle.terminal(),
         opts.console_socket.is_some(),
     )?;
-    if bundle.terminal() {
-        return Err(CreateError::AllocateTerminal);
-    }
+    let terminal = if bundle.terminal() {
+        Some(open_terminal(&mut bundle, opts)?)
+    } else {
+        None
+    };
     let host_cpus = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
         .ok()
         .flatten()
@@ -139,13 +146,32 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
+    let (pty, socket) = match terminal {
+        Some((pty, socket)) => (Some(pty), socket),
+        None => (None, None),
+    };
+    let (master, slave, name) = match pty {
+        Some(HostPty {
+            master,
+            slave,
+            name,
+        }) => (Some(master), Some(slave), name),
+        None => (None, None, String::new()),
+    };
+    let parent_only: Vec<i32> = master
+        .iter()
+        .map(|m| m.as_raw_fd())
+        .chain(socket.iter().map(|s| s.as_raw_fd()))
+        .collect();
     let monitor = MonitorConfig {
         id: opts.id.clone(),
         bundle: bundle.clone(),
         dir,
         cgroup: cgroup.clone(),
+        terminal: slave,
     };
-    let result = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock).and_then(|pid| {
+    let forked = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock, &parent_only);
+    let result = forked.and_then(|pid| {
         let finish = || -> Result<Created, CreateError> {
             let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
             let record = ContainerRecord {
@@ -170,6 +196,15 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 cgroup: cgroup.clone(),
             };
             store.save(&record)?;
+            // runc sends the master during create, before the pid-file is written.
+            let console = match (&socket, master) {
+                (Some(socket), Some(master)) => {
+                    console::send_master(socket, &name, master.as_fd())?;
+                    None
+                }
+                (None, master) => master,
+                (Some(_), None) => None,
+            };
             if let Some(path) = &pid_file {
                 state::write_atomic(path, pid.as_raw().to_string().as_bytes(), 0o644).map_err(
                     |source| CreateError::WritePidFile {
@@ -178,7 +213,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                     },
                 )?;
             }
-            Ok(Created { pid: pid.as_raw() })
+            Ok(Created {
+                pid: pid.as_raw(),
+                console,
+            })
         };
         finish().inspect_err(|_| {
             let _ = kill(pid, Signal::SIGKILL);
@@ -239,27 +277,36 @@ fn host_cgroup(bundle: &Bundle, opts: &CreateOptions) -> Result<Option<CgroupRec
     }
 }
 
-/// runc utils_linux.go `checkTerminal`.
-fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<(), CreateError> {
-    if detach && terminal && !console_socket {
-        return Err(CreateError::CheckTerminal(
-            "cannot allocate tty if runc will detach without setting console socket",
-        ));
+/// For `process.terminal`: dials the console socket when detached (runc does it before
+/// anything runs, so a bad path fails early), sets the initial size override, and allocates
+/// the host pty, sized from `process.consoleSize`.
+fn open_terminal(
+    bundle: &mut Bundle,
+    opts: &CreateOptions,
+) -> Result<(HostPty, Option<UnixStream>), CreateError> {
+    let socket = match (&opts.console_socket, opts.detach) {
+        (Some(path), true) => Some(console::connect_socket(path)?),
+        _ => None,
+    };
+    let mut size = None;
+    if let Some(process) = bundle.spec.process_mut() {
+        if let Some(forced) = opts.terminal_size {
+            console::set_console_size(process, forced);
+        }
+        size = console::console_size(process);
     }
-    if (!detach || !terminal) && console_socket {
-        return Err(CreateError::CheckTerminal(
-            "cannot use console socket if runc will not detach or allocate tty",
-        ));
-    }
-    Ok(())
+    Ok((console::open_pty(size)?, socket))
 }
 
 /// Forks the monitor and waits for its report; returns its PID once it says `created`. The
-/// monitor closes its inherited copy of `lock` (the parent keeps holding it).
+/// monitor closes its inherited copy of `lock` (the parent keeps holding it) and the fds in
+/// `parent_only` (the pty master and console socket); the host pty slave in `config` goes to
+/// the monitor only.
 fn fork_monitor(
     config: MonitorConfig,
     sandbox: Arc<dyn sandbox::Sandbox>,
     lock: &mut Option<ContainerLock>,
+    parent_only: &[i32],
 ) -> Result<Pid, CreateError> {
     let (read, write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CreateError::CreatePipe)?;
@@ -269,12 +316,18 @@ fn fork_monitor(
         ForkResult::Child => {
             drop(read);
             drop(lock.take());
+            // The child never returns to the scope that owns these, so they are closed here.
+            for &fd in parent_only {
+                let _ = nix::unistd::close(fd);
+            }
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
             std::process::exit(monitor::run(config, sandbox, write));
         }
         ForkResult::Parent { child } => {
             drop(write);
+            // Only the monitor holds the pty slave: the caller's EOF on the master depends on it.
+            drop(config);
             let mut line = String::new();
             let _ = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
             let line = line.trim_end();
@@ -290,28 +343,5 @@ fn fork_monitor(
                 message.to_owned()
             }))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn terminal_rules_match_runc() {
-        assert!(check_terminal(true, false, false).is_ok());
-        assert!(check_terminal(true, true, true).is_ok());
-        assert!(check_terminal(false, false, false).is_ok());
-        let e = check_terminal(true, true, false).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "cannot allocate tty if runc will detach without setting console socket"
-        );
-        let e = check_terminal(false, true, true).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "cannot use console socket if runc will not detach or allocate tty"
-        );
-        assert!(check_terminal(true, false, true).is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ use vessel_protocol::{
 };
 
 use crate::bundle::Bundle;
+use crate::console::{self, ConsoleError, HostConsole, HostPty};
 use crate::guest::{AgentAddress, GuestError};
 use crate::monitor::chain;
 use crate::state::{self, StateError, StateStore};
@@ -74,6 +75,9 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// The terminal settings are contradictory, or the terminal could not be set up.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
 }
 
 /// The process flags of `vessel exec` (ignored with `-p`, as runc does).
@@ -108,6 +112,9 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Where the relay's PID goes.
     pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: receives the host pty master when `process.terminal` is set and
+    /// the process is detached.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Reads a `process.json` (`exec -p`).
@@ -191,18 +198,49 @@ fn apply_flags(base: Process, flags: &ProcessFlags) -> Result<Process, ExecError
 /// Runs `opts.process` in container `id`. Detached: returns 0 once it runs and the pid-file is
 /// written. Foreground: forwards signals to the relay and returns its status. Must be called
 /// from a single-threaded process: it forks.
+///
+/// With `process.terminal`, a host pty is allocated (see [`crate::console`]); the relay holds
+/// its slave. Detached, the master goes to `--console-socket` before the pid-file is written;
+/// in the foreground, it is copied to and from this process's stdin/stdout, the caller's
+/// terminal is raw meanwhile, and SIGWINCH resizes the master to it (runc tty.go).
 pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
     let address = AgentAddress::of(store, &opts.id).map_err(|e| ExecError::Relay(chain(&e)))?;
     let relays = store.container_dir(&opts.id)?.join(RELAYS_DIR);
-    if opts.process.terminal() == Some(true) {
-        return Err(ExecError::Relay(
-            "a terminal for exec is not supported yet".into(),
-        ));
+    let terminal = opts.process.terminal() == Some(true);
+    console::check_terminal(opts.detach, terminal, opts.console_socket.is_some())?;
+    let mut process = opts.process.clone();
+    let (mut host, mut socket, mut pty) = (None, None, None);
+    if terminal {
+        match &opts.console_socket {
+            Some(path) => socket = Some(console::connect_socket(path)?),
+            None => {
+                let found = HostConsole::find()?;
+                if let Ok(size) = found.size() {
+                    if size.0 > 0 && size.1 > 0 {
+                        console::set_console_size(&mut process, size);
+                    }
+                }
+                host = Some(found);
+            }
+        }
+        pty = Some(console::open_pty(console::console_size(&process))?);
     }
+    let (master, slave, name) = match pty {
+        Some(HostPty {
+            master,
+            slave,
+            name,
+        }) => (Some(master), Some(slave), name),
+        None => (None, None, String::new()),
+    };
     let sys = |op| move |source| ExecError::Sys { op, source };
     // Blocked before the fork, so the relay inherits the mask its forwarding thread relies on.
-    // As runc (signals.go), SIGWINCH and SIGURG are not passed on by a foreground exec.
+    // As runc (signals.go), SIGWINCH and SIGURG are not passed on by a foreground exec;
+    // with a terminal, SIGWINCH resizes it.
     let mut foreground = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
+    if terminal {
+        foreground.add(Signal::SIGWINCH);
+    }
     foreground.add(Signal::SIGCHLD);
     if !opts.detach {
         foreground
@@ -216,17 +254,23 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
     let relay = match unsafe { fork() }.map_err(sys("fork the exec relay"))? {
         ForkResult::Child => {
             drop(read);
+            // The master and the console socket stay with `vessel exec`; the child never
+            // returns to the scope that owns them.
+            for fd in master.iter().map(|m| m.as_raw_fd()) {
+                let _ = nix::unistd::close(fd);
+            }
+            for fd in socket.iter().map(|s| s.as_raw_fd()) {
+                let _ = nix::unistd::close(fd);
+            }
             std::process::exit(relay_main(
-                &opts.id,
-                &opts.process,
-                &address,
-                &relays,
-                write,
+                &opts.id, &process, &address, &relays, write, slave,
             ));
         }
         ForkResult::Parent { child } => child,
     };
     drop(write);
+    // Only the relay holds the slave: the end of output on the master depends on it.
+    drop(slave);
     let mut line = String::new();
     let _ = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
     let line = line.trim_end();
@@ -240,26 +284,60 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
             message.to_owned()
         }));
     }
-    if let Some(path) = &opts.pid_file {
-        state::write_atomic(path, relay.as_raw().to_string().as_bytes(), 0o644).map_err(
-            |source| ExecError::WritePidFile {
-                path: path.clone(),
-                source,
-            },
-        )?;
-    }
+    let handed = (|| -> Result<_, ExecError> {
+        if let (Some(socket), Some(master)) = (&socket, &master) {
+            console::send_master(socket, &name, master.as_fd())?;
+        }
+        if let Some(path) = &opts.pid_file {
+            state::write_atomic(path, relay.as_raw().to_string().as_bytes(), 0o644).map_err(
+                |source| ExecError::WritePidFile {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        }
+        if let (Some(host), Some(master)) = (host.as_mut(), &master) {
+            host.set_raw()?;
+            let copy = master.try_clone().map_err(ConsoleError::SpawnRelay)?;
+            return Ok(Some(console::copy_foreground(copy)?));
+        }
+        Ok(None)
+    })();
+    let output = match handed {
+        Ok(output) => output,
+        Err(e) => {
+            let _ = kill(relay, Signal::SIGKILL);
+            let _ = waitpid(relay, None);
+            return Err(e);
+        }
+    };
     if opts.detach {
         return Ok(0);
     }
+    let finish = |status: i32| {
+        if let Some(output) = output {
+            let _ = output.join();
+        }
+        Ok(status)
+    };
     loop {
         let sig = foreground.wait().map_err(sys("wait for signals"))?;
+        if sig == Signal::SIGWINCH {
+            if let (Some(host), Some(master)) = (&host, &master) {
+                // Errors are ignored, as runc does: the terminal may be going away.
+                if let Ok(size) = host.size() {
+                    let _ = console::set_window_size(master.as_fd(), size);
+                }
+            }
+            continue;
+        }
         if sig != Signal::SIGCHLD {
             let _ = kill(relay, sig);
             continue;
         }
         match waitpid(relay, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(WaitStatus::Exited(_, code)) => return finish(code),
+            Ok(WaitStatus::Signaled(_, s, _)) => return finish(128 + s as i32),
             Ok(_) => continue,
             Err(e) => {
                 return Err(ExecError::Sys {
@@ -278,6 +356,7 @@ fn relay_main(
     address: &AgentAddress,
     relays: &Path,
     report: OwnedFd,
+    terminal: Option<OwnedFd>,
 ) -> i32 {
     let mut report = std::fs::File::from(report);
     // Its own session: the caller's terminal signals reach `vessel exec`, which forwards them.
@@ -320,7 +399,15 @@ fn relay_main(
         let _ = writeln!(report, "error: {}", chain(&e));
         return 255;
     }
-    let status = relay_process(id, &exec_id, address, relays, &mut report, forwarded);
+    let target = Target {
+        id,
+        exec_id: &exec_id,
+        address,
+    };
+    let status = match terminal {
+        Some(slave) => relay_terminal_process(&target, relays, &mut report, forwarded, slave),
+        None => relay_process(id, &exec_id, address, relays, &mut report, forwarded),
+    };
     done(&guard);
     let _ = std::fs::remove_file(relays.join(me.to_string()));
     status
@@ -407,6 +494,106 @@ fn relay_process(
     }
 }
 
+/// The guest process a relay stands for.
+struct Target<'a> {
+    id: &'a str,
+    exec_id: &'a str,
+    address: &'a AgentAddress,
+}
+
+/// Like [`relay_process`] for a process with a terminal: the host pty slave (made the relay's
+/// controlling terminal, so that a resize of the master arrives as SIGWINCH) is relayed to the
+/// guest pty over one `tty` stream; the caller's fds 0-2 are not kept (a caller that captures
+/// the runtime's output, like go-runc, would otherwise wait for the relay).
+fn relay_terminal_process(
+    t: &Target<'_>,
+    relays: &Path,
+    report: &mut std::fs::File,
+    forwarded: SigSet,
+    slave: OwnedFd,
+) -> i32 {
+    let set_up = (|| -> Result<_, String> {
+        let mut stream = t.address.connect(STDIO_PORT).map_err(|e| chain(&e))?;
+        let header = StdioHeader {
+            container_id: t.id.to_owned(),
+            exec_id: Some(t.exec_id.to_owned()),
+            stream: StreamKind::Tty,
+        };
+        open_stdio(&mut stream, &header).map_err(|e| {
+            chain(&GuestError::CallAgent {
+                op: "open the terminal stream of the exec process",
+                source: e,
+            })
+        })?;
+        let waiter = t.address.client().map_err(|e| chain(&e))?;
+        console::make_controlling(slave.as_fd())
+            .map_err(|e| format!("make the host pty the relay's controlling terminal: {e}"))?;
+        let sizes = slave.try_clone().map_err(|e| e.to_string())?;
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?;
+        for fd in 0..=2 {
+            nix::unistd::dup2(null.as_raw_fd(), fd)
+                .map_err(|e| format!("redirect fd {fd} to /dev/null: {e}"))?;
+        }
+        let output = console::relay_terminal(slave, stream).map_err(|e| chain(&e))?;
+        Ok((waiter, sizes, output))
+    })();
+    let (mut waiter, sizes, output) = match set_up {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(report, "error: {e}");
+            kill_guest(t.address, t.id, t.exec_id);
+            return 255;
+        }
+    };
+    register(relays);
+    {
+        let (address, id, exec_id) = (t.address.clone(), t.id.to_owned(), t.exec_id.to_owned());
+        std::thread::spawn(move || {
+            while let Ok(sig) = forwarded.wait() {
+                if sig == Signal::SIGWINCH {
+                    resize_guest(&address, &id, &exec_id, &sizes);
+                } else {
+                    signal_guest(&address, &id, &exec_id, sig as i32);
+                }
+            }
+        });
+    }
+    let _ = writeln!(report, "started");
+    let status = waiter.wait(t.id, Some(t.exec_id));
+    let _ = output.join();
+    match status {
+        Ok(s) => s.runc_code(),
+        Err(e) => {
+            log::error!("wait for exec process {}: {}", t.exec_id, chain(&e));
+            255
+        }
+    }
+}
+
+/// Passes the host pty's new size (after a SIGWINCH) to the guest pty of an exec process.
+fn resize_guest(address: &AgentAddress, id: &str, exec_id: &str, slave: &OwnedFd) {
+    let resized = console::window_size(slave.as_fd())
+        .map_err(|e| chain(&e))
+        .and_then(|(rows, cols)| {
+            let mut client = address.client().map_err(|e| chain(&e))?;
+            client
+                .call_done(Request::ResizeTty {
+                    container_id: id.to_owned(),
+                    exec_id: Some(exec_id.to_owned()),
+                    rows,
+                    cols,
+                })
+                .map_err(|e| chain(&e))
+        });
+    if let Err(e) = resized {
+        log::warn!("resize the terminal of {exec_id}: {e}");
+    }
+}
+
 fn register(relays: &Path) {
     let me = std::process::id();
     if let Ok(stat) = crate::procfs::stat(me as i32) {
@@ -467,6 +654,10 @@ fn spawn_guard(id: &str, exec_id: &str, address: &AgentAddress) -> nix::Result<O
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(write);
+            // A session of its own: when the relay (a session leader with a terminal) dies,
+            // the kernel sends SIGHUP to the terminal's foreground group, which must not
+            // include the guard.
+            let _ = nix::unistd::setsid();
             // Keep none of the caller's fds (they would delay its EOF) nor the report pipe.
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)

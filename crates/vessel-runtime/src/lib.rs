@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod console;
 pub mod control;
 pub mod create;
 pub mod delete;

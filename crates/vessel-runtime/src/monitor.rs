@@ -13,7 +13,7 @@ use nix::sys::signal::SigSet;
 
 use crate::bundle::Bundle;
 use crate::control::{self, ControlRequest, ControlResponse};
-use crate::sandbox::{Sandbox, Stdio};
+use crate::sandbox::{Sandbox, Stdio, WorkloadIo};
 
 /// Status the monitor exits with when it fails before the workload runs.
 const EXIT_FAILED: i32 = 1;
@@ -29,6 +29,10 @@ pub struct MonitorConfig {
     pub dir: PathBuf,
     /// The host cgroup the monitor moves into before it boots the sandbox.
     pub cgroup: Option<crate::cgroup::CgroupRecord>,
+    /// With `process.terminal`: the slave of the host pty whose master the caller gets. The
+    /// monitor (a session leader) makes it its controlling terminal and relays it to the guest
+    /// pty; SIGWINCH then means "the caller resized the master".
+    pub terminal: Option<OwnedFd>,
 }
 
 /// The line the monitor writes on its report pipe once the container is created.
@@ -37,7 +41,7 @@ pub const REPORT_CREATED: &str = "created";
 /// Runs the monitor in the current (freshly forked, single-threaded) process and returns the exit
 /// status it must exit with. `report` is the pipe `create` reads: one line, `created` or
 /// `error: <message>`.
-pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
+pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
     // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
     if let Some(cgroup) = &config.cgroup {
@@ -54,7 +58,15 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
         let _ = writeln!(report, "error: block signals in the monitor");
         return EXIT_FAILED;
     }
-    let listener = match set_up(&config, sandbox.as_ref()) {
+    let terminal = config.terminal.take();
+    let resize_from = match terminal.as_ref().map(|t| t.try_clone()).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(report, "error: duplicate the terminal: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let listener = match set_up(&config, terminal, sandbox.as_ref()) {
         Ok(l) => l,
         Err(message) => {
             let _ = writeln!(report, "error: {message}");
@@ -76,7 +88,7 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
     let control_busy = Arc::clone(&busy);
     std::thread::spawn(move || serve(listener, control_sandbox.as_ref(), &control_busy));
     let signal_sandbox = Arc::clone(&sandbox);
-    std::thread::spawn(move || forward_signals(forwarded, signal_sandbox.as_ref()));
+    std::thread::spawn(move || forward_signals(forwarded, signal_sandbox.as_ref(), resize_from));
 
     let status = match sandbox.wait() {
         Ok(exit) => exit.code(),
@@ -91,12 +103,27 @@ pub fn run(config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) ->
     status
 }
 
-/// Boots the sandbox, creates the container, gives stdio away and binds the control socket.
-fn set_up(config: &MonitorConfig, sandbox: &dyn Sandbox) -> Result<UnixListener, String> {
-    let stdio = take_stdio().map_err(|e| format!("duplicate standard i/o: {e}"))?;
+/// Boots the sandbox, creates the container, gives stdio (or the terminal) away and binds the
+/// control socket.
+fn set_up(
+    config: &MonitorConfig,
+    terminal: Option<OwnedFd>,
+    sandbox: &dyn Sandbox,
+) -> Result<UnixListener, String> {
+    let io = match terminal {
+        Some(slave) => {
+            crate::console::make_controlling(slave.as_fd()).map_err(|e| {
+                format!("make the host pty the monitor's controlling terminal: {e}")
+            })?;
+            WorkloadIo::Terminal(slave)
+        }
+        None => {
+            WorkloadIo::Stdio(take_stdio().map_err(|e| format!("duplicate standard i/o: {e}"))?)
+        }
+    };
     sandbox.boot().map_err(|e| chain(&e))?;
     sandbox
-        .create_container(&config.id, &config.bundle, stdio)
+        .create_container(&config.id, &config.bundle, io)
         .map_err(|e| chain(&e))?;
     // The workload owns the caller's stdio now; the monitor must neither write to it nor keep
     // copies that would delay the caller's EOF.
@@ -147,8 +174,21 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
     }
 }
 
-fn forward_signals(set: SigSet, sandbox: &dyn Sandbox) {
+/// Forwards the signals the monitor receives to the init; with a terminal, SIGWINCH is a resize
+/// of the host pty instead and its new size goes to the guest pty.
+fn forward_signals(set: SigSet, sandbox: &dyn Sandbox, terminal: Option<OwnedFd>) {
     while let Ok(sig) = set.wait() {
+        if let (Some(tty), nix::sys::signal::Signal::SIGWINCH) = (&terminal, sig) {
+            let resized = crate::console::window_size(tty.as_fd())
+                .map_err(|e| chain(&e))
+                .and_then(|(rows, cols)| {
+                    sandbox.resize_terminal(rows, cols).map_err(|e| chain(&e))
+                });
+            if let Err(e) = resized {
+                log::warn!("resize the container's terminal: {e}");
+            }
+            continue;
+        }
         if let Err(e) = sandbox.signal(sig as i32, false) {
             log::warn!("forward {sig} to the container: {}", chain(&e));
         }

@@ -4,7 +4,10 @@
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+use std::os::fd::AsFd;
 
+use crate::bundle::Bundle;
+use crate::console::{self, ConsoleError, HostConsole};
 use crate::create::{self, CreateError, CreateOptions};
 use crate::delete::{self, DeleteError};
 use crate::start::{self, StartError};
@@ -34,6 +37,9 @@ pub enum RunError {
     /// Removing the container afterwards failed.
     #[error(transparent)]
     Delete(#[from] DeleteError),
+    /// The caller's terminal could not be used for the container's terminal.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
 }
 
 /// `run` options beyond those of `create`.
@@ -63,6 +69,11 @@ pub fn create_and_start(
 
 /// Runs container `opts.create.id` in the foreground and returns its exit status (128+N for
 /// signal N). Must be called from a single-threaded process.
+///
+/// With `process.terminal` (runc tty.go, signals.go): the caller's terminal ([`HostConsole`])
+/// gives the initial size, is raw while the container runs and restored afterwards; stdin and
+/// stdout are copied to and from the host pty master, and SIGWINCH resizes the master to the
+/// caller's terminal (the monitor passes that on to the guest).
 pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
     if !opts.no_subreaper {
         // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -72,13 +83,53 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
         }
     }
     let id = opts.create.id.clone();
-    let created = create_and_start(store, &opts.create)?;
-    let set = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
+    let mut create_opts = opts.create.clone();
+    let mut host = None;
+    if Bundle::load(&create_opts.bundle)
+        .map_err(CreateError::from)?
+        .terminal()
+    {
+        let console = HostConsole::find()?;
+        create_opts.terminal_size = console.size().ok().filter(|&(r, c)| r > 0 && c > 0);
+        host = Some(console);
+    }
+    let created = create_and_start(store, &create_opts)?;
+    // Blocked before any thread exists, so that only the forwarding thread receives them;
+    // SIGWINCH is never forwarded, only used to resize a terminal.
+    let mut set = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
+    if host.is_some() {
+        set.add(Signal::SIGWINCH);
+    }
     let _ = set.thread_block();
+    let mut output = None;
+    let mut master = None;
+    if let (Some(console), Some(m)) = (host.as_mut(), created.console) {
+        let copied = console.set_raw().and_then(|()| {
+            console::copy_foreground(m.try_clone().map_err(ConsoleError::SpawnRelay)?)
+        });
+        match copied {
+            Ok(handle) => output = Some(handle),
+            Err(e) => {
+                let _ = delete::delete(store, &id, true);
+                return Err(e.into());
+            }
+        }
+        master = Some(m);
+    }
     let forward_store = store.clone();
     let forward_id = id.clone();
+    let resize = master.zip(host.as_ref().and_then(|h| h.fd().try_clone_to_owned().ok()));
     std::thread::spawn(move || {
         while let Ok(sig) = set.wait() {
+            if sig == Signal::SIGWINCH {
+                if let Some((master, host)) = &resize {
+                    // Errors are ignored, as runc does: the terminal may be going away.
+                    if let Ok(size) = console::window_size(host.as_fd()) {
+                        let _ = console::set_window_size(master.as_fd(), size);
+                    }
+                }
+                continue;
+            }
             if let Err(e) = crate::kill::kill(&forward_store, &forward_id, sig as i32, false) {
                 log::warn!("forward {sig} to container {forward_id}: {e}");
             }
@@ -92,6 +143,11 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
             Err(source) => return Err(RunError::WaitMonitor { id, source }),
         }
     };
+    // The monitor held the last copy of the slave: the output ends once it is all copied.
+    if let Some(output) = output {
+        let _ = output.join();
+    }
+    drop(host);
     if !opts.keep {
         delete::delete(store, &id, true)?;
     }

@@ -7,6 +7,9 @@
 //! `/bin/busybox` (the rootfs), or without a built `vessel-agent` next to `vessel`
 //! (`cargo build -p vessel-agent` with the same target dir).
 
+mod common;
+
+use common::{read_until, receive_console, resize_until_seen};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -732,4 +735,332 @@ fn pause_resume_and_guest_requests_while_paused_through_the_agent() {
         .status()
         .unwrap()
         .success());
+}
+
+/// Rewrites the bundle's config.json for a terminal: `process.terminal`, `consoleSize`, and the
+/// `/dev` and `/dev/pts` mounts a pty needs (`vessel spec` has the same ones).
+fn with_terminal(bundle: &Path, rows: u64, cols: u64) {
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = true.into();
+    config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    config["process"]["env"] = serde_json::json!(["PATH=/bin", "TERM=xterm"]);
+    config["mounts"] = serde_json::json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}
+    ]);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[test]
+fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+    let agent = Agent::start();
+    let bundle = agent.bundle(
+        "busybox tty; busybox stty size; while read x; do busybox stty size; done; echo bye; exit 3",
+    );
+    with_terminal(&bundle, 30, 100);
+    let root = agent.dir.path().join("root");
+    let b = bundle.to_str().unwrap();
+
+    // runc's checkTerminal errors.
+    let out = agent
+        .vessel(&root, &["create", "-b", b, "t0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot allocate tty if runc will detach without setting console socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!root.join("t0").exists());
+
+    let sock = agent.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let s = sock.to_str().unwrap();
+    let pid_file = agent.dir.path().join("t1.pid");
+    let created = agent
+        .vessel(
+            &root,
+            &[
+                "create",
+                "-b",
+                b,
+                "--console-socket",
+                s,
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "t1",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    // Accepted only after create exited, as containerd does.
+    let mut master = receive_console(&listener);
+    assert_eq!(
+        vessel_runtime::console::window_size(master.as_fd()).unwrap(),
+        (30, 100),
+        "consoleSize on the host pty"
+    );
+    let monitor: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(agent
+        .vessel(&root, &["start", "t1"])
+        .status()
+        .unwrap()
+        .success());
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "30 100\r\n");
+    assert!(seen.starts_with("/dev/pts/0\r\n30 100\r\n"), "{seen:?}");
+    // Input is echoed by the guest pty (the host pty is raw): one echo, not two.
+    master.write_all(b"abc\n").unwrap();
+    read_until(&mut master, &mut seen, "abc\r\n30 100\r\n");
+    assert_eq!(seen.matches("abc").count(), 1, "{seen:?}");
+    resize_until_seen(&mut master, &mut seen, 41, 123);
+
+    // exec -t with a console socket (detached, as containerd and conmon run it).
+    let exec_pid = agent.dir.path().join("exec.pid");
+    let out = agent
+        .vessel(
+            &root,
+            &[
+                "exec",
+                "-t",
+                "-d",
+                "--console-socket",
+                s,
+                "--pid-file",
+                exec_pid.to_str().unwrap(),
+                "t1",
+                "sh",
+                "-c",
+                "busybox tty; busybox stty size; while read x; do busybox stty size; done; exit 6",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut exec_master = receive_console(&listener);
+    assert_eq!(
+        vessel_runtime::console::window_size(exec_master.as_fd()).unwrap(),
+        (30, 100),
+        "the bundle's consoleSize for exec -t"
+    );
+    let mut exec_seen = String::new();
+    read_until(&mut exec_master, &mut exec_seen, "30 100\r\n");
+    assert!(exec_seen.starts_with("/dev/pts/1\r\n"), "{exec_seen:?}");
+    resize_until_seen(&mut exec_master, &mut exec_seen, 22, 66);
+    exec_master.write_all(b"\x04").unwrap();
+    let relay =
+        nix::unistd::Pid::from_raw(std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap());
+    assert_eq!(
+        nix::sys::wait::waitpid(relay, None).unwrap(),
+        nix::sys::wait::WaitStatus::Exited(relay, 6)
+    );
+
+    // exec's own terminal errors exit 255 with runc's text.
+    let out = agent
+        .vessel(&root, &["exec", "-t", "-d", "t1", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "exec failed: cannot allocate tty if runc will detach without setting console socket"
+    ));
+    let out = agent
+        .vessel(&root, &["exec", "--console-socket", s, "t1", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot use console socket if runc will not detach or allocate tty"));
+
+    // End of input (^D on the guest's canonical pty) ends the init's loop.
+    master.write_all(b"\x04").unwrap();
+    read_until(&mut master, &mut seen, "bye\r\n");
+    let monitor = nix::unistd::Pid::from_raw(monitor);
+    assert_eq!(
+        nix::sys::wait::waitpid(monitor, None).unwrap(),
+        nix::sys::wait::WaitStatus::Exited(monitor, 3)
+    );
+    assert!(agent
+        .vessel(&root, &["delete", "t1"])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_agent() {
+    use std::os::unix::process::CommandExt;
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let agent = Agent::start();
+    let bundle = agent
+        .bundle("busybox stty size; while read x; do busybox stty size; done; echo done; exit 7");
+    with_terminal(&bundle, 30, 100);
+    let root = agent.dir.path().join("root");
+    let b = bundle.to_str().unwrap();
+
+    // No terminal anywhere (a new session, stdio not a tty): runc's error.
+    let mut cmd = agent.vessel(&root, &["run", "-b", b, "r0"]);
+    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("open /dev/tty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!root.join("r0").exists());
+
+    // The caller's terminal: a cooked pty that is `vessel run`'s controlling terminal.
+    let (mut child, mut master, slave) =
+        spawn_on_terminal(agent.vessel(&root, &["run", "-b", b, "r1"]), 25, 90);
+    let cooked = nix::sys::termios::tcgetattr(&slave).unwrap();
+    let mut seen = String::new();
+    // The caller's size wins over consoleSize, as after runc's first resize.
+    read_until(&mut master, &mut seen, "25 90\r\n");
+    resize_until_seen(&mut master, &mut seen, 35, 110);
+    std::io::Write::write_all(&mut master, b"\x04").unwrap();
+    read_until(&mut master, &mut seen, "done\r\n");
+    assert_eq!(child.wait().unwrap().code(), Some(7), "{seen:?}");
+    let after = nix::sys::termios::tcgetattr(&slave).unwrap();
+    assert_eq!(
+        after.local_flags, cooked.local_flags,
+        "the caller's terminal settings are restored"
+    );
+    assert!(
+        !root.join("r1").exists(),
+        "deleted after the foreground run"
+    );
+
+    // Foreground exec -t in a container without a terminal of its own (a fresh agent: the
+    // monitor of r1 shut the first one down, as it ends a VM).
+    let agent = Agent::start();
+    let root = agent.dir.path().join("root");
+    let plain = agent.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(bundle.join("rootfs"))
+        .arg(plain.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["busybox", "sleep", "600"]);
+    std::fs::write(plain.join("config.json"), config.to_string()).unwrap();
+    let ok = agent
+        .vessel(&root, &["run", "-d", "-b", plain.to_str().unwrap(), "r2"])
+        // The container keeps its stdio: output() would wait for it to end.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (mut child, mut master, _slave) = spawn_on_terminal(
+        agent.vessel(
+            &root,
+            &[
+                "exec",
+                "-t",
+                "r2",
+                "sh",
+                "-c",
+                "busybox tty; busybox stty size; while read x; do busybox stty size; done; exit 9",
+            ],
+        ),
+        20,
+        70,
+    );
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "20 70\r\n");
+    assert!(seen.starts_with("/dev/pts/0\r\n"), "{seen:?}");
+    resize_until_seen(&mut master, &mut seen, 21, 71);
+    std::io::Write::write_all(&mut master, b"\x04").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(9), "{seen:?}");
+    // The agent double leaves containers behind when it is killed: end r2 through the agent.
+    assert!(agent
+        .vessel(&root, &["kill", "r2", "KILL"])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("r2 to stop", || {
+        let out = agent.vessel(&root, &["state", "r2"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("\"stopped\"")
+    });
+    assert!(agent
+        .vessel(&root, &["delete", "r2"])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Spawns `cmd` with a new cooked pty of `rows` x `cols` as its stdio and controlling terminal
+/// (in a session of its own), as a shell would; returns the child, the master and the slave.
+fn spawn_on_terminal(
+    mut cmd: Command,
+    rows: u16,
+    cols: u16,
+) -> (Child, std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty slave set up above.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    (child, std::fs::File::from(pty.master), pty.slave)
 }

@@ -19,7 +19,7 @@ use vessel_protocol::{
     CONTROL_PORT, STDIO_PORT,
 };
 
-use super::{Sandbox, SandboxError, Stdio, WorkloadExit};
+use super::{Sandbox, SandboxError, Stdio, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
 
 /// Opens connections to the agent.
@@ -138,7 +138,7 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
         &self,
         id: &str,
         bundle: &Bundle,
-        stdio: Stdio,
+        io: WorkloadIo,
     ) -> Result<(), SandboxError> {
         let rootfs = self.connector.guest_rootfs(id, &bundle.rootfs);
         let request = CreateContainer::from_spec(id, &bundle.spec, rootfs);
@@ -155,6 +155,16 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
                 })?;
         }
         *self.id.lock().expect("id lock") = Some(id.to_owned());
+        let stdio = match io {
+            WorkloadIo::Stdio(stdio) => stdio,
+            WorkloadIo::Terminal(slave) => {
+                let tty = self.open_stream(id, StreamKind::Tty)?;
+                let output = crate::console::relay_terminal(slave, tty)
+                    .map_err(SandboxError::RelayTerminal)?;
+                self.relays.lock().expect("relay lock").push(output);
+                return Ok(());
+            }
+        };
         let Stdio {
             stdin,
             stdout,
@@ -224,6 +234,19 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
     fn resume(&self) -> Result<(), SandboxError> {
         let container_id = self.id()?;
         self.call_done("resume the container", Request::Resume { container_id })
+    }
+
+    fn resize_terminal(&self, rows: u16, cols: u16) -> Result<(), SandboxError> {
+        let container_id = self.id()?;
+        self.call_done(
+            "resize the container's terminal",
+            Request::ResizeTty {
+                container_id,
+                exec_id: None,
+                rows,
+                cols,
+            },
+        )
     }
 
     fn shutdown(&self) -> Result<(), SandboxError> {
@@ -390,7 +413,9 @@ mod tests {
             stdout: out_w,
             stderr: err_w,
         };
-        sandbox.create_container("c1", &bundle, stdio).unwrap();
+        sandbox
+            .create_container("c1", &bundle, WorkloadIo::Stdio(stdio))
+            .unwrap();
         nix::unistd::write(in_w.as_fd(), b"hello").unwrap();
         drop(in_w);
         sandbox.start().unwrap();

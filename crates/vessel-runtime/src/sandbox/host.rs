@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::{Sandbox, SandboxError, Stdio, WorkloadExit};
+use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
 
 /// `PATH` used when `process.env` has none (runc's default).
@@ -95,8 +95,11 @@ impl Sandbox for HostSandbox {
         &self,
         _id: &str,
         bundle: &Bundle,
-        stdio: Stdio,
+        io: WorkloadIo,
     ) -> Result<(), SandboxError> {
+        let WorkloadIo::Stdio(stdio) = io else {
+            return Err(SandboxError::Unsupported("process.terminal", "host"));
+        };
         let process = bundle
             .spec
             .process()
@@ -225,6 +228,10 @@ impl Sandbox for HostSandbox {
 
     fn resume(&self) -> Result<(), SandboxError> {
         self.send(Some(Signal::SIGCONT), true)
+    }
+
+    fn resize_terminal(&self, _rows: u16, _cols: u16) -> Result<(), SandboxError> {
+        Err(SandboxError::Unsupported("process.terminal", "host"))
     }
 
     fn shutdown(&self) -> Result<(), SandboxError> {

@@ -28,7 +28,7 @@ use vessel_vmm::config::FsConfig;
 use vessel_vmm::{SerialSink, Vm, VmConfig};
 
 use super::agent::{AgentConnector, AgentSandbox};
-use super::{Sandbox, SandboxError, Stdio, WorkloadExit};
+use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
 use crate::share;
 use crate::sizing::VmSize;
@@ -215,7 +215,7 @@ impl Sandbox for MicroVmSandbox {
         &self,
         id: &str,
         bundle: &Bundle,
-        stdio: Stdio,
+        io: WorkloadIo,
     ) -> Result<(), SandboxError> {
         let layout = share::prepare(&self.state_dir, &bundle.path, &bundle.rootfs, &bundle.spec)
             .map_err(SandboxError::PrepareShare)?;
@@ -225,7 +225,7 @@ impl Sandbox for MicroVmSandbox {
             spec: crate::sizing::guest_cpuset(&layout.guest_spec(&bundle.spec), self.size.vcpus),
             ..bundle.clone()
         };
-        self.agent.create_container(id, &guest_bundle, stdio)
+        self.agent.create_container(id, &guest_bundle, io)
     }
 
     fn start(&self) -> Result<(), SandboxError> {
@@ -274,6 +274,10 @@ impl Sandbox for MicroVmSandbox {
 
     fn agent_call(&self, request: Request) -> Result<Response, SandboxError> {
         self.with_vcpus(false, || self.agent.agent_call(request))
+    }
+
+    fn resize_terminal(&self, rows: u16, cols: u16) -> Result<(), SandboxError> {
+        self.with_vcpus(false, || self.agent.resize_terminal(rows, cols))
     }
 
     fn shutdown(&self) -> Result<(), SandboxError> {

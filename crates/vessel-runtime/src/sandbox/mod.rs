@@ -91,6 +91,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// The terminal of the workload could not be relayed.
+    #[error("relay the terminal")]
+    RelayTerminal(#[source] crate::console::ConsoleError),
     /// A system call failed.
     #[error("{op}")]
     Sys {
@@ -132,6 +135,16 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
+/// How the workload's standard I/O reaches the caller.
+#[derive(Debug)]
+pub enum WorkloadIo {
+    /// No terminal: the caller's fds 0-2, relayed to the process's pipes.
+    Stdio(Stdio),
+    /// `process.terminal`: the slave of the host pty ([`crate::console`]), relayed to the pty
+    /// the guest allocates for the process.
+    Terminal(OwnedFd),
+}
+
 /// Runs one container. Called by the monitor in this order: `boot`, `create_container`, then
 /// `start`/`signal`/`pause`/`resume` from the control thread while `wait` blocks, and `shutdown`
 /// when the monitor is about to exit.
@@ -143,9 +156,13 @@ pub trait Sandbox: Send + Sync {
     fn boot(&self) -> Result<(), SandboxError>;
 
     /// Sets the container up from `bundle` with everything but the `execve` of `process.args`
-    /// (runtime-spec runtime.md "create"); `stdio` becomes the workload's standard I/O.
-    fn create_container(&self, id: &str, bundle: &Bundle, stdio: Stdio)
-        -> Result<(), SandboxError>;
+    /// (runtime-spec runtime.md "create"); `io` becomes the workload's standard I/O.
+    fn create_container(
+        &self,
+        id: &str,
+        bundle: &Bundle,
+        io: WorkloadIo,
+    ) -> Result<(), SandboxError>;
 
     /// Runs `process.args` in the created container (runtime-spec "start").
     fn start(&self) -> Result<(), SandboxError>;
@@ -161,6 +178,10 @@ pub trait Sandbox: Send + Sync {
 
     /// Thaws the workload (runc `resume`).
     fn resume(&self) -> Result<(), SandboxError>;
+
+    /// Sets the window size of the init's terminal (rows, columns) after the caller resized
+    /// the host pty.
+    fn resize_terminal(&self, rows: u16, cols: u16) -> Result<(), SandboxError>;
 
     /// Tears the sandbox down; nothing of it may be left running afterwards.
     fn shutdown(&self) -> Result<(), SandboxError>;

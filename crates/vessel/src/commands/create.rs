@@ -44,6 +44,7 @@ impl CreateFlags {
             detach,
             systemd_cgroup: ctx.systemd_cgroup,
             rootless: ctx.rootless.clone(),
+            terminal_size: None,
         }
     }
 }

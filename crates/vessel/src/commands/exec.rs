@@ -120,6 +120,7 @@ pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
             process,
             detach: args.detach,
             pid_file: args.pid_file.clone(),
+            console_socket: args.console_socket.clone(),
         })
     })()
     .map_err(failed)?;

@@ -3,8 +3,10 @@
 //! boot. Each test binary uses part of it.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
 
@@ -110,4 +112,78 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(dir.as_ref()))
         .map(str::to_owned)
         .collect()
+}
+
+/// Reads `master` until `what` has been seen (or panics after 20 s), returning all read so far.
+pub fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(master);
+    let mut buf = [0u8; 1024];
+    while !seen.contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} on the terminal: {seen:?}"
+        );
+        let mut fds = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) } <= 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("terminal ended before {what:?}: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+/// Resizes the host pty master and sends an empty line until the guest's `stty size` shows
+/// the new size (the resize travels SIGWINCH -> relay -> agent, asynchronously).
+pub fn resize_until_seen(master: &mut std::fs::File, seen: &mut String, rows: u16, cols: u16) {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    vessel_runtime::console::set_window_size(master.as_fd(), (rows, cols)).unwrap();
+    let want = format!("{rows} {cols}\r\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "resize never reached the guest: {seen:?}"
+        );
+        master.write_all(b"\n").unwrap();
+        let mut buf = [0u8; 1024];
+        std::thread::sleep(Duration::from_millis(100));
+        let mut fds = [libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(master),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+        while unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) } > 0 {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => panic!("terminal ended: {seen:?}"),
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    }
+}
+
+/// Accepts one connection on `listener` and receives the pty master as containerd does.
+pub fn receive_console(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    let (conn, _) = listener.accept().unwrap();
+    let (name, master) = vessel_runtime::console::receive_master(&conn).unwrap();
+    assert!(name.starts_with("/dev/"), "{name}");
+    let link = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&master)
+    ))
+    .unwrap();
+    assert!(
+        link.to_string_lossy().ends_with("ptmx"),
+        "{link:?} is no pty master"
+    );
+    std::fs::File::from(master)
 }
