@@ -133,8 +133,9 @@ fn lab_virtio_fs_share() {
             }
             Err(e) => panic!("O_DIRECT on the host's {}: {e}", share.display()),
         },
+        "PROBE fs many files=2000",
         "PROBE fs readdir direct.bin,from-guest.txt,guest-big.bin,hardlink.txt,hello.txt,\
-         host-big.bin,mmap.bin,owned.txt,renamed.txt,sym.txt",
+         host-big.bin,many,mmap.bin,owned.txt,renamed.txt,sym.txt",
     ] {
         assert!(
             text.lines().any(|l| l == want),
@@ -142,6 +143,7 @@ fn lab_virtio_fs_share() {
         );
     }
     // ... and as the host sees what the guest did.
+    assert_eq!(std::fs::read_dir(share.join("many")).unwrap().count(), 2000);
     assert!(!share.join("rename-me.txt").exists());
     assert_eq!(
         std::fs::read_to_string(share.join("renamed.txt")).unwrap(),

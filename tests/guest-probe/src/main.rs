@@ -160,6 +160,8 @@ fn fs_share(tag: &str) -> std::io::Result<()> {
 ///   `O_DIRECT` passes through to the host file, so on a host file system without it (tmpfs before
 ///   Linux 6.6) this is `direct FAILED Invalid argument (os error 22)`, as on the host itself
 /// - `readdir <sorted names>` of the share's root
+/// - `many files=2000` (2,000 files created in `many/` and all still open in the guest's dentry
+///   cache: the host's file server holds a descriptor for each, past the usual limit of 1024)
 fn fs_semantics() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let report = |name: &str, r: std::io::Result<String>| match r {
@@ -224,6 +226,15 @@ fn fs_semantics() {
         mmap_write("/mnt/mmap.bin", 4096, b"mmap-from-guest"),
     );
     report("direct", direct_io("/mnt/direct.bin"));
+    report(
+        "many",
+        std::fs::create_dir("/mnt/many").and_then(|()| {
+            for i in 0..2000 {
+                File::create(format!("/mnt/many/f{i}"))?.write_all(b"x")?;
+            }
+            Ok(format!("files={}", std::fs::read_dir("/mnt/many")?.count()))
+        }),
+    );
     report(
         "readdir",
         std::fs::read_dir("/mnt").and_then(|d| {
