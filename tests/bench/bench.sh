@@ -10,7 +10,7 @@
 # against runc, with build/bin/vessel.
 #
 # Usage: tests/bench/bench.sh        (needs `make artefacts fixtures`: vmlinux, initramfs, vessel)
-# Environment: BENCH_RUNS (runs per side, default 5), BENCH_FS_RUNS (default 3), BENCH_PARTS
+# Environment: BENCH_RUNS (runs per side, default 5), BENCH_FS_RUNS (default 1: 10,000 files through virtio-fs take minutes under the lab's emulation), BENCH_PARTS
 # (which parts of measure.sh: any of "boot setup fs", default all), CARGO_TARGET_DIR, LAB_TIMEOUT.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)

@@ -10,7 +10,7 @@
 #           and, with the peer "host", virtio-fs against the lab host's own file system (tmpfs):
 #           sequential write and read of 256 MiB (MiB/s) and create, stat and delete of 10,000
 #           files (ms), the same code on both sides (vessel-guest-probe's fsbench; BENCH_FS_RUNS
-#           runs, default 3)
+#           runs, default 1)
 #   native  setup: ms from the VMM's execve to its first KVM_RUN, under strace (VM creation works
 #           on this host's kvm_pvm even though guests do not boot; strace under the lab's TCG
 #           costs seconds, so it is not measured there)
@@ -110,7 +110,7 @@ JSON
     grep -q 'PROBE fsbench FAILED' "$2" && { grep 'PROBE fsbench FAILED' "$2" >&2; return 1; }
     sed -n 's/.*PROBE fsbench \([a-z_]*\) \([0-9.]*\).*/BENCH fs_\1 '"$1"' \2/p' "$2"
   }
-  for i in $(seq "${BENCH_FS_RUNS:-3}"); do
+  for i in $(seq "${BENCH_FS_RUNS:-1}"); do
     echo "--- fsbench run $i" >&2
     rm -rf "$share" /tmp/vessel-fsbench-host && mkdir -p "$share"
     "$stage/vmm" "$stage/vm-fsbench.json" 2> "$stage/console-fsbench.log" || true
