@@ -96,13 +96,13 @@ export CMD
 lab: lab-kernel
 	tests/lab/run.sh bash -c "$$CMD"
 
-demo: artefacts lab-kernel
+demo: deps artefacts lab-kernel
 	tests/demo.sh
 
 bench: artefacts lab-kernel fixtures
 	tests/bench/bench.sh
 
-test: test-unit test-lab-runner test-lab
+test: deps test-unit test-lab-runner test-lab
 
 test-lab-runner: lab-kernel
 	tests/lab/selftest.sh

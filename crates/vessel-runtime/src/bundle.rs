@@ -87,6 +87,7 @@ impl Bundle {
                 source,
             })?;
         validate_process(&spec)?;
+        validate_linux(&spec)?;
         let root = spec
             .root()
             .as_ref()
@@ -121,6 +122,37 @@ fn validate_process(spec: &Spec) -> Result<(), BundleError> {
     }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return invalid("args must not be empty");
+    }
+    Ok(())
+}
+
+/// Checks the host can make before booting a VM, so a bad spec fails `create` at once instead of
+/// after the guest agent refuses it: mount destinations must be absolute (OCI runtime spec,
+/// "Mounts": `destination` MUST be an absolute path), and a namespace type may appear only once
+/// (runc's specconv: `malformed spec file: duplicated ns "<type>"`).
+fn validate_linux(spec: &Spec) -> Result<(), BundleError> {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if !m.destination().is_absolute() {
+            return Err(BundleError::InvalidSpec(format!(
+                "mounts[{i}].destination {:?} is not an absolute path",
+                m.destination()
+            )));
+        }
+    }
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for ns in &namespaces {
+        let typ = ns.typ();
+        if !seen.insert(typ) {
+            return Err(BundleError::InvalidSpec(format!(
+                "malformed spec file: duplicated ns {:?}",
+                typ.to_string()
+            )));
+        }
     }
     Ok(())
 }
@@ -166,6 +198,28 @@ mod tests {
         let empty = GOOD.replace(r#""args":["sh"]"#, r#""args":[]"#);
         let err = Bundle::load(bundle_with(&empty).path()).unwrap_err();
         assert_eq!(err.to_string(), "args must not be empty");
+    }
+
+    #[test]
+    fn refuses_relative_mount_destination_and_duplicate_namespaces() {
+        let rel = GOOD.replace(
+            r#""process":"#,
+            r#""mounts":[{"destination":"/proc","type":"proc","source":"proc"},{"destination":"rel/dst","type":"tmpfs","source":"tmpfs"}],"process":"#,
+        );
+        let err = Bundle::load(bundle_with(&rel).path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"mounts[1].destination "rel/dst" is not an absolute path"#
+        );
+        let dup = GOOD.replace(
+            r#""process":"#,
+            r#""linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"pid"}]},"process":"#,
+        );
+        let err = Bundle::load(bundle_with(&dup).path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"malformed spec file: duplicated ns "pid""#
+        );
     }
 
     #[test]

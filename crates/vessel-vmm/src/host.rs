@@ -72,7 +72,7 @@ impl Verdict {
             }
             Verdict::BadApiVersion(_) => "upgrade the host kernel: KVM API version 12 is required",
             Verdict::PvmOnly => {
-                "this host's /dev/kvm is kvm_pvm, which cannot boot standard guest kernels; use `make lab` to run inside the nested lab, or a host with kvm_intel/kvm_amd"
+                "run on a host with kvm_intel or kvm_amd, or inside the nested lab (`make lab CMD=...` in a Vessel checkout)"
             }
         }
     }

@@ -28,7 +28,7 @@ pub enum VmmError {
     #[error("invalid vm config")]
     Config(#[source] ConfigError),
     /// The host's KVM cannot run guests (see `vessel check`).
-    #[error("{verdict}; {fix} (set allow_unsupported_host for setup-only use)")]
+    #[error("{verdict}; fix: {fix}")]
     UnsupportedHost {
         /// What the host probe found.
         verdict: String,
