@@ -198,7 +198,9 @@ impl Service {
         let mut tty = None;
         let mut ready = false;
         loop {
-            let report = setup::read_report(&mut sock).map_err(|e| from(Code::Internal, &e))?;
+            let mut fds = Vec::new();
+            let report =
+                setup::read_report(&sock, &mut fds).map_err(|e| from(Code::Internal, &e))?;
             match report {
                 // The container process may report `Ready` before its parent, the setup
                 // process, reports the fork: both write to this socket.
@@ -220,9 +222,12 @@ impl Service {
                     })?;
                 }
                 Some(SetupReport::Console) => {
-                    let master = File::from(
-                        setup::receive_console(&sock).map_err(|e| from(Code::Internal, &e))?,
-                    );
+                    let master = File::from(fds.pop().ok_or_else(|| {
+                        err(
+                            Code::Internal,
+                            "the console report carried no pty master",
+                        )
+                    })?);
                     tty = Some(master.try_clone().map_err(|e| from(Code::Internal, &e))?);
                     ends.set_tty(master);
                 }
@@ -567,7 +572,7 @@ impl Service {
 /// Lets a ready process `execve` and waits until it has (EOF on the close-on-exec channel).
 fn release(sock: &mut UnixStream) -> Result<(), RemoteError> {
     setup::send_start(sock).map_err(|e| from(Code::Internal, &e))?;
-    match setup::read_report(sock) {
+    match setup::read_report(sock, &mut Vec::new()) {
         Ok(None) => Ok(()),
         Ok(Some(SetupReport::Failed(e))) => Err(e),
         Ok(Some(other)) => Err(err(

@@ -620,9 +620,13 @@ fn setup_terminal(sock: &mut File, p: &Process) -> Result<PathBuf, SetupError> {
         crate::tty::set_window_size(slave.as_raw_fd(), size.height() as u16, size.width() as u16)
             .map_err(step("set process.consoleSize"))?;
     }
-    write_message(sock, &SetupReport::Console)
+    // The report and the master go in ONE sendmsg: the setup parent writes to this socket too
+    // (`Forked`), and a separate fd-carrying byte could land after its frame.
+    let mut frame = Vec::new();
+    write_message(&mut frame, &SetupReport::Console)
         .map_err(|e| SetupError::ExchangeMessage(io::Error::other(e)))?;
-    send_fds(sock.as_raw_fd(), &[master.as_raw_fd()]).map_err(SetupError::ExchangeMessage)?;
+    send_fds_with(sock.as_raw_fd(), &frame, &[master.as_raw_fd()])
+        .map_err(SetupError::ExchangeMessage)?;
     drop(master);
     nix::unistd::setsid().map_err(|e| step("setsid")(e.into()))?;
     for fd in 0..3 {
@@ -640,24 +644,59 @@ fn setup_terminal(sock: &mut File, p: &Process) -> Result<PathBuf, SetupError> {
 
 /// Sends `fds` with one byte (`SCM_RIGHTS`) on socket `sock`.
 fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    send_fds_with(sock, &[0u8], fds)
+}
+
+/// Sends `data` and `fds` (`SCM_RIGHTS`) in one `sendmsg` on socket `sock`: on a Unix stream
+/// socket the kernel keeps one such message whole, never interleaved with another writer's.
+fn send_fds_with(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [io::IoSlice::new(&[0u8])];
-    sendmsg::<()>(
+    let iov = [io::IoSlice::new(data)];
+    let n = sendmsg::<()>(
         sock,
         &iov,
         &[ControlMessage::ScmRights(fds)],
         MsgFlags::empty(),
         None,
     )?;
+    if n != data.len() {
+        return Err(io::Error::other(format!(
+            "sent {n} of {} bytes with the fds",
+            data.len()
+        )));
+    }
     Ok(())
 }
 
-/// Agent side: receives the pty master that follows a [`SetupReport::Console`].
-///
-/// # Errors
-/// The message carried no fd.
-pub fn receive_console(sock: &UnixStream) -> io::Result<OwnedFd> {
-    Ok(receive_fds(sock.as_raw_fd(), 1)?.remove(0))
+/// Reads from a setup socket with `recvmsg`, keeping the fds that arrive with the bytes (a
+/// [`SetupReport::Console`] carries the pty master). A plain `read` would close them.
+struct FdReader<'a> {
+    sock: &'a UnixStream,
+    fds: &'a mut Vec<OwnedFd>,
+}
+
+impl Read for FdReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let msg = recvmsg::<()>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let n = msg.bytes;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just installed `fd` in this process for us.
+                    self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 type Prepared = (CString, Vec<CString>, Vec<CString>);
@@ -784,12 +823,13 @@ pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<
     Ok((ours, child.id()))
 }
 
-/// Reads the next report; `None` at EOF.
+/// Reads the next report; `None` at EOF. Fds that came with it (the pty master of a
+/// [`SetupReport::Console`]) are appended to `fds`.
 ///
 /// # Errors
 /// A broken or garbled stream.
-pub fn read_report(sock: &mut UnixStream) -> io::Result<Option<SetupReport>> {
-    read_message(sock).map_err(io::Error::other)
+pub fn read_report(sock: &UnixStream, fds: &mut Vec<OwnedFd>) -> io::Result<Option<SetupReport>> {
+    read_message(&mut FdReader { sock, fds }).map_err(io::Error::other)
 }
 
 /// Sends [`START`].
