@@ -59,22 +59,37 @@ struct Seen {
 fn one_lifecycle(lab: &Lab, bundle: &Path, id: &str, global: &[&str], cgroup: &str) -> Seen {
     let pid_file = lab.dir.path().join(format!("{id}.pid"));
     let err = lab.dir.path().join(format!("{id}.err"));
-    let mut create = lab.cmd(global);
-    // 20 guests booting at once under the lab's emulation take minutes, not seconds.
-    create.env("VESSEL_AGENT_READY_TIMEOUT", "900");
-    create.args([
-        "create",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        id,
-    ]);
-    let status = create
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .status()
-        .unwrap();
+    let attempt = || {
+        let mut create = lab.cmd(global);
+        // 20 guests booting at once under the lab's emulation take minutes, not seconds.
+        create.env("VESSEL_AGENT_READY_TIMEOUT", "900");
+        create.args([
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+        ]);
+        create
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap()
+    };
+    let mut status = attempt();
+    let first = std::fs::read_to_string(&err).unwrap_or_default();
+    if !status.success() && first.contains("guest triple fault") {
+        // Seen once in CI: one of 20 guests booting at once triple-faulted in early boot under
+        // the lab's emulated nested SVM. The failed create must have cleaned up (checked below
+        // with everything else); say so and try that one once more.
+        eprintln!("create {id}: {first}: retrying once");
+        assert!(
+            !lab.root().join(id).exists(),
+            "{id}: the failed create left its state dir"
+        );
+        status = attempt();
+    }
     assert!(
         status.success(),
         "create {id}: {}\nconsole:\n{}",
