@@ -160,7 +160,7 @@ fn fs_share(tag: &str) -> std::io::Result<()> {
 ///   `O_DIRECT` passes through to the host file, so on a host file system without it (tmpfs before
 ///   Linux 6.6) this is `direct FAILED Invalid argument (os error 22)`, as on the host itself
 /// - `readdir <sorted names>` of the share's root
-/// - `many files=2000` (2,000 files created in `many/` and all still open in the guest's dentry
+/// - `many files=1100` (1,100 files created in `many/` and all still open in the guest's dentry
 ///   cache: the host's file server holds a descriptor for each, past the usual limit of 1024)
 fn fs_semantics() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -229,7 +229,7 @@ fn fs_semantics() {
     report(
         "many",
         std::fs::create_dir("/mnt/many").and_then(|()| {
-            for i in 0..2000 {
+            for i in 0..1100 {
                 File::create(format!("/mnt/many/f{i}"))?.write_all(b"x")?;
             }
             Ok(format!("files={}", std::fs::read_dir("/mnt/many")?.count()))
