@@ -203,6 +203,10 @@ mod tests {
 
     #[test]
     fn guest_cpuset_renumbers_host_cpus_and_mems_for_the_guest() {
+        fn cpu_of(s: &Spec) -> oci_spec::runtime::LinuxCpu {
+            let linux = s.linux().as_ref().unwrap();
+            linux.resources().as_ref().unwrap().cpu().clone().unwrap()
+        }
         let s: Spec = serde_json::from_str(
             r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"cpus":"2-3","mems":"1","shares":512}}}}"#,
         )
@@ -241,16 +245,7 @@ mod tests {
             r#"{"ociVersion":"1.0.2","linux":{"resources":{"cpu":{"shares":2}}}}"#,
         )
         .unwrap();
-        let cpu = guest_cpuset(&plain, 2)
-            .linux()
-            .as_ref()
-            .unwrap()
-            .resources()
-            .as_ref()
-            .unwrap()
-            .cpu()
-            .clone()
-            .unwrap();
+        let cpu = cpu_of(&guest_cpuset(&plain, 2));
         assert_eq!((cpu.cpus().as_deref(), cpu.mems().as_deref()), (None, None));
     }
 
