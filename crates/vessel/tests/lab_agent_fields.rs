@@ -188,12 +188,17 @@ fn lab_agent_fields_in_a_microvm() {
             }
         }),
     );
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     let mounts = v["mounts"].as_array_mut().unwrap();
-    mounts.push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-        "options": ["nosuid", "nodev", "size=1m", "mode=1777"]}));
-    mounts.push(serde_json::json!({"destination": "/bind", "type": "bind", "source": bind_src,
-        "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+    mounts.push(
+        serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "size=1m", "mode=1777"]}),
+    );
+    mounts.push(
+        serde_json::json!({"destination": "/bind", "type": "bind", "source": bind_src,
+        "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
+    );
     std::fs::write(&config, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 
     let id = "lab-fields";
@@ -219,10 +224,7 @@ fn lab_agent_fields_in_a_microvm() {
         std::fs::read_to_string(&err_path).unwrap_or_default(),
         lab.console(id)
     );
-    let monitor: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let monitor: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert!(lab.cmd(&["start", id]).status().unwrap().success());
 
     // The workload exits; the agent is told to power off and the monitor ends with the VM.
@@ -262,7 +264,10 @@ fn lab_agent_fields_in_a_microvm() {
         ("CapAmb", "0000000000000020"),
         ("NoNewPrivs", "1"),
         // errno 123 is ENOMEDIUM: only the seccomp rule can give it.
-        ("mkdir", "mkdir: can't create directory '/tmp/d': No medium found"),
+        (
+            "mkdir",
+            "mkdir: can't create directory '/tmp/d': No medium found",
+        ),
         ("touch_tmp", "ok"),
         ("secret_bytes", "0"),
         ("secretdir_entries", "0"),
@@ -364,8 +369,12 @@ fn timings(c: &mut Client<UnixStream>, id: &str, exec: Option<&str>) -> u64 {
 fn bench_sample(connector: &impl AgentConnector, rootfs: &str, running: &str, side: &str, n: u32) {
     let mut c = client(connector);
     let id = format!("bench-{n}");
-    c.create(request(&id, &raw_spec(&["/bin/true"], serde_json::json!({})), rootfs))
-        .unwrap();
+    c.create(request(
+        &id,
+        &raw_spec(&["/bin/true"], serde_json::json!({})),
+        rootfs,
+    ))
+    .unwrap();
     c.call_done(Request::Start {
         container_id: id.clone(),
     })
@@ -448,7 +457,10 @@ fn agent_binary() -> Option<PathBuf> {
 
 fn native_agent(bin: &Path) -> NativeAgent {
     let dir = tempfile::tempdir().unwrap();
-    let cgroup = PathBuf::from(format!("/sys/fs/cgroup/vessel-bench-{}", std::process::id()));
+    let cgroup = PathBuf::from(format!(
+        "/sys/fs/cgroup/vessel-bench-{}",
+        std::process::id()
+    ));
     let child = Command::new(bin)
         .arg("serve")
         .arg("--control")
@@ -505,7 +517,11 @@ fn lab_agent_protocol_bad_input_bench_and_guest_loss() {
     // same id is free again and a good container under it runs.
     let e = refused(
         &mut c,
-        request("bad", &raw_spec(&["no-such-tool"], serde_json::json!({})), &rootfs),
+        request(
+            "bad",
+            &raw_spec(&["no-such-tool"], serde_json::json!({})),
+            &rootfs,
+        ),
     );
     assert_eq!(e.code, Code::InvalidArgument);
     assert_eq!(
@@ -516,7 +532,10 @@ fn lab_agent_protocol_bad_input_bench_and_guest_loss() {
         &mut c,
         request(
             "bad",
-            &raw_spec(&["/bin/true"], serde_json::json!({"process": {"cwd": "/notadir"}})),
+            &raw_spec(
+                &["/bin/true"],
+                serde_json::json!({"process": {"cwd": "/notadir"}}),
+            ),
             &rootfs,
         ),
     );
@@ -665,7 +684,10 @@ fn lab_agent_missing_executable_refused_by_create() {
     let err = text(&out.stderr);
     // oci-spec's parse error names the bad value and its place in config.json, not the JSON
     // path of the field.
-    assert!(err.contains("config.json: no variant for CAP_NO_SUCH"), "{err}");
+    assert!(
+        err.contains("config.json: no variant for CAP_NO_SUCH"),
+        "{err}"
+    );
     assert!(!root.join("lab-cap").exists());
 
     patch(
@@ -691,5 +713,9 @@ fn lab_agent_missing_executable_refused_by_create() {
         Vec::<i32>::new(),
         "no monitor left"
     );
-    assert_eq!(mounts_under(lab.dir.path()), Vec::<String>::new(), "no share mount left");
+    assert_eq!(
+        mounts_under(lab.dir.path()),
+        Vec::<String>::new(),
+        "no share mount left"
+    );
 }
