@@ -35,8 +35,9 @@ use vessel_protocol::{
 use vessel_runtime::guest::VsockUds;
 use vessel_runtime::sandbox::agent::AgentConnector;
 
-/// Upper bound for the monitor (and its VM) to end after the workload exits.
-const MONITOR_GONE_WITHIN: Duration = Duration::from_secs(15);
+/// Upper bound for the monitor (and its VM) to end after `start` returns: the fields script
+/// runs about forty BusyBox commands, each a fork and exec in a nested guest under TCG.
+const MONITOR_GONE_WITHIN: Duration = Duration::from_secs(90);
 
 fn patch(config: &Path, patch: serde_json::Value) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
