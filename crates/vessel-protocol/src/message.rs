@@ -292,8 +292,10 @@ pub struct ExecTimings {
     /// From receipt of the request that released it (`start`, or the same `exec`) to its
     /// `execve`, in microseconds; 0 while it has not been released.
     pub release_us: u64,
-    /// `setup_us + release_us`: the agent's time from the request to the program's first
-    /// instruction, without the time a created container waited for `start`.
+    /// The agent's time from the request to the program's first instruction, without the time
+    /// a created container waited for `start`: `setup_us + release_us` for a container's init;
+    /// for an exec, its one request's time (at least that sum: it also covers the bookkeeping
+    /// between setup and release).
     pub request_to_exec_us: u64,
 }
 

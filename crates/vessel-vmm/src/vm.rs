@@ -47,6 +47,11 @@ impl EndWatch {
     pub fn wait(&self) -> ExitReason {
         self.0.wait_exit()
     }
+
+    /// [`Self::wait`] giving up after `timeout` (`None`: the VM still runs).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<ExitReason> {
+        self.0.wait_exit_timeout(timeout)
+    }
 }
 
 /// A built microVM. Dropping it stops it.

@@ -39,6 +39,9 @@ use crate::bundle::Bundle;
 use crate::share;
 use crate::sizing::VmSize;
 
+/// How long a call that lost its agent connection waits for the VM's end to be noticed.
+const LOSS_GRACE: Duration = Duration::from_secs(2);
+
 /// Guest vsock CID of every container VM (each VM has its own vsock device, so CIDs never meet).
 pub const GUEST_CID: u32 = 3;
 /// How long the agent may take from VM start to answering on its control port. Generous because
@@ -100,6 +103,8 @@ pub struct MicroVmSandbox {
     lost: Arc<Mutex<Option<String>>>,
     /// Set by `shutdown` before it asks the guest to power off: that end is expected.
     stopping: Arc<AtomicBool>,
+    /// Waits on the VM's end (set at boot).
+    end: OnceLock<EndWatch>,
     /// Whether `pause` left the vCPUs paused (guarded with the VM's own lock held).
     vcpus_paused: Mutex<bool>,
 }
@@ -117,6 +122,7 @@ impl MicroVmSandbox {
             vm: Arc::new(Mutex::new(None)),
             lost: Arc::new(Mutex::new(None)),
             stopping: Arc::new(AtomicBool::new(false)),
+            end: OnceLock::new(),
             vcpus_paused: Mutex::new(false),
         }
     }
@@ -210,6 +216,7 @@ impl MicroVmSandbox {
         }
         let _ = self.connector.vsock.set(vsock);
         let watch = vm.end_watch();
+        let _ = self.end.set(watch.clone());
         *self.vm.lock().expect("vm lock") = Some(vm);
         self.watch(watch)?;
         self.agent.boot()
@@ -250,14 +257,30 @@ impl MicroVmSandbox {
     }
 
     /// `e`, or [`SandboxError::GuestLost`] when the guest has ended on its own (which is why a
-    /// call to the agent failed).
+    /// call to the agent failed). A guest that reboots resets its vsock device, cutting the
+    /// connections, a moment before the VM ends: a call that lost its connection (not one the
+    /// agent refused) gives the VM [`LOSS_GRACE`] to end before `e` is taken as the cause.
     fn lost_or(&self, e: SandboxError) -> SandboxError {
-        match self.lost.lock().expect("lost lock").clone() {
-            Some(reason) => SandboxError::GuestLost {
-                reason,
-                console: self.state_dir.join(CONSOLE_LOG),
-            },
-            None => e,
+        let guest_lost = |reason: String| SandboxError::GuestLost {
+            reason,
+            console: self.state_dir.join(CONSOLE_LOG),
+        };
+        if let Some(reason) = self.lost.lock().expect("lost lock").clone() {
+            return guest_lost(reason);
+        }
+        let refused = matches!(
+            &e,
+            SandboxError::CallAgent {
+                source: vessel_protocol::ClientError::Refuse { .. },
+                ..
+            }
+        );
+        if refused || self.stopping.load(Ordering::SeqCst) {
+            return e;
+        }
+        match self.end.get().and_then(|w| w.wait_timeout(LOSS_GRACE)) {
+            Some(reason) if !self.stopping.load(Ordering::SeqCst) => guest_lost(reason.to_string()),
+            _ => e,
         }
     }
 }
