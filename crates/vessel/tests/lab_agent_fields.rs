@@ -722,8 +722,9 @@ fn lab_agent_missing_executable_refused_by_create() {
     eprintln!("refused create took {:?}", t0.elapsed());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
+    // The logrus text line quotes its message, as runc's does.
     assert!(
-        err.contains(r#"exec: "no-such-tool": executable file not found in $PATH"#),
+        err.contains(r#"exec: \"no-such-tool\": executable file not found in $PATH"#),
         "{err}"
     );
     assert!(!root.join("lab-nx").exists(), "no state directory left");
