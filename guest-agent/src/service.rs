@@ -245,10 +245,7 @@ impl Service {
                 }
                 Some(SetupReport::Console) => {
                     let master = File::from(fds.pop().ok_or_else(|| {
-                        err(
-                            Code::Internal,
-                            "the console report carried no pty master",
-                        )
+                        err(Code::Internal, "the console report carried no pty master")
                     })?);
                     tty = Some(master.try_clone().map_err(|e| from(Code::Internal, &e))?);
                     ends.set_tty(master);
