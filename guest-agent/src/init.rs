@@ -129,6 +129,7 @@ fn mount_share() {
 /// reset the VMM reports as a guest shutdown. (`RB_POWER_OFF` would only halt: without ACPI the
 /// kernel has no power-off method, and the VM would stay up with every vCPU halted.)
 pub fn power_off() -> ! {
+    log::info!("syncing file systems and powering off");
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // reboot only returns on failure; PID 1 must not exit (that panics the kernel), so wait.

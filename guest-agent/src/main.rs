@@ -3,8 +3,10 @@
 //! Modes:
 //! - PID 1 (the guest's `/init`): mount the guest's file systems, bring up `lo`, serve the
 //!   control port (vsock 1024) and the stdio port (vsock 1025), power off on `Shutdown`.
-//! - `vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR]`: the same service on
-//!   Unix sockets, for native runs and tests (as a child subreaper).
+//! - `vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR] [--exit-when-empty]`:
+//!   the same service on Unix sockets, for native runs and tests (as a child subreaper); with
+//!   `--exit-when-empty` it exits 0 once a `Delete` leaves no container, as the guest's init
+//!   powers off then.
 //! - `vessel-agent __setup`: the clean single-threaded setup process (internal).
 
 mod container;
@@ -75,6 +77,7 @@ fn run_init() -> ! {
         exe: PathBuf::from("/proc/self/exe"),
         cgroup_root: Some(PathBuf::from("/sys/fs/cgroup/vessel")),
         hello: hello(),
+        shutdown_when_empty: true,
     };
     let service = Arc::new(Service::new(cfg, reaper::Reaper::start()));
     server::serve(service, control, stdio, || init::power_off())
@@ -84,8 +87,13 @@ fn run_serve(args: &[String]) -> anyhow_free::Result {
     let mut control = None;
     let mut stdio = None;
     let mut cgroup_root = None;
+    let mut exit_when_empty = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--exit-when-empty" {
+            exit_when_empty = true;
+            continue;
+        }
         let v = it.next().cloned();
         match a.as_str() {
             "--control" => control = v,
@@ -96,7 +104,7 @@ fn run_serve(args: &[String]) -> anyhow_free::Result {
     }
     let (Some(control), Some(stdio)) = (control, stdio) else {
         return Err(
-            "usage: vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR]".into(),
+            "usage: vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR] [--exit-when-empty]".into(),
         );
     };
     // Orphans of containers without their own PID namespace come back to us, as to PID 1.
@@ -112,6 +120,7 @@ fn run_serve(args: &[String]) -> anyhow_free::Result {
         exe: PathBuf::from("/proc/self/exe"),
         cgroup_root,
         hello: hello(),
+        shutdown_when_empty: exit_when_empty,
     };
     let service = Arc::new(Service::new(cfg, reaper::Reaper::start()));
     server::serve(service, control, stdio, || std::process::exit(0))
@@ -142,7 +151,7 @@ fn main() {
         }
         Some("--version") => println!("vessel-agent {}", env!("CARGO_PKG_VERSION")),
         _ => {
-            eprintln!("usage: vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR] (as PID 1 it runs as the guest's init)");
+            eprintln!("usage: vessel-agent serve --control SOCK --stdio SOCK [--cgroup-root DIR] [--exit-when-empty] (as PID 1 it runs as the guest's init)");
             std::process::exit(2);
         }
     }

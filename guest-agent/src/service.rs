@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use oci_spec::runtime::LinuxResources;
 use vessel_protocol::{
-    Code, CreateContainer, ExecProcess, Hello, ProcessInfo, ProcessList, RemoteError, Request,
-    Response, StdioConfig,
+    Code, CreateContainer, ExecProcess, ExecTimings, Hello, ProcessInfo, ProcessList, RemoteError,
+    Request, Response, StdioConfig,
 };
 
 use crate::container::cgroup::Cgroup;
@@ -44,6 +44,8 @@ enum Phase {
 struct Proc {
     pid: i32,
     tty: Option<File>,
+    /// The agent's time to bring it to `execve` (its init's `release_us` is set at start).
+    timings: Mutex<ExecTimings>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,9 @@ pub struct ServiceConfig {
     pub cgroup_root: Option<PathBuf>,
     /// The hello sent on every control connection.
     pub hello: Hello,
+    /// Whether the agent shuts down (as on `Shutdown`) once a `Delete` leaves no container: the
+    /// guest's init powers the VM off when its container is gone.
+    pub shutdown_when_empty: bool,
 }
 
 /// The agent's state and request handlers.
@@ -173,7 +178,24 @@ impl Service {
                 self.stdio.close_stdin(&(container_id, exec_id))?;
                 Ok(Response::Done)
             }
-            Request::Delete { container_id } => self.delete(&container_id),
+            Request::Delete { container_id } => {
+                let done = self.delete(&container_id)?;
+                if self.cfg.shutdown_when_empty
+                    && self
+                        .containers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_empty()
+                {
+                    log::info!("container {container_id} deleted, none left: shutting down");
+                    self.shutdown.store(true, Ordering::SeqCst);
+                }
+                Ok(done)
+            }
+            Request::Timings {
+                container_id,
+                exec_id,
+            } => self.timings(&container_id, exec_id.as_deref()),
             Request::Shutdown => {
                 self.shutdown.store(true, Ordering::SeqCst);
                 Ok(Response::Done)
@@ -295,9 +317,17 @@ impl Service {
             }
         };
         self.stdio.insert((id.clone(), None), ends);
+        let setup_us = micros(t0);
         let container = Arc::new(Container {
             config: c,
-            init: Proc { pid, tty },
+            init: Proc {
+                pid,
+                tty,
+                timings: Mutex::new(ExecTimings {
+                    setup_us,
+                    ..ExecTimings::default()
+                }),
+            },
             cgroup,
             phase: Mutex::new(Phase::Created),
             start: Mutex::new(Some(sock)),
@@ -307,13 +337,11 @@ impl Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, container);
-        Ok(Response::Created {
-            pid,
-            setup_us: t0.elapsed().as_micros() as u64,
-        })
+        Ok(Response::Created { pid, setup_us })
     }
 
     fn start(&self, id: &str) -> Result<Response, RemoteError> {
+        let t0 = Instant::now();
         let c = self.get(id)?;
         let mut phase = c.phase.lock().unwrap_or_else(|e| e.into_inner());
         if self.reaper.status(c.init.pid).is_some() {
@@ -335,11 +363,15 @@ impl Service {
             .take()
             .ok_or_else(|| err(Code::Internal, "container has no start channel"))?;
         release(&mut sock)?;
+        let mut timings = c.init.timings.lock().unwrap_or_else(|e| e.into_inner());
+        timings.release_us = micros(t0);
+        timings.request_to_exec_us = timings.setup_us + timings.release_us;
         *phase = Phase::Running;
         Ok(Response::Done)
     }
 
     fn exec(&self, e: ExecProcess) -> Result<Response, RemoteError> {
+        let t0 = Instant::now();
         let c = self.get(&e.container_id)?;
         if *c.phase.lock().unwrap_or_else(|e| e.into_inner()) != Phase::Running
             || self.reaper.status(c.init.pid).is_some()
@@ -373,13 +405,29 @@ impl Service {
         };
         let terminal = e.process.terminal() == Some(true);
         let (pid, mut sock, ends, tty) = self.run_setup(terminal, e.stdio, &req)?;
+        let setup_us = micros(t0);
         self.stdio
             .insert((e.container_id.clone(), Some(e.exec_id.clone())), ends);
+        let timings = Mutex::new(ExecTimings {
+            setup_us,
+            ..ExecTimings::default()
+        });
         c.execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(e.exec_id, Proc { pid, tty });
+            .insert(e.exec_id.clone(), Proc { pid, tty, timings });
+        let released = Instant::now();
         release(&mut sock)?;
+        if let Some(p) = c
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&e.exec_id)
+        {
+            let mut t = p.timings.lock().unwrap_or_else(|e| e.into_inner());
+            t.release_us = micros(released);
+            t.request_to_exec_us = micros(t0);
+        }
         Ok(Response::ExecStarted { pid })
     }
 
@@ -533,6 +581,28 @@ impl Service {
         }
     }
 
+    /// See [`Request::Timings`].
+    fn timings(&self, id: &str, exec_id: Option<&str>) -> Result<Response, RemoteError> {
+        let c = self.get(id)?;
+        let read = |p: &Proc| *p.timings.lock().unwrap_or_else(|e| e.into_inner());
+        let timings = match exec_id {
+            None => read(&c.init),
+            Some(e) => c
+                .execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(e)
+                .map(read)
+                .ok_or_else(|| {
+                    err(
+                        Code::NotFound,
+                        format!("exec {e} in container {id} does not exist"),
+                    )
+                })?,
+        };
+        Ok(Response::Timings(timings))
+    }
+
     fn delete(&self, id: &str) -> Result<Response, RemoteError> {
         let c = self.get(id)?;
         for pid in self.container_pids(&c) {
@@ -564,6 +634,11 @@ impl Service {
             .remove(id);
         Ok(Response::Done)
     }
+}
+
+/// Microseconds since `t0` (`Instant` is `CLOCK_MONOTONIC`).
+fn micros(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Lets a ready process `execve` and waits until it has (EOF on the close-on-exec channel).

@@ -716,3 +716,74 @@ fn bad_mount_type_is_refused_naming_the_entry() -> Result<()> {
     assert!(chain[2].contains("No such device"), "{chain:?}");
     Ok(())
 }
+
+#[test]
+fn exit_when_empty_ends_the_agent_after_the_last_delete() -> Result<()> {
+    require_root!();
+    let mut agent = Agent::start_with(&["--exit-when-empty"])?;
+    let (status, out, _) = agent.run("only", &spec("echo once"))?;
+    assert_eq!((status, out.as_str()), (ExitStatus::Code(0), "once\n"));
+    // `run` deleted the only container: the agent exits 0, as the guest's init powers off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = agent.child.try_wait()? {
+            assert_eq!(code.code(), Some(0));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the agent still runs after its last container was deleted");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn timings_measure_setup_and_release_to_execve() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    let mut c = agent.client()?;
+    let mut req = CreateContainer::from_spec(
+        "tm",
+        &spec("exec sleep 100"),
+        agent.rootfs().to_str().unwrap(),
+    );
+    req.stdio = vessel_protocol::StdioConfig {
+        stdin: false,
+        stdout: false,
+        stderr: false,
+    };
+    c.create(req)?;
+    let timings = |c: &mut Client<UnixStream>| -> Result<vessel_protocol::ExecTimings> {
+        match c.call(Request::Timings {
+            container_id: "tm".into(),
+            exec_id: None,
+        })? {
+            Response::Timings(t) => Ok(t),
+            other => bail!("unexpected {other:?}"),
+        }
+    };
+    let created = timings(&mut c)?;
+    assert!(created.setup_us > 0, "{created:?}");
+    assert_eq!((created.release_us, created.request_to_exec_us), (0, 0));
+    c.call_done(Request::Start {
+        container_id: "tm".into(),
+    })?;
+    let started = timings(&mut c)?;
+    assert_eq!(started.setup_us, created.setup_us);
+    assert!(started.release_us > 0, "{started:?}");
+    assert_eq!(
+        started.request_to_exec_us,
+        started.setup_us + started.release_us
+    );
+    match c.call(Request::Timings {
+        container_id: "tm".into(),
+        exec_id: Some("nope".into()),
+    }) {
+        Err(ClientError::Refuse { source, .. }) => assert_eq!(source.code, Code::NotFound),
+        other => bail!("unexpected {other:?}"),
+    }
+    c.call_done(Request::Delete {
+        container_id: "tm".into(),
+    })?;
+    Ok(())
+}

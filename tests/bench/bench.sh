@@ -26,6 +26,14 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release \
   --target x86_64-unknown-linux-gnu -p vessel-guest-probe
 cargo build -q --release -p vessel-vmm --example vmm
 cargo build -q --release --manifest-path tests/bench/Cargo.toml
+# The agent's in-guest setup cost comes from the lab test lab_agent_protocol_* (it prints BENCH
+# records); its native peer is the static agent in `serve` mode, built by `make artefacts`.
+agent_test=$(cargo test -q -p vessel --test lab_agent_fields --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l) if l.startswith("{") else {}
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -n 1)
+[ -x "$agent_test" ] || { echo "bench: could not build the lab_agent_fields test binary" >&2; exit 1; }
 # The lab mounts its own tmpfs on /tmp and /var/tmp: stage what it runs under the repo's target/.
 stage=$repo/target/vessel-bench
 mkdir -p "$stage"
@@ -39,8 +47,10 @@ echo "bench: native setup ($(uname -r))" >&2
 tests/bench/measure.sh native "$stage" | grep '^BENCH ' > "$records"
 echo "bench: lab" >&2
 tests/lab/run.sh --timeout "${LAB_TIMEOUT:-1800}" bash -c \
-  'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/exec.sh "$2"' \
-  _ "$stage" "$repo/build/bin/vessel" \
+  'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/exec.sh "$2" &&
+   VESSEL_KERNEL=$4/build/share/vessel/vmlinux VESSEL_INITRAMFS=$4/build/share/vessel/initramfs.cpio \
+     "$3" --exact lab_agent_protocol_bad_input_bench_and_guest_loss --nocapture --test-threads 1' \
+  _ "$stage" "$repo/build/bin/vessel" "$agent_test" "$repo" \
   | grep '^BENCH ' >> "$records"
 
 # One table per peer: median (min) per metric and side, ratio vessel/peer of the medians.
@@ -83,3 +93,7 @@ table "vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p
   "state_ms|state of a running container, ms|1|ratio <= 1.5" \
   "exec_rtt_ms|exec <id> true, ms|1|" \
   "exec_mibs|exec stdout, 100 MiB, MiB/s|1|"
+table "vessel-agent in a Vessel guest vs the same agent natively (serve mode, Unix sockets) on the lab host; agent's own clock (issue 4)" native \
+  "agent_create_exec_us|create request to workload execve, ms [lab]|1000|guest < 5 ms" \
+  "agent_exec_us|exec request to execve, ms [lab]|1000|guest < 5 ms" \
+  "agent_exec_rtt_us|exec round trip seen by the client, ms [lab]|1000|"

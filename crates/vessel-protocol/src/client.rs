@@ -82,6 +82,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::CloseStdin { .. } => "close_stdin",
         Request::Delete { .. } => "delete",
         Request::Shutdown => "shutdown",
+        Request::Timings { .. } => "timings",
     }
 }
 

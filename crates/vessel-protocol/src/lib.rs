@@ -24,8 +24,8 @@ pub mod stdio;
 pub use client::{open_stdio, Client, ClientError};
 pub use frame::{read_frame, read_message, write_frame, write_message, FrameError};
 pub use message::{
-    CreateContainer, ExecProcess, ExitStatus, Hello, ProcessInfo, ProcessList, Request,
-    RequestEnvelope, Response, ResponseEnvelope, StdioConfig,
+    CreateContainer, ExecProcess, ExecTimings, ExitStatus, Hello, ProcessInfo, ProcessList,
+    Request, RequestEnvelope, Response, ResponseEnvelope, StdioConfig,
 };
 pub use stats::Stats;
 pub use status::{Code, RemoteCause, RemoteError};

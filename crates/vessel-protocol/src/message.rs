@@ -141,6 +141,15 @@ pub enum Request {
     /// Sync file systems and power the VM off. Answer: [`Response::Done`], sent before the
     /// power-off.
     Shutdown,
+    /// The agent's own time from a request to a process's `execve` (its setup cost, measured
+    /// in the guest). Answer: [`Response::Timings`].
+    Timings {
+        /// The container id.
+        container_id: String,
+        /// An exec id, or `None` for the container's init.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
 }
 
 /// The container to create, taken from the bundle's `config.json`.
@@ -267,6 +276,27 @@ pub enum Response {
     },
     /// The request was carried out and has nothing to return.
     Done,
+    /// Answer to [`Request::Timings`].
+    Timings(ExecTimings),
+}
+
+/// How long the agent took to bring a process to its `execve`, on the guest's
+/// `CLOCK_MONOTONIC`. The end point is the `execve` itself: the agent sees it as EOF on the
+/// process's close-on-exec setup channel, the last thing it can observe before the program's
+/// first instruction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecTimings {
+    /// From receipt of the request that set the process up (`create_container` or `exec`) to
+    /// the process blocked before `execve`, in microseconds.
+    pub setup_us: u64,
+    /// From receipt of the request that released it (`start`, or the same `exec`) to its
+    /// `execve`, in microseconds; 0 while it has not been released.
+    pub release_us: u64,
+    /// The agent's time from the request to the program's first instruction, without the time
+    /// a created container waited for `start`: `setup_us + release_us` for a container's init;
+    /// for an exec, its one request's time (at least that sum: it also covers the bookkeeping
+    /// between setup and release).
+    pub request_to_exec_us: u64,
 }
 
 /// The agent's greeting, sent first on every control connection.
@@ -436,6 +466,10 @@ mod tests {
                 container_id: cid(),
             },
             Request::Shutdown,
+            Request::Timings {
+                container_id: cid(),
+                exec_id: Some("e1".into()),
+            },
         ] {
             round_trip_request(r);
         }
@@ -476,6 +510,11 @@ mod tests {
                 exited: false,
             }),
             Ok(Response::Done),
+            Ok(Response::Timings(ExecTimings {
+                setup_us: 1200,
+                release_us: 300,
+                request_to_exec_us: 1500,
+            })),
             Err(RemoteError::new(Code::NotFound, "container c9 not found")),
         ] {
             round_trip_response(r);

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, FsConfig, SerialSink, VmConfig};
 pub use vessel_devices::virtio::vsock::{VsockHandle, VsockListener};
-pub use vm::Vm;
+pub use vm::{EndWatch, Vm};
 pub use vstate::vcpu::{ExitReason, ShutdownCause};
 
 /// Why the VMM could not build or drive a VM.

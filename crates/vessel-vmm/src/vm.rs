@@ -37,6 +37,23 @@ use crate::VmmError;
 pub const BASE_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet i8042.noaux i8042.nomux i8042.dumbkbd";
 
+/// Waits for a VM's end from any thread; see [`Vm::end_watch`].
+#[derive(Clone)]
+pub struct EndWatch(Arc<VcpuControl>);
+
+impl EndWatch {
+    /// Blocks until some vCPU ended the VM (a guest reset or power-off, an internal error) or
+    /// the VM was stopped, and returns why. The VM is not torn down: its owner does that.
+    pub fn wait(&self) -> ExitReason {
+        self.0.wait_exit()
+    }
+
+    /// [`Self::wait`] giving up after `timeout` (`None`: the VM still runs).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<ExitReason> {
+        self.0.wait_exit_timeout(timeout)
+    }
+}
+
 /// A built microVM. Dropping it stops it.
 pub struct Vm {
     ctl: Arc<VcpuControl>,
@@ -254,6 +271,12 @@ impl Vm {
     /// Kills the VM now (if it still runs) and returns why it ended.
     pub fn stop(&mut self) -> ExitReason {
         self.teardown(ExitReason::Stopped)
+    }
+
+    /// A handle that waits for the guest to end without holding the `Vm` (Clone + Send), for a
+    /// thread that must notice a guest that ends on its own (a reset, a kernel panic).
+    pub fn end_watch(&self) -> EndWatch {
+        EndWatch(Arc::clone(&self.ctl))
     }
 
     /// Host-side access to the guest's vsock ports (Clone + Send).

@@ -15,23 +15,32 @@
 //! 3. `shutdown`: ask the agent to power off, wait briefly for the VM to end, kill it if it does
 //!    not; then take the share down. Nothing of the VM outlives the monitor: its vCPU and device
 //!    threads are threads of the monitor process.
+//! 4. A guest that ends on its own (the agent died: the kernel panics, `panic=-1` resets the
+//!    VM at once; or the kernel failed or was rebooted) is noticed by a watcher thread that waits
+//!    on the VM's end: it tears the VM down, which closes every vsock connection, so a pending
+//!    agent call (the monitor's `wait`, a `kill`, an `exec`) fails at once instead of hanging,
+//!    and the sandbox's calls report [`SandboxError::GuestLost`] with the console log's path.
 
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use vessel_devices::virtio::vsock::VsockHandle;
 use vessel_protocol::{Request, Response, CONTROL_PORT};
 use vessel_vmm::config::FsConfig;
-use vessel_vmm::{SerialSink, Vm, VmConfig};
+use vessel_vmm::{EndWatch, SerialSink, Vm, VmConfig};
 
 use super::agent::{AgentConnector, AgentSandbox};
 use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
 use crate::share;
 use crate::sizing::VmSize;
+
+/// How long a call that lost its agent connection waits for the VM's end to be noticed.
+const LOSS_GRACE: Duration = Duration::from_secs(2);
 
 /// Guest vsock CID of every container VM (each VM has its own vsock device, so CIDs never meet).
 pub const GUEST_CID: u32 = 3;
@@ -88,7 +97,14 @@ pub struct MicroVmSandbox {
     state_dir: PathBuf,
     connector: std::sync::Arc<VmConnector>,
     agent: AgentSandbox<std::sync::Arc<VmConnector>>,
-    vm: Mutex<Option<Vm>>,
+    /// The VM; shared with the watcher thread, which takes it when the guest ends on its own.
+    vm: Arc<Mutex<Option<Vm>>>,
+    /// Why the guest ended on its own, once it has (set by the watcher).
+    lost: Arc<Mutex<Option<String>>>,
+    /// Set by `shutdown` before it asks the guest to power off: that end is expected.
+    stopping: Arc<AtomicBool>,
+    /// Waits on the VM's end (set at boot).
+    end: OnceLock<EndWatch>,
     /// Whether `pause` left the vCPUs paused (guarded with the VM's own lock held).
     vcpus_paused: Mutex<bool>,
 }
@@ -103,7 +119,10 @@ impl MicroVmSandbox {
             state_dir,
             agent: AgentSandbox::new(std::sync::Arc::clone(&connector)),
             connector,
-            vm: Mutex::new(None),
+            vm: Arc::new(Mutex::new(None)),
+            lost: Arc::new(Mutex::new(None)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            end: OnceLock::new(),
             vcpus_paused: Mutex::new(false),
         }
     }
@@ -196,8 +215,73 @@ impl MicroVmSandbox {
             }
         }
         let _ = self.connector.vsock.set(vsock);
+        let watch = vm.end_watch();
+        let _ = self.end.set(watch.clone());
         *self.vm.lock().expect("vm lock") = Some(vm);
+        self.watch(watch)?;
         self.agent.boot()
+    }
+
+    /// Starts the thread that tears the VM down when the guest ends on its own (module
+    /// documentation, 4).
+    fn watch(&self, watch: EndWatch) -> Result<(), SandboxError> {
+        let vm = Arc::clone(&self.vm);
+        let lost = Arc::clone(&self.lost);
+        let stopping = Arc::clone(&self.stopping);
+        let console = self.state_dir.join(CONSOLE_LOG);
+        std::thread::Builder::new()
+            .name("vm-watch".to_owned())
+            .spawn(move || {
+                let reason = watch.wait();
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut slot = vm.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(mut ended) = slot.take() else {
+                    return;
+                };
+                log::error!(
+                    "the microVM ended under its container ({reason}); guest console: {}",
+                    console.display()
+                );
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+                // Dropping the VM closes its vsock device and with it every host connection.
+                ended.stop();
+                drop(ended);
+            })
+            .map(drop)
+            .map_err(|e| SandboxError::Sys {
+                op: "spawn the microVM watcher thread",
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+            })
+    }
+
+    /// `e`, or [`SandboxError::GuestLost`] when the guest has ended on its own (which is why a
+    /// call to the agent failed). A guest that reboots resets its vsock device, cutting the
+    /// connections, a moment before the VM ends: a call that lost its connection (not one the
+    /// agent refused) gives the VM [`LOSS_GRACE`] to end before `e` is taken as the cause.
+    fn lost_or(&self, e: SandboxError) -> SandboxError {
+        let guest_lost = |reason: String| SandboxError::GuestLost {
+            reason,
+            console: self.state_dir.join(CONSOLE_LOG),
+        };
+        if let Some(reason) = self.lost.lock().expect("lost lock").clone() {
+            return guest_lost(reason);
+        }
+        let refused = matches!(
+            &e,
+            SandboxError::CallAgent {
+                source: vessel_protocol::ClientError::Refuse { .. },
+                ..
+            }
+        );
+        if refused || self.stopping.load(Ordering::SeqCst) {
+            return e;
+        }
+        match self.end.get().and_then(|w| w.wait_timeout(LOSS_GRACE)) {
+            Some(reason) if !self.stopping.load(Ordering::SeqCst) => guest_lost(reason.to_string()),
+            _ => e,
+        }
     }
 }
 
@@ -229,15 +313,16 @@ impl Sandbox for MicroVmSandbox {
     }
 
     fn start(&self) -> Result<(), SandboxError> {
-        self.agent.start()
+        self.agent.start().map_err(|e| self.lost_or(e))
     }
 
     fn signal(&self, signal: i32, all: bool) -> Result<(), SandboxError> {
         self.with_vcpus(signal == libc::SIGKILL, || self.agent.signal(signal, all))
+            .map_err(|e| self.lost_or(e))
     }
 
     fn wait(&self) -> Result<WorkloadExit, SandboxError> {
-        self.agent.wait()
+        self.agent.wait().map_err(|e| self.lost_or(e))
     }
 
     fn pause(&self) -> Result<(), SandboxError> {
@@ -274,6 +359,7 @@ impl Sandbox for MicroVmSandbox {
 
     fn agent_call(&self, request: Request) -> Result<Response, SandboxError> {
         self.with_vcpus(false, || self.agent.agent_call(request))
+            .map_err(|e| self.lost_or(e))
     }
 
     fn resize_terminal(&self, rows: u16, cols: u16) -> Result<(), SandboxError> {
@@ -281,6 +367,7 @@ impl Sandbox for MicroVmSandbox {
     }
 
     fn shutdown(&self) -> Result<(), SandboxError> {
+        self.stopping.store(true, Ordering::SeqCst);
         // The agent must run to power the guest off.
         let asked = self.with_vcpus(true, || self.agent.shutdown());
         if let Some(mut vm) = self.vm.lock().expect("vm lock").take() {

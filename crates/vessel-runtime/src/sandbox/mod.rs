@@ -53,6 +53,16 @@ pub enum SandboxError {
         /// The guest's console log.
         console: std::path::PathBuf,
     },
+    /// The guest ended under a created or running container (the agent died, which panics the
+    /// guest kernel and resets the VM, or the kernel itself failed or was rebooted): every
+    /// connection to the agent was cut, so no call hangs on it.
+    #[error("the microVM ended under the container ({reason}): its guest agent is gone; guest console: {}", console.display())]
+    GuestLost {
+        /// Why the VM ended.
+        reason: String,
+        /// The guest's console log.
+        console: std::path::PathBuf,
+    },
     /// The agent did not answer in time.
     #[error("the guest agent did not answer within {waited:?}; guest console: {}", console.display())]
     WaitAgent {
