@@ -31,11 +31,15 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
-    /// `config.json` is not a valid runtime spec.
-    #[error("parse {path}")]
+    /// `config.json` is not a valid runtime spec. The message names the offending field as a
+    /// path (`linux.namespaces[2].type`), then serde's reason (the accepted values for an enum).
+    #[error("parse {path}: field {field}")]
     ParseConfig {
         /// The file.
         path: PathBuf,
+        /// Where in the document the value failed, as `serde_path_to_error` spells it (`.` when
+        /// the document itself is malformed).
+        field: String,
         /// The cause.
         #[source]
         source: serde_json::Error,
@@ -81,10 +85,12 @@ impl Bundle {
                 })
             }
         };
+        let mut de = serde_json::Deserializer::from_str(&text);
         let spec: Spec =
-            serde_json::from_str(&text).map_err(|source| BundleError::ParseConfig {
+            serde_path_to_error::deserialize(&mut de).map_err(|e| BundleError::ParseConfig {
                 path: config,
-                source,
+                field: e.path().to_string(),
+                source: e.into_inner(),
             })?;
         validate_process(&spec)?;
         validate_linux(&spec)?;
@@ -187,6 +193,30 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "JSON specification file config.json not found"
+        );
+    }
+
+    #[test]
+    fn parse_error_names_the_field() {
+        let bad = GOOD.replace(
+            r#""process":"#,
+            r#""linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]},"process":"#,
+        );
+        let dir = bundle_with(&bad);
+        let err = Bundle::load(dir.path()).unwrap_err();
+        let config = dir.path().canonicalize().unwrap().join("config.json");
+        assert_eq!(
+            err.to_string(),
+            format!("parse {}: field linux.namespaces[1].type", config.display())
+        );
+        let BundleError::ParseConfig { source, .. } = err else {
+            panic!("not a parse error: {err:?}");
+        };
+        assert!(
+            source
+                .to_string()
+                .starts_with("unknown variant `bogus`, expected one of `mount`"),
+            "{source}"
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The content comes from oci-spec's defaults, which follow runc's example (`sh` as the process,
 //! the usual mounts, masked and read-only paths, a pid/network/ipc/uts/mount namespace set), with
-//! the hostname set to `vessel`. Written with tab indentation, as runc does.
+//! `process.terminal` true as in runc's and the hostname set to `vessel`. Written with tab indentation, as runc does.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,10 @@ pub enum SpecError {
 /// and no resources (runc specconv `ToRootless`).
 pub fn example(rootless: bool) -> Result<Spec, SpecError> {
     let mut spec = Spec::default();
+    // runc's example runs `sh` on a terminal (specconv.Example: `Terminal: true`).
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(true));
+    spec.set_process(Some(process));
     spec.set_version(OCI_VERSION.to_owned())
         .set_hostname(Some("vessel".to_owned()))
         .set_annotations(None);
@@ -136,6 +140,7 @@ mod tests {
         let spec = example(false).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &vec!["sh".to_owned()]);
+        assert_eq!(p.terminal(), Some(true));
         assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("rootfs"));
         assert_eq!(spec.version(), OCI_VERSION);
     }

@@ -281,12 +281,13 @@ fn version_first_line_and_spec_line() {
 }
 
 #[test]
-fn kill_signal_parsing_errors() {
+fn kill_looks_up_the_container_before_the_signal() {
+    // runc kill.go: getContainer, then parseSignal.
     let env = Env::new();
     assert_fails(
         &env.run(&["kill", "c", "sigfoo"]),
         1,
-        "unknown signal \"sigfoo\"",
+        "container does not exist",
     );
     assert_fails(
         &env.run(&["kill", "c", "KILL"]),
@@ -360,6 +361,11 @@ fn create_start_wait_with_pid_file_and_exit_code() {
         "cannot start a container that has stopped",
     );
     assert_fails(&env.run(&["kill", "c1"]), 1, "container not running");
+    assert_fails(
+        &env.run(&["kill", "c1", "sigfoo"]),
+        1,
+        "unknown signal \"sigfoo\"",
+    );
     assert!(env.run(&["kill", "--all", "c1", "9"]).status.success());
     assert!(env.run(&["delete", "c1"]).status.success());
     assert!(!env.root().join("c1").exists());

@@ -317,6 +317,33 @@ enum Step {
     InternalError,
 }
 
+/// Logs (at error level) where vCPU `index` was when the guest triple-faulted: RIP, RSP, CS,
+/// CR0, CR2 (the last page-fault address), CR3, CR4 and EFER, from `KVM_GET_REGS` and
+/// `KVM_GET_SREGS`. A triple fault leaves the guest no chance to print a panic, so this is the
+/// only trace of where it died.
+fn log_fault_state(vcpu: &VcpuFd, index: u32) {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => log::error!(
+            "vcpu {index} triple fault: rip={:#x} rsp={:#x} cs={:#x} cr0={:#x} cr2={:#x} \
+             cr3={:#x} cr4={:#x} efer={:#x} rflags={:#x}",
+            r.rip,
+            r.rsp,
+            s.cs.selector,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            r.rflags
+        ),
+        (r, s) => log::error!(
+            "vcpu {index} triple fault; registers unavailable: {:?} {:?}",
+            r.err(),
+            s.err()
+        ),
+    }
+}
+
 /// The body of vCPU thread `index`: runs until the VM ends.
 pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: Arc<VcpuControl>) {
     let i = index as usize;
@@ -351,7 +378,10 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                 },
                 // With the in-kernel irqchip HLT stays in the kernel; an exit here is harmless.
                 VcpuExit::Hlt | VcpuExit::Intr => Step::Continue,
-                VcpuExit::Shutdown => Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault)),
+                VcpuExit::Shutdown => {
+                    log_fault_state(&vcpu, index);
+                    Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault))
+                }
                 VcpuExit::SystemEvent(kind, _) => {
                     Step::Exit(ExitReason::SystemEvent { kind, vcpu: index })
                 }

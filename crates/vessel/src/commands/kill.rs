@@ -19,6 +19,9 @@ pub struct KillArgs {
 /// Sends the signal.
 pub fn run(ctx: &Context, args: KillArgs) -> anyhow::Result<i32> {
     check_args("kill", &args.args, &[Arity::Min(1), Arity::Max(2)])?;
+    // As runc (kill.go): the container is looked up before the signal is parsed, so a missing
+    // container is reported even when the signal is bad too.
+    ctx.store.load(&args.args[0])?;
     let signal = match args.args.get(1) {
         Some(raw) => vessel_runtime::signal::parse(raw)?,
         None => libc::SIGTERM,
