@@ -12,7 +12,8 @@
 # 5. `ctr run -d`, `ctr task exec` (output, exit code), `ctr task ps`, `ctr task kill`,
 #    `ctr task delete` (exit status), `ctr container delete`;
 # 6. the configured way: containerd accepted the runtime entry (config dump, cri plugin loaded);
-# 7. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel.
+# 7. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel,
+#    and coreutils' timeout (a POSIX timer) ends a sleep with 124.
 # Not covered: a CRI pod (no CRI client in the lab).
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
@@ -170,13 +171,16 @@ ctr -a "$sock" image import "$("$repo/tests/compat/archives.sh" debian)/oci.tar"
   fail "ctr image import (debian)"
 set +e
 out=$(timeout -k 10 300 ctr -a "$sock" run --rm --runc-binary "$vessel" docker.io/library/vessel-debian:bookworm \
-  ctr-debian sh -c '. /etc/os-release; echo "$PRETTY_NAME"; uname -r' 2>"$work/debian.err")
+  ctr-debian sh -c '. /etc/os-release; echo "$PRETTY_NAME"; timeout 1 sleep 30; echo "timeout=$?"; uname -r' \
+  2>"$work/debian.err")
 rc=$?
 set -e
 echo "$out" | sed 's/^/  ctr run debian: /'
 [ "$rc" = 0 ] || fail "ctr run (debian) exited $rc (stderr: $(cat "$work/debian.err"))"
 echo "$out" | head -1 | grep -q '^Debian GNU/Linux 12' || fail "ctr run (debian): no Debian 12 os-release: $out"
 echo "$out" | tail -1 | grep -q -- '-vessel-guest$' || fail "ctr run (debian): not the guest kernel: $out"
+# coreutils' timeout arms a POSIX timer (timer_create): 124 once it fired, not ENOSYS's 125.
+echo "$out" | grep -qx 'timeout=124' || fail "ctr run (debian): timeout 1 sleep 30 did not end with 124: $out"
 ok "ctr run of a Debian bookworm image: $(echo "$out" | head -1), kernel $(echo "$out" | tail -1)"
 
 # Nothing of Vessel's is left behind: no state dir, no monitor.
