@@ -420,12 +420,13 @@ mod tests {
         ReadIn, WriteIn, WriteOut,
     };
     use virtio_queue::QueueT;
-    use vm_memory::ByteValued;
+    use vm_memory::{ByteValued, Bytes};
 
     use super::super::test_utils::{cname, obj, Driver};
     use super::*;
 
     const LOOKUP: u32 = 1;
+    const FORGET: u32 = 2;
     const GETATTR: u32 = 3;
     const OPEN: u32 = 14;
     const READ: u32 = 15;
@@ -796,6 +797,27 @@ mod tests {
         let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
         assert_eq!(up.attr.ino, root_ino);
         assert_eq!(s.lookup(ROOT, "a/b").unwrap_err(), libc::EINVAL);
+    }
+
+    #[test]
+    fn a_request_the_server_fails_without_replying_gets_eio_unless_it_is_a_forget() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "ok").unwrap();
+        let mut s = Session::start(dir.path());
+        // A WRITE whose arguments stop short of `fuse_write_in`: the server cannot decode it and
+        // returns an error without writing a reply.
+        let (h, body) = s.call(WRITE, ROOT, &[0u8; 4]);
+        assert_eq!((h.error, h.len, body.len()), (-libc::EIO, 16, 0));
+        // A FORGET is never answered, even when malformed.
+        let (_, at) = s.d.post(FORGET, ROOT, &[]);
+        s.fs.queue_notify(REQUEST_QUEUE as u16);
+        assert_eq!(s.d.wait_used(), 0);
+        let untouched: OutHeader = s.d.mem.read_obj(vm_memory::GuestAddress(at)).unwrap();
+        assert_eq!(untouched.unique, 0);
+        assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
     }
 
     #[test]

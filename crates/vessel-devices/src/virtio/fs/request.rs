@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
@@ -53,8 +54,11 @@ impl FileServer {
     }
 
     /// Answers the request in `chain` and returns the number of bytes written to its
-    /// device-writable part (the `len` of its used-ring element). A request the server cannot
-    /// decode gets no reply (0 bytes), as FUSE does for FORGET.
+    /// device-writable part (the `len` of its used-ring element). A request the server fails
+    /// without answering (arguments it cannot decode, a reply that does not fit) gets `EIO` if
+    /// its opcode expects a reply: the Linux driver ignores the used length and reads the reply
+    /// header it preallocated zeroed, so no answer would pass for success with garbage arguments.
+    /// FORGET and BATCH_FORGET get none, and neither does a request whose header is unreadable.
     pub fn handle_chain(
         &self,
         mem: &GuestMemoryMmap,
@@ -63,14 +67,35 @@ impl FileServer {
         let head = chain.head_index();
         let bad = |source| FsError::BadChain { head, source };
         let reader = Reader::from_descriptor_chain(mem, chain.clone()).map_err(bad)?;
-        let writer = VirtioFsWriter::new(mem, chain).map_err(bad)?;
-        match self
+        let header: Option<InHeader> = reader.clone().read_obj().ok();
+        let writer = VirtioFsWriter::new(mem, chain.clone()).map_err(bad)?;
+        let err = match self
             .server
             .handle_message(reader, writer.into(), None, None)
         {
-            Ok(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+            Ok(n) => return Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => e,
+        };
+        let Some(h) = header.filter(|h| expects_reply(h.opcode)) else {
+            log::debug!("virtio-fs: request in chain {head} not answered: {err}");
+            return Ok(0);
+        };
+        log::warn!(
+            "virtio-fs: opcode {} (unique {}) in chain {head} failed without a reply, answering \
+             EIO: {err}",
+            h.opcode,
+            h.unique
+        );
+        let reply = OutHeader {
+            len: std::mem::size_of::<OutHeader>() as u32,
+            error: -libc::EIO,
+            unique: h.unique,
+        };
+        let mut writer = VirtioFsWriter::new(mem, chain).map_err(bad)?;
+        match writer.write_obj(reply) {
+            Ok(()) => Ok(reply.len),
             Err(e) => {
-                log::debug!("virtio-fs: request in chain {head} not answered: {e}");
+                log::warn!("virtio-fs: no room for a reply header in chain {head}: {e}");
                 Ok(0)
             }
         }
@@ -100,4 +125,9 @@ impl FileServer {
                 .needs_notification(mem)
                 .map_err(FsError::AccessQueue)?)
     }
+}
+
+/// Whether a request with `opcode` gets a reply (FUSE: all but FORGET and BATCH_FORGET).
+fn expects_reply(opcode: u32) -> bool {
+    opcode != Opcode::Forget as u32 && opcode != Opcode::BatchForget as u32
 }
