@@ -478,6 +478,11 @@ mod tests {
 
     impl Session {
         fn start(dir: &Path) -> Session {
+            Session::start_offering(dir, 0).0
+        }
+
+        /// A session whose FUSE INIT offers `flags`; also returns the server's INIT reply.
+        fn start_offering(dir: &Path, flags: u32) -> (Session, InitOut) {
             let mut fs = Fs::new("vessel", dir).unwrap();
             let d = Driver::new();
             let hiprio = Queue::new(QUEUE_SIZE).unwrap();
@@ -495,7 +500,7 @@ mod tests {
                     major: 7,
                     minor: 31,
                     max_readahead: 0x20000,
-                    flags: 0,
+                    flags,
                 }
                 .as_slice(),
             );
@@ -503,7 +508,7 @@ mod tests {
             let out: InitOut = obj(&body);
             // The server answers with its own protocol version; the client uses the lower one.
             assert_eq!((out.major, out.minor), (7, 33));
-            s
+            (s, out)
         }
 
         fn call(&mut self, op: u32, node: u64, args: &[u8]) -> (OutHeader, Vec<u8>) {
@@ -797,6 +802,33 @@ mod tests {
         let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
         assert_eq!(up.attr.ino, root_ino);
         assert_eq!(s.lookup(ROOT, "a/b").unwrap_err(), libc::EINVAL);
+    }
+
+    #[test]
+    fn init_grants_1_mib_writes_when_the_driver_offers_them_and_they_land_whole() {
+        use fuse_backend_rs::abi::fuse_abi::FsOptions;
+        if !root() {
+            return;
+        }
+        let (big, pages) = (
+            FsOptions::BIG_WRITES.bits() as u32,
+            FsOptions::MAX_PAGES.bits() as u32,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A driver that offers neither keeps the FUSE default of 4 KiB.
+        let (_, out) = Session::start_offering(dir.path(), 0);
+        assert_eq!((out.flags & (big | pages), out.max_write), (0, 4096));
+        // Linux offers both (fs/fuse/inode.c, fuse_send_init).
+        let (mut s, out) = Session::start_offering(dir.path(), big | pages);
+        assert_eq!(out.flags & (big | pages), big | pages);
+        assert_eq!((out.max_write, out.max_pages), (1 << 20, 256));
+        assert_eq!(super::super::request::MAX_WRITE, 1 << 20);
+        std::fs::write(dir.path().join("w"), "").unwrap();
+        let e = s.lookup(ROOT, "w").unwrap();
+        let fh = s.open(e.nodeid, libc::O_RDWR);
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        assert_eq!(s.write(e.nodeid, fh, 0, &data), 1 << 20);
+        assert_eq!(std::fs::read(dir.path().join("w")).unwrap(), data);
     }
 
     #[test]
