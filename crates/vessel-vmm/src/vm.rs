@@ -17,7 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use kvm_ioctls::IoEventAddress;
 use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
-use vessel_devices::virtio::fs::{Fs, HIPRIO_QUEUE, REQUEST_QUEUE};
+use vessel_devices::virtio::fs::{Fs, FsError, HIPRIO_QUEUE, REQUEST_QUEUE};
 use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
 use vessel_devices::virtio::VirtioInterrupt;
@@ -155,7 +155,15 @@ impl Vm {
             queue_evts.push(e);
         }
         let mut device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
-        let fs_devs = add_fs_devices(&vm_fd, &mem, &mut devices, &config.fs, &mut device_cmdline)?;
+        let ctl = VcpuControl::new(config.vcpus as usize);
+        let fs_devs = add_fs_devices(
+            &vm_fd,
+            &mem,
+            &mut devices,
+            &config.fs,
+            &ctl,
+            &mut device_cmdline,
+        )?;
         let event_loop = EventLoop::spawn(transport.clone(), queue_evts).map_err(|source| {
             VmmError::SpawnThread {
                 name: "vmm-devices".into(),
@@ -194,7 +202,6 @@ impl Vm {
 
         vcpu::install_kick_handler().map_err(VmmError::InstallSignal)?;
         let devices = Arc::new(devices);
-        let ctl = VcpuControl::new(vcpus.len());
         let mut vm = Vm {
             ctl: ctl.clone(),
             vcpu_threads: Vec::new(),
@@ -339,12 +346,14 @@ const FIRST_FS_SLOT: u32 = 1;
 
 /// Builds one virtio-fs device per entry of `shares` in MMIO slots `FIRST_FS_SLOT..`, each with
 /// IRQ `MMIO_FIRST_IRQ + slot` and its irqfd, maps them on `devices` and appends their
-/// `virtio_mmio.device` declarations to `cmdline`.
+/// `virtio_mmio.device` declarations to `cmdline`. A device whose serving thread dies ends the
+/// VM through `ctl` ([`fs_failure`]).
 fn add_fs_devices(
     vm_fd: &VmFd,
     mem: &GuestMemoryMmap,
     devices: &mut DeviceManager,
     shares: &[FsConfig],
+    ctl: &Arc<VcpuControl>,
     cmdline: &mut String,
 ) -> Result<Vec<SharedFs>, VmmError> {
     let mut out = Vec::with_capacity(shares.len());
@@ -356,11 +365,14 @@ fn add_fs_devices(
         vm_fd
             .register_irqfd(&line.0, irq)
             .map_err(|source| VmmError::RegisterIrqfd { gsi: irq, source })?;
-        let fs = Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
-            index,
-            tag: share.tag.clone(),
-            source,
-        })?;
+        let mut fs =
+            Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
+                index,
+                tag: share.tag.clone(),
+                source,
+            })?;
+        let (ctl, tag) = (Arc::clone(ctl), share.tag.clone());
+        fs.on_failure(Box::new(move |e| ctl.fail(fs_failure(&tag, &e))));
         // A guest kick of either queue makes KVM signal the eventfd the serving thread sleeps
         // on, which is all `queue_notify` would do, without an exit on the vCPU thread.
         let notify = addr + QUEUE_NOTIFY_OFFSET;
@@ -382,6 +394,18 @@ fn add_fs_devices(
         out.push(transport);
     }
     Ok(out)
+}
+
+/// The exit reason of a VM whose virtio-fs device `tag` lost its serving thread to `e`: the
+/// guest's requests on that share would never be answered, so the VM ends rather than hangs.
+fn fs_failure(tag: &str, e: &FsError) -> ExitReason {
+    ExitReason::DeviceFailed {
+        device: format!("virtio-fs {tag}"),
+        error: std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": "),
+    }
 }
 
 /// Binds the vsock Unix socket at `path`, replacing a stale socket file (never another kind of
@@ -414,4 +438,22 @@ fn open_sink(sink: &SerialSink) -> Result<Box<dyn Write + Send>, VmmError> {
                 })?,
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_fs_thread_ends_the_vm_naming_the_device_and_the_causes() {
+        let e = FsError::WaitNotify {
+            thread: "vessel-fs-vessel".into(),
+            source: std::io::Error::from_raw_os_error(libc::EBADF),
+        };
+        assert_eq!(
+            fs_failure("vessel", &e).to_string(),
+            "device virtio-fs vessel failed: virtio-fs thread vessel-fs-vessel cannot wait for \
+             queue notifications: Bad file descriptor (os error 9)"
+        );
+    }
 }

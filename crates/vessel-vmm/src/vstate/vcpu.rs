@@ -64,6 +64,14 @@ pub enum ExitReason {
         /// vCPU index.
         vcpu: u32,
     },
+    /// A device can no longer serve the guest (its worker thread died), so the guest would wait
+    /// for it forever: the VMM ended the VM.
+    DeviceFailed {
+        /// The device (`virtio-fs <tag>`).
+        device: String,
+        /// What failed, with its causes.
+        error: String,
+    },
     /// The host stopped the VM (`Vm::stop`).
     Stopped,
 }
@@ -113,6 +121,9 @@ impl fmt::Display for ExitReason {
             }
             ExitReason::RunFailed { errno, vcpu } => {
                 write!(f, "KVM_RUN failed on vcpu {vcpu}: errno {errno}")
+            }
+            ExitReason::DeviceFailed { device, error } => {
+                write!(f, "device {device} failed: {error}")
             }
             ExitReason::Stopped => write!(f, "stopped by the host"),
         }
@@ -223,6 +234,17 @@ impl VcpuControl {
             self.cv.notify_all();
         }
         self.kick_until(threads, |w| w == Where::Exited);
+    }
+
+    /// Ends the VM from a thread other than a vCPU's (a device worker that died): records
+    /// `reason` if none is recorded yet and asks every vCPU to exit, which wakes
+    /// [`Self::wait_exit`]. vCPUs leave at their next exit; the owner's teardown (`Vm::wait`,
+    /// `Vm::stop`) kicks those still in `KVM_RUN`.
+    pub fn fail(&self, reason: ExitReason) {
+        let mut s = self.lock();
+        s.reason.get_or_insert(reason);
+        s.wanted = Wanted::Stop;
+        self.cv.notify_all();
     }
 
     /// Blocks until some vCPU ended the VM (or `stop` was called) and returns the reason.
@@ -427,5 +449,38 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_failure_ends_the_vm_and_wakes_the_owner_and_the_vcpus() {
+        let ctl = VcpuControl::new(1);
+        let owner = {
+            let c = Arc::clone(&ctl);
+            std::thread::spawn(move || c.wait_exit())
+        };
+        // A vCPU parked before its first run (the VM is set up, not resumed).
+        let vcpu = {
+            let c = Arc::clone(&ctl);
+            std::thread::spawn(move || c.checkpoint(0))
+        };
+        let reason = ExitReason::DeviceFailed {
+            device: "virtio-fs vessel".into(),
+            error: "virtio-fs thread vessel-fs-vessel panicked: boom".into(),
+        };
+        ctl.fail(reason.clone());
+        assert_eq!(owner.join().unwrap(), reason);
+        assert!(!vcpu.join().unwrap(), "the vCPU leaves its loop");
+        assert!(!ctl.resume(), "an ended VM does not resume");
+        ctl.fail(ExitReason::Stopped);
+        assert_eq!(ctl.reason(), Some(reason.clone()), "the first reason wins");
+        assert_eq!(
+            reason.to_string(),
+            "device virtio-fs vessel failed: virtio-fs thread vessel-fs-vessel panicked: boom"
+        );
     }
 }

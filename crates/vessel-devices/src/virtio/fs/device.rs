@@ -6,10 +6,19 @@
 //! construction rather than the guest's mount. It then sleeps on an `EventFd` that
 //! [`VirtioDevice::queue_notify`] (and activation, reset and drop) write; on each wake-up it
 //! serves both queues and signals a used-ring interrupt when the driver wants one.
+//!
+//! The thread never ends on its own while the device lives: a wait interrupted by a signal
+//! (`EINTR`: any signal with a handler installed without `SA_RESTART`, such as the VMM's vCPU kick)
+//! is retried. If it dies anyway (the eventfd fails otherwise, or the file server panics), the
+//! guest's requests on the share would wait forever, so the death is logged as an error naming
+//! the thread and handed to the hook set with [`Fs::on_failure`], through which the VMM ends the
+//! VM.
 
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use virtio_queue::Queue;
@@ -33,6 +42,22 @@ enum Command {
     },
     Reset,
     Stop,
+    /// Makes the serving thread panic, as a bug in the file server would.
+    #[cfg(test)]
+    Panic,
+}
+
+/// Called once with the reason when the serving thread of an [`Fs`] dies (see the module doc).
+pub type FailureHook = Box<dyn FnOnce(FsError) + Send>;
+
+/// Where the serving thread reports its death: to the hook if one is set, else kept for it.
+#[derive(Default)]
+struct FailureSlot {
+    hook: Option<FailureHook>,
+    /// The death not yet handed to a hook.
+    pending: Option<FsError>,
+    /// The death as logged (the error and its causes).
+    what: Option<String>,
 }
 
 /// A virtio-fs device sharing one host directory under one tag.
@@ -45,6 +70,7 @@ pub struct Fs {
     commands: Sender<Command>,
     kick: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
+    failure: Arc<Mutex<FailureSlot>>,
 }
 
 /// Descriptors the file server may hold, as virtiofsd's default: min(1,000,000, fs.nr_open).
@@ -106,8 +132,12 @@ impl Fs {
         let (ready_tx, ready_rx) = mpsc::channel();
         let dir = shared_dir.to_owned();
         let thread_kick = Arc::clone(&kick);
+        let failure = Arc::new(Mutex::new(FailureSlot::default()));
+        let thread_failure = Arc::clone(&failure);
+        let name = format!("vessel-fs-{tag}");
+        let thread_name = name.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("vessel-fs-{tag}"))
+            .name(name)
             .spawn(move || {
                 // The server is rooted at ".": `PassthroughFs` reopens its root by that path at
                 // FUSE INIT, when the share is this thread's working directory and `/`.
@@ -119,7 +149,20 @@ impl Fs {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                serve(&server, &thread_kick, &rx);
+                // The panic hook has printed the panic itself; the reason goes to the VMM too.
+                let death =
+                    match catch_unwind(AssertUnwindSafe(|| serve(&server, &thread_kick, &rx))) {
+                        Ok(Ok(())) => return,
+                        Ok(Err(source)) => FsError::WaitNotify {
+                            thread: thread_name,
+                            source,
+                        },
+                        Err(panic) => FsError::ServePanic {
+                            thread: thread_name,
+                            message: panic_message(panic.as_ref()),
+                        },
+                    };
+                report_death(&thread_failure, death);
             })
             .map_err(start_err)?;
         match ready_rx.recv() {
@@ -142,7 +185,33 @@ impl Fs {
             commands,
             kick,
             thread: Some(thread),
+            failure,
         })
+    }
+
+    /// Sets the hook told, once, that the serving thread died (see the module doc): the VMM ends
+    /// the VM there, since the guest's requests on this share can no longer be answered. If the
+    /// thread has already died, `hook` is called now, on this thread; otherwise it runs on the
+    /// dying thread. Replaces a hook set earlier that has not run.
+    pub fn on_failure(&mut self, hook: FailureHook) {
+        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.pending.take() {
+            Some(death) => {
+                drop(slot);
+                hook(death);
+            }
+            None => slot.hook = Some(hook),
+        }
+    }
+
+    /// Why the serving thread died (the error and its causes, as logged), or `None` while it
+    /// serves or after an orderly [`Fs::stop`].
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .what
+            .clone()
     }
 
     /// The tag the guest mounts.
@@ -189,13 +258,12 @@ impl Fs {
     }
 }
 
-/// The serving thread's loop: wait for a kick, apply commands, serve both queues.
-fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) {
+/// The serving thread's loop: wait for a kick, apply commands, serve both queues. Returns
+/// `Ok` on [`Command::Stop`] and the error when waiting for a kick fails other than by `EINTR`.
+fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) -> io::Result<()> {
     let mut active: Option<(GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<Queue>)> = None;
     loop {
-        if kick.read().is_err() {
-            return;
-        }
+        wait_kick(kick)?;
         while let Ok(c) = commands.try_recv() {
             match c {
                 Command::Activate {
@@ -204,7 +272,9 @@ fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) {
                     queues,
                 } => active = Some((mem, interrupt, queues)),
                 Command::Reset => active = None,
-                Command::Stop => return,
+                Command::Stop => return Ok(()),
+                #[cfg(test)]
+                Command::Panic => panic!("injected file server panic"),
             }
         }
         let Some((mem, interrupt, queues)) = active.as_mut() else {
@@ -221,6 +291,47 @@ fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) {
             interrupt.signal(INT_USED_RING);
         }
     }
+}
+
+/// Blocks until the kick eventfd has been written (and clears it). The eventfd is blocking, and
+/// a signal whose handler lacks `SA_RESTART` (vmm-sys-util installs the vCPU kick handler with
+/// `SA_SIGINFO` only) makes that `read(2)` fail with `EINTR` when it lands on this thread;
+/// `EventFd::read` reads through `Read::read_exact`, which retries `EINTR` itself (test
+/// `a_signal_while_waiting_for_a_kick_does_not_end_serving`), so an error here is a real one.
+fn wait_kick(kick: &EventFd) -> io::Result<()> {
+    kick.read().map(drop)
+}
+
+/// Logs the serving thread's death and hands it to the hook, or keeps it for one.
+fn report_death(slot: &Mutex<FailureSlot>, death: FsError) {
+    let what = error_chain(&death);
+    log::error!("{what}: the guest's requests on this share will not be answered");
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    slot.what = Some(what);
+    match slot.hook.take() {
+        Some(hook) => {
+            drop(slot);
+            hook(death);
+        }
+        None => slot.pending = Some(death),
+    }
+}
+
+/// `e` and its causes, joined by `": "`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The message of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 impl VirtioDevice for Fs {
@@ -309,12 +420,13 @@ mod tests {
         ReadIn, WriteIn, WriteOut,
     };
     use virtio_queue::QueueT;
-    use vm_memory::ByteValued;
+    use vm_memory::{ByteValued, Bytes};
 
     use super::super::test_utils::{cname, obj, Driver};
     use super::*;
 
     const LOOKUP: u32 = 1;
+    const FORGET: u32 = 2;
     const GETATTR: u32 = 3;
     const OPEN: u32 = 14;
     const READ: u32 = 15;
@@ -366,6 +478,11 @@ mod tests {
 
     impl Session {
         fn start(dir: &Path) -> Session {
+            Session::start_offering(dir, 0).0
+        }
+
+        /// A session whose FUSE INIT offers `flags`; also returns the server's INIT reply.
+        fn start_offering(dir: &Path, flags: u32) -> (Session, InitOut) {
             let mut fs = Fs::new("vessel", dir).unwrap();
             let d = Driver::new();
             let hiprio = Queue::new(QUEUE_SIZE).unwrap();
@@ -383,7 +500,7 @@ mod tests {
                     major: 7,
                     minor: 31,
                     max_readahead: 0x20000,
-                    flags: 0,
+                    flags,
                 }
                 .as_slice(),
             );
@@ -391,7 +508,7 @@ mod tests {
             let out: InitOut = obj(&body);
             // The server answers with its own protocol version; the client uses the lower one.
             assert_eq!((out.major, out.minor), (7, 33));
-            s
+            (s, out)
         }
 
         fn call(&mut self, op: u32, node: u64, args: &[u8]) -> (OutHeader, Vec<u8>) {
@@ -520,6 +637,114 @@ mod tests {
         assert_eq!(fs.queue_evt().read().unwrap(), 1, "kick still lands");
     }
 
+    /// Signals handled by [`counting_handler`].
+    static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn counting_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_signal_while_waiting_for_a_kick_does_not_end_serving() {
+        use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+        if !root() {
+            return;
+        }
+        // As the VMM's vCPU kick: a handler installed with SA_SIGINFO only, no SA_RESTART, so a
+        // blocking read(2) the signal lands in fails with EINTR instead of restarting.
+        register_signal_handler(SIGRTMIN(), counting_handler).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "ok").unwrap();
+        let mut s = Session::start(dir.path());
+        // The thread is idle, blocked reading its kick eventfd: every signal lands in that read.
+        let before = SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..20 {
+            s.fs.thread.as_ref().unwrap().kill(SIGRTMIN()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(SIGNALS.load(std::sync::atomic::Ordering::SeqCst) - before >= 20);
+        assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
+        assert_eq!(s.fs.failure(), None);
+    }
+
+    /// A hook that forwards the serving thread's death to the returned receiver.
+    fn death_channel(fs: &mut Fs) -> Receiver<FsError> {
+        let (tx, rx) = mpsc::channel();
+        fs.on_failure(Box::new(move |e| {
+            let _ = tx.send(e);
+        }));
+        rx
+    }
+
+    #[test]
+    fn a_kick_eventfd_that_fails_ends_the_thread_loudly_and_calls_the_hook() {
+        use std::os::fd::AsRawFd;
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs = Fs::new("k1ck", dir.path()).unwrap();
+        let deaths = death_channel(&mut fs);
+        // The kick descriptor becomes a directory, whose read(2) fails with EISDIR; a write to
+        // the original eventfd wakes the thread if it already sleeps in a read of it.
+        let original = fs.queue_evt().try_clone().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        nix::unistd::dup2(d.as_raw_fd(), fs.queue_evt().as_raw_fd()).unwrap();
+        original.write(1).unwrap();
+        let death = deaths
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the hook is told within 5 s");
+        match &death {
+            FsError::WaitNotify { thread, source } => {
+                assert_eq!(thread, "vessel-fs-k1ck");
+                assert_eq!(source.raw_os_error(), Some(libc::EISDIR));
+            }
+            other => panic!("unexpected death {other:?}"),
+        }
+        assert_eq!(
+            fs.failure().unwrap(),
+            "virtio-fs thread vessel-fs-k1ck cannot wait for queue notifications: \
+             Is a directory (os error 21)"
+        );
+        fs.stop();
+    }
+
+    #[test]
+    fn a_panic_in_the_file_server_is_reported_to_a_hook_set_afterwards() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs = Fs::new("p4nic", dir.path()).unwrap();
+        fs.send(Command::Panic);
+        let t0 = std::time::Instant::now();
+        while fs.failure().is_none() {
+            assert!(
+                t0.elapsed().as_secs() < 5,
+                "thread death not recorded within 5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            fs.failure().unwrap(),
+            "virtio-fs thread vessel-fs-p4nic panicked: injected file server panic"
+        );
+        // The thread died before any hook was set: the hook runs at once.
+        let deaths = death_channel(&mut fs);
+        match deaths.try_recv().unwrap() {
+            FsError::ServePanic { thread, message } => {
+                assert_eq!(thread, "vessel-fs-p4nic");
+                assert_eq!(message, "injected file server panic");
+            }
+            other => panic!("unexpected death {other:?}"),
+        }
+        fs.stop();
+        assert!(
+            fs.failure().is_some(),
+            "an orderly stop keeps the recorded death"
+        );
+    }
+
     #[test]
     fn fuse_requests_read_and_write_host_files() {
         if !root() {
@@ -577,6 +802,54 @@ mod tests {
         let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
         assert_eq!(up.attr.ino, root_ino);
         assert_eq!(s.lookup(ROOT, "a/b").unwrap_err(), libc::EINVAL);
+    }
+
+    #[test]
+    fn init_grants_1_mib_writes_when_the_driver_offers_them_and_they_land_whole() {
+        use fuse_backend_rs::abi::fuse_abi::FsOptions;
+        if !root() {
+            return;
+        }
+        let (big, pages) = (
+            FsOptions::BIG_WRITES.bits() as u32,
+            FsOptions::MAX_PAGES.bits() as u32,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A driver that offers neither keeps the FUSE default of 4 KiB.
+        let (_, out) = Session::start_offering(dir.path(), 0);
+        assert_eq!((out.flags & (big | pages), out.max_write), (0, 4096));
+        // Linux offers both (fs/fuse/inode.c, fuse_send_init).
+        let (mut s, out) = Session::start_offering(dir.path(), big | pages);
+        assert_eq!(out.flags & (big | pages), big | pages);
+        assert_eq!((out.max_write, out.max_pages), (1 << 20, 256));
+        assert_eq!(super::super::request::MAX_WRITE, 1 << 20);
+        std::fs::write(dir.path().join("w"), "").unwrap();
+        let e = s.lookup(ROOT, "w").unwrap();
+        let fh = s.open(e.nodeid, libc::O_RDWR);
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        assert_eq!(s.write(e.nodeid, fh, 0, &data), 1 << 20);
+        assert_eq!(std::fs::read(dir.path().join("w")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_request_the_server_fails_without_replying_gets_eio_unless_it_is_a_forget() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "ok").unwrap();
+        let mut s = Session::start(dir.path());
+        // A WRITE whose arguments stop short of `fuse_write_in`: the server cannot decode it and
+        // returns an error without writing a reply.
+        let (h, body) = s.call(WRITE, ROOT, &[0u8; 4]);
+        assert_eq!((h.error, h.len, body.len()), (-libc::EIO, 16, 0));
+        // A FORGET is never answered, even when malformed.
+        let (_, at) = s.d.post(FORGET, ROOT, &[]);
+        s.fs.queue_notify(REQUEST_QUEUE as u16);
+        assert_eq!(s.d.wait_used(), 0);
+        let untouched: OutHeader = s.d.mem.read_obj(vm_memory::GuestAddress(at)).unwrap();
+        assert_eq!(untouched.unique, 0);
+        assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod request;
 #[cfg(test)]
 mod test_utils;
 
-pub use device::Fs;
+pub use device::{FailureHook, Fs};
 pub use request::FileServer;
 
 use std::io;
@@ -76,6 +76,25 @@ pub enum FsError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// Waiting for a queue notification failed with an error other than `EINTR`; the serving
+    /// thread stopped (the guest's requests go unanswered).
+    #[error("virtio-fs thread {thread} cannot wait for queue notifications")]
+    WaitNotify {
+        /// The serving thread's name (`vessel-fs-<tag>`).
+        thread: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file server panicked on the serving thread (a bug); the thread stopped (the guest's
+    /// requests go unanswered).
+    #[error("virtio-fs thread {thread} panicked: {message}")]
+    ServePanic {
+        /// The serving thread's name (`vessel-fs-<tag>`).
+        thread: String,
+        /// The panic message.
+        message: String,
     },
     /// A descriptor chain does not describe valid guest memory.
     #[error("descriptor chain {head} is not valid guest memory")]
