@@ -701,10 +701,11 @@ fn lab_agent_missing_executable_refused_by_create() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    // oci-spec's parse error names the bad value and its place in config.json, not the JSON
-    // path of the field.
+    // The parse error names the field's path in config.json, then oci-spec's reason.
     assert!(
-        err.contains("config.json: no variant for CAP_NO_SUCH"),
+        err.contains(
+            "config.json: field process.capabilities.bounding[0]: no variant for CAP_NO_SUCH"
+        ),
         "{err}"
     );
     assert!(!root.join("lab-cap").exists());
