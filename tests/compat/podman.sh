@@ -71,7 +71,7 @@ out=$(timeout -k 10 300 script -qec "stty rows 30 cols 100; ${podman[*]} run -it
 rc=$?
 set -e
 echo "$out" | sed 's/^/  podman run -it: /'
-echo "$out" | grep -qx '/dev/pts/0' || fail "podman run -it: no /dev/pts/0 from tty: '$out' ($(cat "$work/tty.err"))"
+echo "$out" | grep -qx '/dev/pts/0' || fail "podman run -it: no /dev/pts/0 from tty: '$out' (exit $rc; stderr: $(cat "$work/tty.err"))"
 echo "$out" | grep -qx '30 100' || fail "podman run -it: stty size is not '30 100': '$out'"
 [ "$rc" = 4 ] || fail "podman run -it exited $rc, want 4 ($(cat "$work/tty.err"))"
 ok "podman run -it: a pty (/dev/pts/0) sized 30x100 by podman, exit code 4"
