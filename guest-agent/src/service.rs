@@ -203,19 +203,41 @@ impl Service {
         }
     }
 
-    /// Spawns a setup process and reads its reports up to `Ready`. On failure, nothing of the
-    /// process is left (it is killed and reaped).
+    /// Spawns a setup process and reads its reports up to `Ready`, then waits for the setup
+    /// process itself to exit (as runc's `create` returns only once its intermediate child is
+    /// gone: nothing but the container process is left in the container's cgroup or namespaces).
+    /// On failure, nothing of either process is left (both are killed and reaped).
     fn run_setup(
         &self,
         terminal: bool,
         stdio_cfg: StdioConfig,
         req: &SetupRequest,
     ) -> Result<(i32, UnixStream, crate::stdio::ProcStdio, Option<File>), RemoteError> {
-        let (mut ends, fds) =
+        let (ends, fds) =
             crate::stdio::make(terminal, stdio_cfg).map_err(|e| from(Code::Internal, &e))?;
-        let (mut sock, setup_pid) =
+        let (sock, setup_pid) =
             setup::spawn(&self.cfg.exe, fds, req).map_err(|e| from(Code::Internal, &e))?;
         self.reaper.kick();
+        let result = self.read_setup_reports(ends, sock, setup_pid, req);
+        if result.is_err() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(setup_pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.reaper.wait(setup_pid as i32);
+        self.reaper.forget(setup_pid as i32);
+        result
+    }
+
+    /// The reports of setup process `setup_pid` on `sock`, up to `Ready` (see [`run_setup`]).
+    fn read_setup_reports(
+        &self,
+        mut ends: crate::stdio::ProcStdio,
+        mut sock: UnixStream,
+        setup_pid: u32,
+        req: &SetupRequest,
+    ) -> Result<(i32, UnixStream, crate::stdio::ProcStdio, Option<File>), RemoteError> {
         let mut pid = None;
         let mut tty = None;
         let mut ready = false;

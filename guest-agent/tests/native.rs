@@ -643,14 +643,9 @@ fn cgroup_join_freeze_thaw_and_removal() -> Result<()> {
     };
     let pid = c.create(req)?;
     let cg = root.join("cg");
-    // The setup's intermediate process (it forks the init into the new pid namespace) may still
-    // be exiting when create answers; within a few seconds the init must be alone.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut procs = std::fs::read_to_string(cg.join("cgroup.procs"))?;
-    while procs.trim() != pid.to_string() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        procs = std::fs::read_to_string(cg.join("cgroup.procs"))?;
-    }
+    // Like runc, create answers only once the setup's intermediate process (it forks the init
+    // into the new pid namespace) has exited: the init is alone in its cgroup.
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs"))?;
     assert_eq!(procs.trim(), pid.to_string());
     c.call_done(Request::Start {
         container_id: "cg".into(),
