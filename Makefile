@@ -83,7 +83,8 @@ artefacts: vessel kernel initramfs
 PROBE_BIN    := target/$(TARGET)/$(PROFILE)/vessel-guest-probe
 probe-initramfs:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile $(PROFILE) --target $(TARGET) -p vessel-guest-probe
-	@tests/lab/mkinitramfs.sh $(BUILD)/share/vessel-test/probe-initramfs.cpio /init=$(PROBE_BIN)
+	@strip -o $(PROBE_BIN).stripped $(PROBE_BIN)
+	@tests/lab/mkinitramfs.sh $(BUILD)/share/vessel-test/probe-initramfs.cpio /init=$(PROBE_BIN).stripped
 
 # Real root file systems for bundles (cached under $(VESSEL_CACHE)/rootfs): BusyBox, and Debian
 # bookworm minbase (debootstrap from the apt mirror; the lab has no network, so it is built here),

@@ -39,8 +39,9 @@ stage=$repo/target/vessel-bench
 mkdir -p "$stage"
 install -m 0755 "$target/release/examples/vmm" "$target/release/vessel-bench" "$stage/"
 install -m 0755 "$target/x86_64-unknown-linux-gnu/release/vessel-guest-probe" "$stage/probe"
-tests/lab/mkinitramfs.sh "$stage/probe.cpio" \
-  "/init=$target/x86_64-unknown-linux-gnu/release/vessel-guest-probe"
+# Stripped, as `make initramfs` strips the agent: the guest unpacks every byte of its initramfs.
+strip "$stage/probe"
+tests/lab/mkinitramfs.sh "$stage/probe.cpio" "/init=$stage/probe"
 
 records=$stage/records
 echo "bench: native setup ($(uname -r))" >&2

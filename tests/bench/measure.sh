@@ -16,7 +16,7 @@
 #           costs seconds, so it is not measured there)
 #
 # Both sides boot the same vmlinux and initramfs (vessel-guest-probe as /init) with 1 vCPU, 128 MiB
-# of memfd-backed RAM, a 16550 serial console and the same kernel command line; they run
+# of anonymous RAM in transparent huge pages, a 16550 serial console and the same kernel command line; they run
 # alternately, BENCH_RUNS times each (default 5).
 set -euo pipefail
 mode=${1:?usage: measure.sh lab|native STAGE}
@@ -29,7 +29,7 @@ kernel=$repo/build/share/vessel/vmlinux
 cpio=$stage/probe.cpio
 marker="PROBE init"
 # Vessel's fixed command line (docs/design.md, "Guest boot"); QEMU gets the same.
-cmdline="console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet i8042.noaux i8042.nomux i8042.dumbkbd"
+cmdline="console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet no_timer_check"
 
 allow=false qemu_cpu=host
 if [ "$mode" = native ]; then
@@ -42,10 +42,10 @@ cat > "$stage/vm-$mode.json" <<JSON
  "serial": "stderr", "vsock_cid": 3, "allow_unsupported_host": $allow}
 JSON
 vessel=("$stage/vmm" "$stage/vm-$mode.json")
-# QEMU's leanest microvm: no option ROMs, PIT, PIC, RTC or ACPI; one ISA serial port; guest RAM a
-# memfd as Vessel's is, so both report guest memory the same way.
-qemu=(qemu-system-x86_64 -M "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off,isa-serial=on,memory-backend=mem"
-  -object memory-backend-memfd,id=mem,size=128M -m 128M -smp 1 -enable-kvm -cpu "$qemu_cpu"
+# QEMU's leanest microvm: no option ROMs, PIT, PIC, RTC or ACPI; one ISA serial port; guest RAM
+# QEMU's default (anonymous, 2 MiB aligned, MADV_HUGEPAGE), as Vessel's is.
+qemu=(qemu-system-x86_64 -M "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off,isa-serial=on"
+  -m 128M -smp 1 -enable-kvm -cpu "$qemu_cpu"
   -nodefaults -no-user-config -display none -no-reboot -serial stdio
   -kernel "$kernel" -initrd "$cpio" -append "$cmdline")
 

@@ -85,10 +85,10 @@ trap 'exit 129' HUP
 start=$(date +%s.%N)
 # setpriv --pdeathsig: QEMU dies with this script even when the script is SIGKILLed.
 setpriv --pdeathsig KILL -- qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+  -accel tcg,thread=${LAB_TCG_THREAD:-multi} -cpu max -smp "$cpus" -m "$mem" \
   -nodefaults -no-user-config -display none -vga none -no-reboot \
   -kernel "$kernel" \
-  -append "console=ttyS0 loglevel=4 quiet panic=-1 root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose ro init=$here/init.sh" \
+  -append "console=ttyS0 loglevel=4 quiet panic=-1 ${LAB_KERNEL_PARAMS:-} root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose ro init=$here/init.sh" \
   -fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=root,mount_tag=/dev/root \
   -fsdev local,id=io,path="$io",security_model=none,multidevs=remap \

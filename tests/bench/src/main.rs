@@ -4,11 +4,13 @@
 //! stdout and stderr on one socket, where the guest's serial console must appear. When a line
 //! containing MARKER arrives it reads `/proc/<pid>/smaps` and prints one line:
 //!
-//! `ms=<start to marker> rss_kib=<Rss> guest_kib=<Rss of /memfd: mappings> overhead_kib=<difference> exit=<how CMD ended>`
+//! `ms=<start to marker> rss_kib=<Rss> guest_kib=<Rss of guest RAM> overhead_kib=<difference> exit=<how CMD ended>`
 //!
-//! Guest RAM must be a memfd on both sides (Vessel's always is; QEMU gets
-//! `memory-backend-memfd`), so "guest memory touched" is the resident part of those mappings and
-//! everything else resident (binary, libraries, heap, stacks, ROM copies) is the VMM's overhead.
+//! Guest RAM is recognised on both sides as the anonymous mappings of exactly
+//! `$VESSEL_BENCH_GUEST_MIB` MiB (default 128; Vessel's RAM and QEMU's default RAM block are one
+//! such mapping each) or a `/memfd:` mapping (QEMU's `memory-backend-memfd`), so "guest memory
+//! touched" is the resident part of those mappings and everything else resident (binary,
+//! libraries, heap, stacks, ROM copies) is the VMM's overhead.
 //! After the marker CMD gets `GRACE_SECS` to exit on its own before it is killed; its console is
 //! kept in `$VESSEL_BENCH_LOG` when that is set.
 
@@ -104,23 +106,36 @@ fn measure(marker: &str, cmd: &[String]) -> std::io::Result<String> {
     ))
 }
 
-/// Resident KiB of the whole process and of its `/memfd:` mappings (guest RAM).
+/// Resident KiB of the whole process and of its guest RAM (see the module doc).
 fn smaps(pid: u32) -> std::io::Result<(u64, u64)> {
+    let guest_mib: u64 = std::env::var("VESSEL_BENCH_GUEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-    let (mut rss, mut guest, mut in_memfd) = (0, 0, false);
+    let (mut rss, mut guest, mut in_ram) = (0, 0, false);
     for line in text.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("Rss:") => {
                 let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
                 rss += kib;
-                if in_memfd {
+                if in_ram {
                     guest += kib;
                 }
             }
             // A mapping header: "start-end perms offset dev inode [path]".
             Some(first) if first.contains('-') && !first.ends_with(':') => {
-                in_memfd = words.nth(4).is_some_and(|p| p.starts_with("/memfd:"));
+                let size = first
+                    .split_once('-')
+                    .and_then(|(a, b)| {
+                        Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+                    })
+                    .unwrap_or(0);
+                in_ram = match words.nth(4) {
+                    Some(path) => path.starts_with("/memfd:"),
+                    None => size == guest_mib << 20,
+                };
             }
             _ => {}
         }

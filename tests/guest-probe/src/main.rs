@@ -17,6 +17,9 @@
 //!   `PROBE fs <check> <result>` line each (or `PROBE fs <check> FAILED <why>`)
 //! - with `probe.fsbench=<tag>`, it mounts that tag at `/mnt` and runs the file-system benchmark
 //!   of [`fsbench`] in `/mnt/fsbench` (natively: `vessel-guest-probe fsbench <dir>`)
+//! - with `probe.dmesg` on the command line, the kernel's log buffer (read with `syslog(2)`, so
+//!   a `quiet` boot still has every message; add `printk.time=1` for timestamps), one
+//!   `PROBE dmesg <line>` per line: a boot timeline that costs nothing on the slow console
 //! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
 //!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
 //!   halt the CPUs, as the kernel has no power-off method without ACPI).
@@ -95,6 +98,9 @@ fn main() {
                 |()| fsbench::run(std::path::Path::new("/mnt/fsbench")),
             );
     }
+    if cmdline.split_whitespace().any(|w| w == "probe.dmesg") {
+        print_kernel_log();
+    }
     println!("PROBE done");
     let _ = std::io::stdout().flush();
     // SAFETY: sync and reboot take no pointers; RB_AUTOBOOT ends the VM through the i8042 reset
@@ -105,6 +111,30 @@ fn main() {
     }
     loop {
         std::thread::park();
+    }
+}
+
+/// Prints the kernel's log buffer, `PROBE dmesg <line>` per line (`SYSLOG_ACTION_READ_ALL`).
+fn print_kernel_log() {
+    const SYSLOG_ACTION_READ_ALL: libc::c_int = 3;
+    const SYSLOG_ACTION_SIZE_BUFFER: libc::c_int = 10;
+    // SAFETY: SIZE_BUFFER takes no buffer (null, length 0) and returns the log buffer's size.
+    let size = unsafe { libc::klogctl(SYSLOG_ACTION_SIZE_BUFFER, std::ptr::null_mut(), 0) };
+    let mut buf = vec![0u8; size.max(4096) as usize];
+    // SAFETY: `buf` is writable for `buf.len()` bytes for the call; the kernel writes at most that.
+    let n = unsafe {
+        libc::klogctl(
+            SYSLOG_ACTION_READ_ALL,
+            buf.as_mut_ptr().cast(),
+            buf.len() as libc::c_int,
+        )
+    };
+    if n < 0 {
+        println!("PROBE dmesg FAILED {}", std::io::Error::last_os_error());
+        return;
+    }
+    for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
+        println!("PROBE dmesg {line}");
     }
 }
 

@@ -1,43 +1,56 @@
-//! Guest RAM: one memfd (so a file-sharing backend can map the same pages later) mapped with
-//! vm-memory and registered with KVM as one memory slot per RAM range
-//! (kernel doc: Documentation/virt/kvm/api.rst, "KVM_SET_USER_MEMORY_REGION").
+//! Guest RAM: one anonymous private mapping aligned to 2 MiB and advised for transparent huge
+//! pages, split into vm-memory regions and registered with KVM as one memory slot per RAM range
+//! (kernel doc: Documentation/virt/kvm/api.rst, "KVM_SET_USER_MEMORY_REGION"; huge pages:
+//! Documentation/admin-guide/mm/transhuge.rst).
+//!
+//! Why not a memfd: the file server runs in-process (fuse-backend-rs on the VMM's own mapping,
+//! docs/decisions/), so no other process maps guest RAM, and shared memory gets no transparent
+//! huge pages on Debian hosts (`shmem_enabled` is `never`) while anonymous memory does with
+//! `MADV_HUGEPAGE` (`enabled` is `madvise`). Loading the kernel's 11 MiB into 4 KiB memfd pages
+//! took 10-14 ms of the VMM's setup, 1.7-2.2 ms in 2 MiB pages (docs/performance.md). KVM maps
+//! the guest with 2 MiB page-table entries only where guest-physical and host-virtual addresses
+//! agree modulo 2 MiB, hence the alignment (QEMU aligns its RAM the same way).
 
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::sync::{Arc, Weak};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Address, FileOffset, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion,
+    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
 };
 
 use crate::arch::x86_64::layout;
 
+/// Size of a transparent huge page on x86_64, and the alignment of guest RAM (bytes).
+pub const HUGE_PAGE: usize = 2 << 20;
+
 /// Why guest memory could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    /// `memfd_create` failed.
-    #[error("cannot create memfd for guest memory")]
-    CreateMemfd(#[source] std::io::Error),
-    /// Sizing the memfd failed.
-    #[error("cannot size guest memory memfd to {size} bytes")]
-    SizeMemfd {
-        /// Size asked for.
+    /// `mmap` of the guest RAM reservation failed (address space or overcommit limits).
+    #[error("cannot map {size} bytes of guest memory")]
+    Reserve {
+        /// Bytes asked for (guest RAM plus 2 MiB of alignment slack).
         size: u64,
         /// The cause.
         #[source]
         source: std::io::Error,
     },
-    /// Mapping the memfd failed.
-    #[error("cannot map {size} bytes of guest memory")]
-    MapMemory {
-        /// Total size.
+    /// vm-memory refused a region of the mapping.
+    #[error("cannot describe guest memory region at {addr:#x} ({size} bytes)")]
+    Region {
+        /// Guest physical address of the region.
+        addr: u64,
+        /// Size of the region in bytes.
         size: u64,
-        /// The cause.
+        /// The cause, if vm-memory gave one (none: the region overflows the address space).
         #[source]
-        source: vm_memory::mmap::FromRangesError,
+        source: Option<vm_memory::mmap::MmapRegionError>,
     },
+    /// The regions overlap or are out of order (a layout bug).
+    #[error("guest memory regions are inconsistent")]
+    Collect(#[source] vm_memory::GuestRegionCollectionError),
     /// KVM refused a memory slot.
     #[error("cannot register guest memory slot {slot} at {addr:#x} ({size} bytes) with kvm")]
     RegisterSlot {
@@ -53,36 +66,118 @@ pub enum MemoryError {
     },
 }
 
-/// Creates `mem_bytes` of guest RAM backed by a memfd, laid out by [`layout::ram_ranges`].
-pub fn create(mem_bytes: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let name = CString::new("vessel-guest-ram").expect("no NUL");
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call; the flags are
-    // valid memfd_create flags. The result is checked before use.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(MemoryError::CreateMemfd(std::io::Error::last_os_error()));
+/// Guest RAM and the host mapping behind it.
+///
+/// [`GuestRam::memory`] hands out the vm-memory view (cheap to clone: devices keep clones). The
+/// mapping is unmapped when this value drops and no clone of the view is left; if one is (a
+/// device thread that outlived the VM's teardown), the mapping is left in place and a warning
+/// logged, never unmapped under a live reference.
+#[derive(Debug)]
+pub struct GuestRam {
+    // Field order is drop order: our own view of the regions goes before the reservation checks
+    // that nobody else holds one.
+    memory: GuestMemoryMmap,
+    _reservation: Reservation,
+}
+
+impl GuestRam {
+    /// The guest memory, as vm-memory sees it: one region per range of [`layout::ram_ranges`].
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
     }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(mem_bytes)
-        .map_err(|source| MemoryError::SizeMemfd {
-            size: mem_bytes,
-            source,
-        })?;
-    let mut offset = 0u64;
-    let mut ranges = Vec::new();
+}
+
+/// The host mapping of guest RAM: `len` bytes at `addr` (2 MiB aligned).
+#[derive(Debug)]
+struct Reservation {
+    addr: usize,
+    len: usize,
+    regions: Vec<Weak<GuestRegionMmap>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.regions.iter().any(|r| r.strong_count() > 0) {
+            log::warn!(
+                "guest memory ({} bytes) still referenced at teardown; left mapped",
+                self.len
+            );
+            return;
+        }
+        // SAFETY: `addr..addr + len` is the mapping `create` made and nothing references it any
+        // more: every region built on it has been dropped (checked above).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Creates `mem_bytes` of guest RAM, laid out by [`layout::ram_ranges`]: an anonymous private
+/// mapping (`MAP_NORESERVE`: pages are allocated when first touched) whose start is 2 MiB
+/// aligned, advised `MADV_HUGEPAGE` (ignored where the host has no transparent huge pages) and
+/// `MADV_DONTFORK` (a child forked by the VMM's process must not make guest RAM copy-on-write).
+pub fn create(mem_bytes: u64) -> Result<GuestRam, MemoryError> {
+    let len = mem_bytes as usize;
+    let reserve = len + HUGE_PAGE;
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    // SAFETY: a new anonymous mapping at an address the kernel chooses; it aliases nothing. The
+    // result is checked before use.
+    let raw = unsafe { libc::mmap(std::ptr::null_mut(), reserve, prot, flags, -1, 0) };
+    if raw == libc::MAP_FAILED {
+        return Err(MemoryError::Reserve {
+            size: reserve as u64,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let raw = raw as usize;
+    let addr = raw.next_multiple_of(HUGE_PAGE);
+    let (head, tail) = (addr - raw, raw + reserve - (addr + len));
+    // SAFETY: both ranges lie inside the mapping just made, outside `addr..addr + len`, and
+    // nothing refers to them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw as *mut libc::c_void, head);
+        }
+        if tail > 0 {
+            libc::munmap((addr + len) as *mut libc::c_void, tail);
+        }
+    }
+    let mut reservation = Reservation {
+        addr,
+        len,
+        regions: Vec::new(),
+    };
+    for advice in [libc::MADV_HUGEPAGE, libc::MADV_DONTFORK] {
+        // SAFETY: advice on our own mapping; neither changes its contents. Failure (EINVAL where
+        // the host kernel has no transparent huge pages) only loses the optimisation.
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) };
+    }
+    let mut regions = Vec::new();
+    let mut offset = 0usize;
     for (start, size) in layout::ram_ranges(mem_bytes) {
-        let f = file.try_clone().map_err(MemoryError::CreateMemfd)?;
-        ranges.push((
-            GuestAddress(start),
-            size as usize,
-            Some(FileOffset::new(f, offset)),
-        ));
-        offset += size;
+        let err = |source| MemoryError::Region {
+            addr: start,
+            size,
+            source,
+        };
+        // SAFETY: `addr + offset .. + size` lies inside the mapping `reservation` owns, which
+        // outlives every region built on it (its Drop unmaps only when none is left).
+        let builder = unsafe {
+            MmapRegionBuilder::new(size as usize)
+                .with_mmap_prot(prot)
+                .with_mmap_flags(flags)
+                .with_raw_mmap_pointer((addr + offset) as *mut u8)
+        };
+        let mapping = builder.build().map_err(|e| err(Some(e)))?;
+        let region =
+            Arc::new(GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or_else(|| err(None))?);
+        reservation.regions.push(Arc::downgrade(&region));
+        regions.push(region);
+        offset += size as usize;
     }
-    GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|source| MemoryError::MapMemory {
-        size: mem_bytes,
-        source,
+    let memory = GuestMemoryMmap::from_arc_regions(regions).map_err(MemoryError::Collect)?;
+    Ok(GuestRam {
+        memory,
+        _reservation: reservation,
     })
 }
 
@@ -117,12 +212,50 @@ mod tests {
     use super::*;
     use vm_memory::Bytes;
 
+    /// The host mapping behind guest RAM, from /proc/self/smaps: (start, size in KiB, the
+    /// `THPeligible` flag), for the mapping that contains `addr`.
+    fn smaps_entry(addr: usize) -> (usize, u64, bool) {
+        let text = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut found: Option<(usize, u64, bool)> = None;
+        for line in text.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    if found.is_some() {
+                        break;
+                    }
+                    if (a..b).contains(&addr) {
+                        found = Some((a, ((b - a) >> 10) as u64, false));
+                    }
+                    continue;
+                }
+            }
+            if let (Some(f), Some(v)) = (found.as_mut(), line.strip_prefix("THPeligible:")) {
+                f.2 = v.trim() == "1";
+            }
+        }
+        found.expect("guest memory is mapped")
+    }
+
     #[test]
-    fn memory_is_memfd_backed_and_readable_everywhere() {
-        let mem = create(64 << 20).unwrap();
+    fn memory_is_aligned_hugepage_advised_and_readable_everywhere() {
+        let ram = create(64 << 20).unwrap();
+        let mem = ram.memory();
         assert_eq!(mem.num_regions(), 1);
-        let r = mem.iter().next().unwrap();
-        assert!(r.file_offset().is_some(), "memfd backed");
+        let host = mem.get_host_address(GuestAddress(0)).unwrap() as usize;
+        assert_eq!(host % HUGE_PAGE, 0, "guest RAM starts on a 2 MiB boundary");
+        let (start, kib, thp) = smaps_entry(host);
+        assert_eq!(
+            (start, kib),
+            (host, 64 << 10),
+            "exactly guest RAM is mapped"
+        );
+        let thp_mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if thp_mode.contains("[madvise]") || thp_mode.contains("[always]") {
+            assert!(thp, "MADV_HUGEPAGE makes guest RAM THP-eligible");
+        }
         mem.write_obj(0xdead_beefu32, GuestAddress((64 << 20) - 4))
             .unwrap();
         assert_eq!(
@@ -130,5 +263,33 @@ mod tests {
             0xdead_beef
         );
         assert!(mem.read_obj::<u32>(GuestAddress(64 << 20)).is_err());
+    }
+
+    #[test]
+    fn memory_above_the_mmio_window_is_contiguous_on_the_host_and_unmapped_on_drop() {
+        let ram = create(4 << 30).unwrap();
+        let mem = ram.memory();
+        assert_eq!(mem.num_regions(), 2);
+        let low = mem.get_host_address(GuestAddress(0)).unwrap() as usize;
+        let high = mem.get_host_address(GuestAddress(0x1_0000_0000)).unwrap() as usize;
+        assert_eq!(
+            high - low,
+            0xd000_0000,
+            "the high range follows the low one"
+        );
+        assert_eq!(high % HUGE_PAGE, 0);
+        drop(ram);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let still = maps.lines().any(|l| l.starts_with(&format!("{low:x}-")));
+        assert!(!still, "guest RAM unmapped after drop");
+    }
+
+    #[test]
+    fn memory_still_referenced_at_drop_is_left_mapped() {
+        let ram = create(64 << 20).unwrap();
+        let view = ram.memory().clone();
+        drop(ram);
+        view.write_obj(7u8, GuestAddress(0x1000)).unwrap();
+        assert_eq!(view.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 7);
     }
 }

@@ -248,8 +248,8 @@ mod tests {
 
     #[test]
     fn memory_map_reserves_the_ebda_hole_and_lists_ram_above_4g() {
-        let mem = crate::vstate::memory::create(4 << 30).unwrap();
-        let map: Vec<(u64, u64, u32)> = memory_map(&mem)
+        let ram = crate::vstate::memory::create(4 << 30).unwrap();
+        let map: Vec<(u64, u64, u32)> = memory_map(ram.memory())
             .iter()
             .map(|e| (e.addr, e.size, e.type_))
             .collect();
