@@ -18,6 +18,8 @@
 #   LAB_CPUS      lab vCPUs (default 2)
 #   LAB_KERNEL    lab-host bzImage (default: built or taken from the cache by kernel-config/build.sh lab)
 #   LAB_VERBOSE   1 prints the lab's console log when the command ends
+#   LAB_TCG_THREAD  QEMU's TCG threading, multi (default: one host thread per lab vCPU) or single
+#   LAB_KERNEL_PARAMS  extra lab-host kernel parameters (e.g. kvm_amd.vgif=0), for diagnosis
 #
 # Exit codes: CMD's own; 124 timeout; 125 the lab failed before CMD ended; 130/143 interrupted.
 set -euo pipefail
