@@ -90,6 +90,16 @@ impl Vm {
                 });
             }
         }
+        // Guest memory first, so the kernel and initramfs load (the longest step) runs on its own
+        // thread while the VM is built; `loader` joins that thread on every early return.
+        let ram = memory::create(config.memory_bytes()).map_err(VmmError::Memory)?;
+        let mem = ram.memory().clone();
+        let loader =
+            boot::Loader::spawn(mem.clone(), config.kernel.clone(), config.initramfs.clone())
+                .map_err(|source| VmmError::SpawnThread {
+                    name: "vmm-loader".into(),
+                    source,
+                })?;
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm_fd = kvm.create_vm().map_err(VmmError::CreateVm)?;
         let kvm_err = |what: &'static str| move |source| VmmError::SetupVm { what, source };
@@ -107,8 +117,6 @@ impl Vm {
             })
             .map_err(kvm_err("pit"))?;
 
-        let ram = memory::create(config.memory_bytes()).map_err(VmmError::Memory)?;
-        let mem = ram.memory().clone();
         memory::register(&vm_fd, &mem).map_err(VmmError::Memory)?;
         let t_memory = t0.elapsed();
         mptable::setup(&mem, layout::MPTABLE_START, config.vcpus).map_err(VmmError::Mptable)?;
@@ -181,8 +189,8 @@ impl Vm {
             cmdline.push_str(&config.extra_cmdline);
         }
         let t_devices = t0.elapsed();
-        let boot_info = boot::load(&mem, &config.kernel, config.initramfs.as_deref(), &cmdline)
-            .map_err(VmmError::Boot)?;
+        let images = loader.finish().map_err(VmmError::Boot)?;
+        let boot_info = boot::write_boot_info(&mem, &images, &cmdline).map_err(VmmError::Boot)?;
         let t_boot = t0.elapsed();
 
         let supported = kvm
@@ -237,8 +245,8 @@ impl Vm {
             vm.vcpu_threads.push(h);
         }
         log::debug!(
-            "vm set up in {:?} (VM and guest memory {:?}, devices {:?}, kernel and initramfs \
-             {:?}, vCPUs {:?})",
+            "vm set up in {:?} (VM and guest memory {:?}, devices {:?}, waiting for the kernel \
+             and initramfs {:?}, vCPUs {:?})",
             t0.elapsed(),
             t_memory,
             t_devices - t_memory,

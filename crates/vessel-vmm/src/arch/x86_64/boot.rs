@@ -94,6 +94,9 @@ pub enum BootError {
     /// Writing the PVH start info failed.
     #[error("cannot write pvh start info")]
     WriteStartInfo(#[source] linux_loader::configurator::Error),
+    /// The thread loading the images panicked (a bug; its message is on stderr).
+    #[error("the kernel loading thread panicked")]
+    LoaderPanicked,
 }
 
 /// What the vCPU setup needs from the loaded guest.
@@ -109,13 +112,29 @@ pub struct BootInfo {
     pub initramfs: Option<(u64, u64)>,
 }
 
-/// Loads kernel, initramfs and `cmdline` into `mem` and writes the PVH start info.
-pub fn load(
+/// Where [`load_images`] put the kernel and the initramfs.
+#[derive(Debug, Clone, Copy)]
+pub struct Images {
+    /// PVH entry point (32-bit).
+    pub entry: u64,
+    /// End of the loaded kernel image.
+    pub kernel_end: u64,
+    /// Initramfs location `(addr, size)` if any.
+    pub initramfs: Option<(u64, u64)>,
+}
+
+/// Loads the kernel's ELF segments at their physical addresses (from 1 MiB) and the initramfs at
+/// the top of low memory (below the MMIO window, page aligned, above the kernel). Writes nothing
+/// else: the VMM runs this on its own thread while it builds the VM, then calls
+/// [`write_boot_info`].
+///
+/// Errors: the kernel cannot be opened or is not an ELF with a PVH entry note; the initramfs
+/// cannot be read or does not fit between the kernel and the top of low memory.
+pub fn load_images(
     mem: &GuestMemoryMmap,
     kernel: &Path,
     initramfs: Option<&Path>,
-    cmdline: &str,
-) -> Result<BootInfo, BootError> {
+) -> Result<Images, BootError> {
     let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
         path: kernel.to_path_buf(),
         source,
@@ -171,6 +190,63 @@ pub fn load(
         }
     };
 
+    Ok(Images {
+        entry,
+        kernel_end,
+        initramfs,
+    })
+}
+
+/// [`load_images`] on a thread of its own (`vmm-loader`), so that reading the kernel and the
+/// initramfs into guest memory overlaps with building the VM. Dropping a `Loader` that was not
+/// [`finish`](Loader::finish)ed joins the thread, so no thread outlives it holding guest memory.
+#[derive(Debug)]
+pub struct Loader(Option<std::thread::JoinHandle<Result<Images, BootError>>>);
+
+impl Loader {
+    /// Starts loading `kernel` and `initramfs` into `mem` (a clone of the VM's guest memory).
+    /// Errors: the thread cannot be spawned.
+    pub fn spawn(
+        mem: GuestMemoryMmap,
+        kernel: std::path::PathBuf,
+        initramfs: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Loader> {
+        let handle = std::thread::Builder::new()
+            .name("vmm-loader".into())
+            .spawn(move || load_images(&mem, &kernel, initramfs.as_deref()))?;
+        Ok(Loader(Some(handle)))
+    }
+
+    /// Waits for the load and returns where the images went, or why they could not be loaded.
+    pub fn finish(mut self) -> Result<Images, BootError> {
+        let handle = self.0.take().expect("a Loader is finished once");
+        handle.join().map_err(|_| BootError::LoaderPanicked)?
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Writes `cmdline` and the PVH start info (memory map, initramfs module) for `images`, and
+/// returns what the vCPU setup needs.
+///
+/// Errors: `cmdline` is longer than [`crate::config::MAX_CMDLINE_LEN`] or has a NUL; a write to
+/// guest memory fails.
+pub fn write_boot_info(
+    mem: &GuestMemoryMmap,
+    images: &Images,
+    cmdline: &str,
+) -> Result<BootInfo, BootError> {
+    let Images {
+        entry,
+        kernel_end,
+        initramfs,
+    } = *images;
     let mut cl =
         Cmdline::new(crate::config::MAX_CMDLINE_LEN).map_err(|source| BootError::Cmdline {
             cmdline: String::new(),
