@@ -7,6 +7,8 @@
 # Usage: tests/bench/fslat.sh STAGE [VARIANT...]
 #   STAGE holds vmm and probe.cpio as bench.sh stages them; VARIANTs (default: all) are
 #   base        1 vCPU, the lab's KVM as booted
+#   old, a, b   as base, with STAGE/vmm-old, vmm-a or vmm-b (other builds of the VMM, to compare
+#               against)
 #   idlepoll    guest command line idle=poll (the guest never halts its vCPU)
 #   vcpus2      2 vCPUs
 #   nohz        guest command line nohz=off (the guest keeps its 250 Hz tick when idle, instead of
@@ -25,9 +27,10 @@ hp=/sys/module/kvm/parameters/halt_poll_ns
 hp0=$(cat "$hp")
 echo "lab: $(nproc) CPUs, halt_poll_ns=$hp0, $(uname -r)" >&2
 for v in "${variants[@]}"; do
-  vcpus=1 extra="" poll=$hp0
+  vcpus=1 extra="" poll=$hp0 vmm=$stage/vmm
   case "$v" in
     base) ;;
+    old | a | b) vmm=$stage/vmm-${v} ;;
     idlepoll) extra="idle=poll" ;;
     vcpus2) vcpus=2 ;;
     nohz) extra="nohz=off" ;;
@@ -42,7 +45,7 @@ for v in "${variants[@]}"; do
  "serial": "stderr", "vsock_cid": 3, "extra_cmdline": "probe.fslat=lat $extra",
  "fs": [{"tag": "lat", "shared_dir": "$share"}]}
 JSON
-  "$stage/vmm" "$stage/vm-fslat.json" 2> "$stage/console-fslat.log" || true
+  "$vmm" "$stage/vm-fslat.json" 2> "$stage/console-fslat.log" || true
   grep -q 'PROBE fslat' "$stage/console-fslat.log" || tail -n 20 "$stage/console-fslat.log" >&2
   sed -n "s/.*PROBE fslat /$v: /p" "$stage/console-fslat.log"
 done
