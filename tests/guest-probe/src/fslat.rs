@@ -11,6 +11,8 @@
 //!   cache), `fsync` excluded;
 //! - `read1m`: `posix_fadvise(DONTNEED)` of the file, then `pread` of 1 MiB at offset 0 (READs of
 //!   at most the readahead window);
+//! - `open`: `open`, `read` of its 1 byte, `close` of that file (OPEN, READ, FLUSH, RELEASE: the
+//!   page cache is dropped at each open);
 //! - `create`, `lookup`, `unlink`: [`FILES`] files of 64 bytes created (`open(O_CREAT)`, `write`,
 //!   `close`), then, once their entries have expired (1.1 s), `stat`ed by name, then unlinked, as
 //!   the benchmark of `make bench` does with 10,000.
@@ -20,7 +22,7 @@
 //! same on `dir`.
 
 use std::ffi::CString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::ffi::OsStrExt;
@@ -82,6 +84,13 @@ fn measure(dir: &Path) -> std::io::Result<()> {
         time(|| {
             std::thread::sleep(Duration::from_micros(100));
             Ok(())
+        })?,
+    );
+    report(
+        "open",
+        time(|| {
+            let mut b = [0u8; 1];
+            std::fs::File::open(&file)?.read_exact(&mut b)
         })?,
     );
     let big = dir.join("fslat-big");
