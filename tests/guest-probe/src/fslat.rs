@@ -24,8 +24,8 @@
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -69,9 +69,8 @@ fn measure(dir: &Path) -> std::io::Result<()> {
         "getxattr",
         time(|| {
             // SAFETY: both strings are NUL-terminated; size 0 with a null buffer only asks the size.
-            let rc = unsafe {
-                libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0)
-            };
+            let rc =
+                unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
             let e = std::io::Error::last_os_error().raw_os_error();
             check(
                 rc >= 0 || e == Some(libc::ENODATA) || e == Some(libc::EOPNOTSUPP),

@@ -167,7 +167,11 @@ impl FileServer {
                     .add_used(mem, head, len)
                     .map_err(FsError::AccessQueue)?;
                 used = true;
-                if per_chain && queue.needs_notification(mem).map_err(FsError::AccessQueue)? {
+                if per_chain
+                    && queue
+                        .needs_notification(mem)
+                        .map_err(FsError::AccessQueue)?
+                {
                     notify();
                 }
             }

@@ -9,8 +9,8 @@ use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::irq::IrqLine;
 use crate::virtio::VirtioInterrupt;
