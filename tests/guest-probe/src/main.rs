@@ -17,6 +17,8 @@
 //!   `PROBE fs <check> <result>` line each (or `PROBE fs <check> FAILED <why>`)
 //! - with `probe.fsbench=<tag>`, it mounts that tag at `/mnt` and runs the file-system benchmark
 //!   of [`fsbench`] in `/mnt/fsbench` (natively: `vessel-guest-probe fsbench <dir>`)
+//! - with `probe.fslat=<tag>`, it mounts that tag at `/mnt` and times single FUSE round trips
+//!   ([`fslat`]) in `/mnt/fslat` (natively: `vessel-guest-probe fslat <dir>`)
 //! - with `probe.dmesg` on the command line, the kernel's log buffer (read with `syslog(2)`, so
 //!   a `quiet` boot still has every message; add `printk.time=1` for timestamps), one
 //!   `PROBE dmesg <line>` per line: a boot timeline that costs nothing on the slow console
@@ -35,6 +37,7 @@ const HOST_PORT: u32 = 5001;
 const HOST_CID: u32 = 2;
 
 mod fsbench;
+mod fslat;
 
 fn main() {
     // Natively (not as /init): `vessel-guest-probe fsbench DIR`, the host side of the benchmark.
@@ -42,6 +45,10 @@ fn main() {
     if let [_, mode, dir] = args.as_slice() {
         if mode == "fsbench" {
             fsbench::run(std::path::Path::new(dir));
+            return;
+        }
+        if mode == "fslat" {
+            fslat::run(std::path::Path::new(dir));
             return;
         }
     }
@@ -96,6 +103,17 @@ fn main() {
             .map_or_else(
                 |e| println!("PROBE fsbench FAILED {e}"),
                 |()| fsbench::run(std::path::Path::new("/mnt/fsbench")),
+            );
+    }
+    if let Some(tag) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("probe.fslat="))
+    {
+        std::fs::create_dir_all("/mnt")
+            .and_then(|()| mount(tag, "/mnt", "virtiofs"))
+            .map_or_else(
+                |e| println!("PROBE fslat FAILED {e}"),
+                |()| fslat::run(std::path::Path::new("/mnt/fslat")),
             );
     }
     if cmdline.split_whitespace().any(|w| w == "probe.dmesg") {

@@ -17,6 +17,9 @@ pub mod vsock;
 
 /// `VIRTIO_F_VERSION_1` (virtio 1.2, 6): the device is a modern (non-legacy) device.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit `VIRTIO_RING_F_EVENT_IDX` (virtio 1.2, 6): the `used_event` and `avail_event`
+/// fields of the split rings suppress interrupts and notifications (2.7.10).
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 /// InterruptStatus bit: a used buffer was added to a queue (virtio 1.2, 4.2.2).
 pub const INT_USED_RING: u32 = 1;
 /// InterruptStatus bit: the configuration changed.

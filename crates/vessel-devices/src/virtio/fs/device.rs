@@ -21,7 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,6 +31,7 @@ use super::{
 };
 use crate::virtio::{
     VirtioDevice, VirtioError, VirtioInterrupt, INT_USED_RING, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 
 /// What the device tells its thread.
@@ -280,15 +281,11 @@ fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) -> i
         let Some((mem, interrupt, queues)) = active.as_mut() else {
             continue;
         };
-        let mut notify = false;
+        let mut notify = || interrupt.signal(INT_USED_RING);
         for q in [HIPRIO_QUEUE, REQUEST_QUEUE] {
-            match server.process_queue(mem, &mut queues[q]) {
-                Ok(n) => notify |= n,
-                Err(e) => log::error!("virtio-fs queue {q}: {e}"),
+            if let Err(e) = server.process_queue(mem, &mut queues[q], &mut notify) {
+                log::error!("virtio-fs queue {q}: {e}");
             }
-        }
-        if notify {
-            interrupt.signal(INT_USED_RING);
         }
     }
 }
@@ -343,8 +340,10 @@ impl VirtioDevice for Fs {
         &self.queue_sizes
     }
 
+    /// `VIRTIO_F_VERSION_1` and `VIRTIO_RING_F_EVENT_IDX` (used and avail event indexes,
+    /// virtio 1.2, 2.7.10: see [`FileServer::process_queue`]).
     fn features(&self) -> u64 {
-        VIRTIO_F_VERSION_1
+        VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -375,6 +374,11 @@ impl VirtioDevice for Fs {
                 want: self.queue_sizes.len(),
                 got: queues.len(),
             });
+        }
+        let event_idx = self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
+        let mut queues = queues;
+        for q in &mut queues {
+            q.set_event_idx(event_idx);
         }
         self.send(Command::Activate {
             mem,
@@ -483,7 +487,14 @@ mod tests {
 
         /// A session whose FUSE INIT offers `flags`; also returns the server's INIT reply.
         fn start_offering(dir: &Path, flags: u32) -> (Session, InitOut) {
+            Session::start_with(dir, VIRTIO_F_VERSION_1, flags)
+        }
+
+        /// A session whose driver accepted the virtio `features` and whose FUSE INIT offers
+        /// `flags`; also returns the server's INIT reply.
+        fn start_with(dir: &Path, features: u64, flags: u32) -> (Session, InitOut) {
             let mut fs = Fs::new("vessel", dir).unwrap();
+            fs.ack_features(features);
             let d = Driver::new();
             let hiprio = Queue::new(QUEUE_SIZE).unwrap();
             fs.activate(
@@ -599,7 +610,7 @@ mod tests {
         let fs = Fs::new("vessel", dir.path()).unwrap();
         assert_eq!(fs.device_type(), 26);
         assert_eq!(fs.queue_max_sizes(), &[1024, 1024]);
-        assert_eq!(fs.features(), VIRTIO_F_VERSION_1);
+        assert_eq!(fs.features(), VIRTIO_F_VERSION_1 | (1 << 29));
         let mut tag = [0u8; 40];
         fs.read_config(0, &mut tag);
         assert_eq!(&tag[..7], b"vessel\0");
@@ -866,5 +877,86 @@ mod tests {
         assert_eq!(s.d.wait_used(), 0);
         assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
         assert!(s.d.interrupt.status() & INT_USED_RING != 0);
+    }
+
+    /// Guest address of the split ring field `used_event` (after the avail ring's entries) and
+    /// `avail_event` (after the used ring's), for the test driver's 256-entry queue.
+    fn event_fields(d: &Driver) -> (vm_memory::GuestAddress, vm_memory::GuestAddress) {
+        use vm_memory::Address;
+        (
+            d.mock_avail_addr().unchecked_add(4 + 2 * 256),
+            d.mock_used_addr().unchecked_add(4 + 8 * 256),
+        )
+    }
+
+    #[test]
+    fn with_event_idx_a_batch_interrupts_only_as_the_driver_asks_and_kicks_are_rearmed() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let features = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
+        let (mut s, _) = Session::start_with(dir.path(), features, 0);
+        let (used_event, avail_event) = event_fields(&s.d);
+        // INIT was chain 0: the driver re-armed its interrupt for used index 1 and got one.
+        assert_ne!(s.d.interrupt.status() & INT_USED_RING, 0);
+        assert_eq!(s.d.irq_count(), 1);
+        s.d.interrupt.ack(INT_USED_RING);
+        // The device asks for the next kick at the avail index it will serve next.
+        assert_eq!(s.d.mem.read_obj::<u16>(avail_event).unwrap(), 1);
+        // A driver busy elsewhere wants no interrupt before used index 10: three requests in
+        // one kick are all served, silently.
+        s.d.mem.write_obj(9u16, used_event).unwrap();
+        for _ in 0..3 {
+            s.d.post(GETATTR, ROOT, GetattrIn::default().as_slice());
+        }
+        s.fs.queue_notify(REQUEST_QUEUE as u16);
+        for _ in 0..3 {
+            s.d.wait_used();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            (s.d.interrupt.status(), s.d.irq_count()),
+            (0, 0),
+            "interrupted before used_event"
+        );
+        assert_eq!(s.d.mem.read_obj::<u16>(avail_event).unwrap(), 4);
+        // A driver waiting for the next completion (used_event = used index) gets one interrupt
+        // for it, and none for the two after it in the same batch.
+        s.d.mem.write_obj(4u16, used_event).unwrap();
+        for _ in 0..3 {
+            s.d.post(GETATTR, ROOT, GetattrIn::default().as_slice());
+        }
+        s.fs.queue_notify(REQUEST_QUEUE as u16);
+        for _ in 0..3 {
+            s.d.wait_used();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(s.d.irq_count(), 1);
+    }
+
+    #[test]
+    fn init_grants_async_reads_auto_invalidation_atomic_truncation_and_parallel_dirops() {
+        use fuse_backend_rs::abi::fuse_abi::FsOptions;
+        if !root() {
+            return;
+        }
+        let wanted = (FsOptions::ASYNC_READ
+            | FsOptions::AUTO_INVAL_DATA
+            | FsOptions::ATOMIC_O_TRUNC
+            | FsOptions::PARALLEL_DIROPS)
+            .bits() as u32;
+        let dir = tempfile::tempdir().unwrap();
+        // Never granted unless offered.
+        let (_, out) = Session::start_offering(dir.path(), 0);
+        assert_eq!(out.flags & wanted, 0);
+        let (mut s, out) = Session::start_offering(dir.path(), wanted);
+        assert_eq!(out.flags & wanted, wanted);
+        // With FUSE_ATOMIC_O_TRUNC the guest sends O_TRUNC in OPEN, and the host file is
+        // truncated by it.
+        std::fs::write(dir.path().join("t"), "old contents").unwrap();
+        let e = s.lookup(ROOT, "t").unwrap();
+        s.open(e.nodeid, libc::O_WRONLY | libc::O_TRUNC);
+        assert_eq!(std::fs::metadata(dir.path().join("t")).unwrap().len(), 0);
     }
 }

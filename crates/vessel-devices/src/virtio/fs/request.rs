@@ -61,7 +61,8 @@ impl FileServer {
 
     /// Answers the request in `chain` and returns the number of bytes written to its
     /// device-writable part (the `len` of its used-ring element). The reply to FUSE_INIT grants
-    /// writes of up to [`MAX_WRITE`] bytes (see `grant_big_writes`). A request the server fails
+    /// writes of up to [`MAX_WRITE`] bytes and the flags of [`GRANTED_INIT_FLAGS`] (see
+    /// `grant_init_flags`). A request the server fails
     /// without answering (arguments it cannot decode, a reply that does not fit) gets `EIO` if
     /// its opcode expects a reply: the Linux driver ignores the used length and reads the reply
     /// header it preallocated zeroed, so no answer would pass for success with garbage arguments.
@@ -87,7 +88,7 @@ impl FileServer {
             Ok(n) => {
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
                 if let Some(init) = init {
-                    grant_big_writes(mem, &chain, n, init.flags);
+                    grant_init_flags(mem, &chain, n, init.flags);
                 }
                 return Ok(n);
             }
@@ -118,29 +119,78 @@ impl FileServer {
         }
     }
 
-    /// Serves every available chain of `queue` and puts each on the used ring. Returns whether
-    /// the driver must be notified (virtio 1.2, 2.7.10: `VIRTIO_F_EVENT_IDX` is not offered, so
-    /// whenever a chain was used and the driver did not suppress interrupts).
-    pub fn process_queue(&self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, FsError> {
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let len = match self.handle_chain(mem, chain) {
-                Ok(n) => n,
-                Err(e) => {
-                    log::warn!("virtio-fs: {e}");
-                    0
-                }
-            };
-            queue
-                .add_used(mem, head, len)
-                .map_err(FsError::AccessQueue)?;
-            used = true;
+    /// Serves every available chain of `queue`, puts each on the used ring and calls `notify`
+    /// whenever the driver must be interrupted (virtio 1.2, 2.7.10).
+    ///
+    /// With `VIRTIO_F_EVENT_IDX` negotiated, that is checked after each chain (the driver's
+    /// `used_event` says which completion it waits for), so a request served early in a batch
+    /// is completed in the guest without waiting for the rest, and a driver already draining the
+    /// used ring gets no interrupt for the chains it will find anyway. Without it, `notify` is
+    /// called once at the end, if any chain was used.
+    ///
+    /// While it serves, the driver's notifications (kicks) are suppressed (2.7.10: `avail_event`,
+    /// or `VIRTQ_USED_F_NO_NOTIFY` without EVENT_IDX): a chain the driver adds meanwhile is
+    /// served by this same call, without a kick (an exit of the guest) for it. They are enabled
+    /// again before returning, and the avail ring is checked once more after that, so no chain is
+    /// left waiting for a kick that never comes. A second pass in a row that finds nothing to pop
+    /// although the avail index says otherwise (a ring the driver broke) ends the call instead of
+    /// spinning. A queue the driver did not make ready, or whose rings are not in guest memory,
+    /// is not touched at all.
+    pub fn process_queue(
+        &self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        notify: &mut dyn FnMut(),
+    ) -> Result<(), FsError> {
+        if !queue.ready() || !queue.is_valid(mem) {
+            return Ok(());
         }
-        Ok(used
-            && queue
-                .needs_notification(mem)
-                .map_err(FsError::AccessQueue)?)
+        let per_chain = queue.event_idx_enabled();
+        let mut used = false;
+        let mut empty_passes = 0;
+        loop {
+            queue
+                .disable_notification(mem)
+                .map_err(FsError::AccessQueue)?;
+            let mut popped = 0;
+            while let Some(chain) = queue.pop_descriptor_chain(mem) {
+                popped += 1;
+                let head = chain.head_index();
+                let len = match self.handle_chain(mem, chain) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::warn!("virtio-fs: {e}");
+                        0
+                    }
+                };
+                queue
+                    .add_used(mem, head, len)
+                    .map_err(FsError::AccessQueue)?;
+                used = true;
+                if per_chain
+                    && queue
+                        .needs_notification(mem)
+                        .map_err(FsError::AccessQueue)?
+                {
+                    notify();
+                }
+            }
+            if !queue
+                .enable_notification(mem)
+                .map_err(FsError::AccessQueue)?
+            {
+                break;
+            }
+            empty_passes = if popped == 0 { empty_passes + 1 } else { 0 };
+            if empty_passes == 2 {
+                log::warn!("virtio-fs: avail ring index runs ahead of what can be popped");
+                break;
+            }
+        }
+        if used && !per_chain {
+            notify();
+        }
+        Ok(())
     }
 }
 
@@ -149,14 +199,35 @@ fn expects_reply(opcode: u32) -> bool {
     opcode != Opcode::Forget as u32 && opcode != Opcode::BatchForget as u32
 }
 
-/// Raises the write size of a successful FUSE_INIT reply of `len` bytes in `chain` to
-/// [`MAX_WRITE`]: sets `FUSE_BIG_WRITES` and `FUSE_MAX_PAGES` where the driver offered them in
-/// `offered` (its `fuse_init_in.flags`), with `max_pages` [`MAX_REQ_PAGES`] and `max_write`
-/// [`MAX_WRITE`]. fuse-backend-rs's server grants these only when the file system's `init` asks
-/// for them and `PassthroughFs` never does, so `max_write` stayed 4 KiB: the guest then split
-/// every `write(2)` into 4 KiB synchronous requests (16,384 round trips for 64 MiB), while the
-/// server takes up to [`MAX_WRITE`] in one. Replies that are errors or too short are left alone.
-fn grant_big_writes(
+/// FUSE INIT flags granted whenever the driver offers them, beyond what `PassthroughFs` asks for
+/// (readdirplus): what virtiofsd grants by default, and what the passthrough file system serves.
+///
+/// - `FUSE_BIG_WRITES`, `FUSE_MAX_PAGES`: writes of [`MAX_WRITE`] bytes (see `grant_init_flags`).
+/// - `FUSE_ASYNC_READ`: the guest sends readahead READs in the background, several at a time,
+///   instead of waiting for each: the serving thread fills the next window while the guest
+///   copies the last one out, and the queued READs need no kick of their own.
+/// - `FUSE_AUTO_INVAL_DATA`: when a refreshed attribute shows a new mtime or size, the guest drops
+///   the file's cached pages, so a host write is seen by a guest that keeps the file open (once
+///   the attribute timeout has passed), not only at the next open.
+/// - `FUSE_ATOMIC_O_TRUNC`: `open(O_TRUNC)` is one OPEN carrying `O_TRUNC` (the passthrough
+///   opens the host file with it) instead of a SETATTR then an OPEN.
+/// - `FUSE_PARALLEL_DIROPS`: lookups and readdirs of one directory may run concurrently.
+pub const GRANTED_INIT_FLAGS: u64 = FsOptions::BIG_WRITES.bits()
+    | FsOptions::MAX_PAGES.bits()
+    | FsOptions::ASYNC_READ.bits()
+    | FsOptions::AUTO_INVAL_DATA.bits()
+    | FsOptions::ATOMIC_O_TRUNC.bits()
+    | FsOptions::PARALLEL_DIROPS.bits();
+
+/// Adds [`GRANTED_INIT_FLAGS`] to a successful FUSE_INIT reply of `len` bytes in `chain` where
+/// the driver offered them in `offered` (its `fuse_init_in.flags`; all of them are in the low 32
+/// bits), and with `FUSE_BIG_WRITES`/`FUSE_MAX_PAGES` raises the write size to [`MAX_WRITE`]
+/// (`max_pages` [`MAX_REQ_PAGES`]). fuse-backend-rs's server enables only what the file system's
+/// `init` asks for, and `PassthroughFs` asks for none of these: `max_write` stayed 4 KiB, so the
+/// guest split every `write(2)` into 4 KiB synchronous requests (16,384 round trips for
+/// 64 MiB), while the server takes up to [`MAX_WRITE`] in one; and every readahead READ was
+/// synchronous. Replies that are errors or too short are left alone.
+fn grant_init_flags(
     mem: &GuestMemoryMmap,
     chain: &DescriptorChain<&GuestMemoryMmap>,
     len: u32,
@@ -177,12 +248,11 @@ fn grant_big_writes(
     if h.error != 0 {
         return;
     }
-    let wanted = (FsOptions::BIG_WRITES | FsOptions::MAX_PAGES).bits() as u32;
-    out.flags |= offered & wanted;
+    out.flags |= offered & GRANTED_INIT_FLAGS as u32;
     if out.flags & FsOptions::MAX_PAGES.bits() as u32 != 0 {
         out.max_pages = MAX_REQ_PAGES;
     }
-    if out.flags & wanted != 0 {
+    if out.flags & (FsOptions::BIG_WRITES | FsOptions::MAX_PAGES).bits() as u32 != 0 {
         out.max_write = MAX_WRITE;
     }
     copy_writable(mem, chain, &mut reply, true);

@@ -10,6 +10,7 @@ use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::irq::IrqLine;
 use crate::virtio::VirtioInterrupt;
@@ -35,6 +36,8 @@ pub struct Driver {
     used_seen: u16,
     /// The device's interrupt, as the transport would own it.
     pub interrupt: Arc<VirtioInterrupt>,
+    /// The eventfd behind `interrupt` (a second descriptor of it), to count its triggers.
+    irq: EventFd,
 }
 
 impl Driver {
@@ -43,6 +46,8 @@ impl Driver {
         let mem: &'static GuestMemoryMmap = Box::leak(Box::new(
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
         ));
+        let line = IrqLine::new().unwrap();
+        let irq = line.0.try_clone().unwrap();
         Driver {
             mem,
             mock: MockSplitQueue::create(mem, GuestAddress(0), 256),
@@ -50,7 +55,8 @@ impl Driver {
             next_buf: BUF_BASE,
             unique: 0,
             used_seen: 0,
-            interrupt: VirtioInterrupt::new(Box::new(IrqLine::new().unwrap())),
+            interrupt: VirtioInterrupt::new(Box::new(line)),
+            irq,
         }
     }
 
@@ -120,6 +126,21 @@ impl Driver {
             assert!(Instant::now() < deadline, "device used no chain within 5 s");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Guest address of the avail ring.
+    pub fn mock_avail_addr(&self) -> GuestAddress {
+        self.mock.avail_addr()
+    }
+
+    /// Guest address of the used ring.
+    pub fn mock_used_addr(&self) -> GuestAddress {
+        self.mock.used_addr()
+    }
+
+    /// Interrupts raised on the device's line since the last call.
+    pub fn irq_count(&self) -> u64 {
+        self.irq.read().unwrap_or(0)
     }
 
     /// Reads a reply at `at` of used length `len`: its header and its body.
