@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use config::{ConfigError, FsConfig, SerialSink, VmConfig};
 pub use vessel_devices::virtio::vsock::{VsockHandle, VsockListener};
 pub use vm::{EndWatch, Vm};
-pub use vstate::vcpu::{ExitReason, ShutdownCause};
+pub use vstate::vcpu::{ExitReason, FaultState, ShutdownCause};
 
 /// Why the VMM could not build or drive a VM.
 #[derive(Debug, thiserror::Error)]

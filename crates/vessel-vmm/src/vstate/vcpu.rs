@@ -81,8 +81,40 @@ pub enum ExitReason {
 pub enum ShutdownCause {
     /// The guest pulsed reset through the i8042 (its power-off and reboot path with `reboot=k`).
     KeyboardReset,
-    /// `KVM_EXIT_SHUTDOWN`: a triple fault.
-    TripleFault,
+    /// `KVM_EXIT_SHUTDOWN`: a triple fault, with where the vCPU was if KVM could say.
+    TripleFault(Option<FaultState>),
+}
+
+/// Where a vCPU was when the guest triple-faulted (`KVM_GET_REGS`, `KVM_GET_SREGS`): a triple
+/// fault leaves the guest no chance to print a panic, so this is its only trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultState {
+    /// Index of the vCPU that took the fault.
+    pub vcpu: u32,
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// Code segment selector.
+    pub cs: u16,
+    /// Control registers 0, 2 (last page-fault address), 3 (page-table root) and 4.
+    pub cr: [u64; 4],
+    /// Extended feature enable register.
+    pub efer: u64,
+    /// Flags register.
+    pub rflags: u64,
+}
+
+impl fmt::Display for FaultState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [cr0, cr2, cr3, cr4] = self.cr;
+        write!(
+            f,
+            "vcpu {} rip={:#x} rsp={:#x} cs={:#x} cr0={cr0:#x} cr2={cr2:#x} cr3={cr3:#x} \
+             cr4={cr4:#x} efer={:#x} rflags={:#x}",
+            self.vcpu, self.rip, self.rsp, self.cs, self.efer, self.rflags
+        )
+    }
 }
 
 impl ExitReason {
@@ -98,8 +130,12 @@ impl fmt::Display for ExitReason {
             ExitReason::Shutdown(ShutdownCause::KeyboardReset) => {
                 write!(f, "guest shut down (i8042 reset)")
             }
-            ExitReason::Shutdown(ShutdownCause::TripleFault) => {
-                write!(f, "guest triple fault (kvm shutdown exit)")
+            ExitReason::Shutdown(ShutdownCause::TripleFault(state)) => {
+                write!(f, "guest triple fault (kvm shutdown exit)")?;
+                match state {
+                    Some(s) => write!(f, " at {s}"),
+                    None => Ok(()),
+                }
             }
             ExitReason::SystemEvent { kind, vcpu } => {
                 write!(f, "system event {kind} on vcpu {vcpu}")
@@ -339,30 +375,31 @@ enum Step {
     InternalError,
 }
 
-/// Logs (at error level) where vCPU `index` was when the guest triple-faulted: RIP, RSP, CS,
-/// CR0, CR2 (the last page-fault address), CR3, CR4 and EFER, from `KVM_GET_REGS` and
-/// `KVM_GET_SREGS`. A triple fault leaves the guest no chance to print a panic, so this is the
-/// only trace of where it died.
-fn log_fault_state(vcpu: &VcpuFd, index: u32) {
+/// Where vCPU `index` was when the guest triple-faulted, also logged at error level; `None` if
+/// KVM would not say.
+fn fault_state(vcpu: &VcpuFd, index: u32) -> Option<FaultState> {
     match (vcpu.get_regs(), vcpu.get_sregs()) {
-        (Ok(r), Ok(s)) => log::error!(
-            "vcpu {index} triple fault: rip={:#x} rsp={:#x} cs={:#x} cr0={:#x} cr2={:#x} \
-             cr3={:#x} cr4={:#x} efer={:#x} rflags={:#x}",
-            r.rip,
-            r.rsp,
-            s.cs.selector,
-            s.cr0,
-            s.cr2,
-            s.cr3,
-            s.cr4,
-            s.efer,
-            r.rflags
-        ),
-        (r, s) => log::error!(
-            "vcpu {index} triple fault; registers unavailable: {:?} {:?}",
-            r.err(),
-            s.err()
-        ),
+        (Ok(r), Ok(s)) => {
+            let state = FaultState {
+                vcpu: index,
+                rip: r.rip,
+                rsp: r.rsp,
+                cs: s.cs.selector,
+                cr: [s.cr0, s.cr2, s.cr3, s.cr4],
+                efer: s.efer,
+                rflags: r.rflags,
+            };
+            log::error!("triple fault: {state}");
+            Some(state)
+        }
+        (r, s) => {
+            log::error!(
+                "vcpu {index} triple fault; registers unavailable: {:?} {:?}",
+                r.err(),
+                s.err()
+            );
+            None
+        }
     }
 }
 
@@ -400,10 +437,9 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                 },
                 // With the in-kernel irqchip HLT stays in the kernel; an exit here is harmless.
                 VcpuExit::Hlt | VcpuExit::Intr => Step::Continue,
-                VcpuExit::Shutdown => {
-                    log_fault_state(&vcpu, index);
-                    Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault))
-                }
+                VcpuExit::Shutdown => Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault(
+                    fault_state(&vcpu, index),
+                ))),
                 VcpuExit::SystemEvent(kind, _) => {
                     Step::Exit(ExitReason::SystemEvent { kind, vcpu: index })
                 }
