@@ -19,6 +19,16 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
+    /// The bundle directory does not exist or is not a directory (runc fails its `chdir` into
+    /// it first: `chdir <bundle>: no such file or directory`).
+    #[error("chdir {path}")]
+    OpenBundle {
+        /// The absolute bundle path.
+        path: PathBuf,
+        /// The cause (`NotFound`, `NotADirectory`, `PermissionDenied`).
+        #[source]
+        source: io::Error,
+    },
     /// `config.json` does not exist in the bundle (runc's message).
     #[error("JSON specification file config.json not found")]
     FindConfig,
@@ -74,6 +84,16 @@ impl Bundle {
             path: dir.to_owned(),
             source,
         })?;
+        match std::fs::metadata(&path) {
+            Err(source) => return Err(BundleError::OpenBundle { path, source }),
+            Ok(m) if !m.is_dir() => {
+                return Err(BundleError::OpenBundle {
+                    path,
+                    source: io::ErrorKind::NotADirectory.into(),
+                })
+            }
+            Ok(_) => {}
+        }
         let config = path.join("config.json");
         let text = match std::fs::read_to_string(&config) {
             Ok(t) => t,
@@ -184,6 +204,25 @@ mod tests {
         assert_eq!(b.rootfs, dir.path().join("rootfs"));
         assert!(b.path.is_absolute());
         assert!(!b.terminal());
+    }
+
+    #[test]
+    fn missing_bundle_directory_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = Bundle::load(&missing).unwrap_err();
+        assert_eq!(err.to_string(), format!("chdir {}", missing.display()));
+        let BundleError::OpenBundle { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = Bundle::load(&file).unwrap_err();
+        let BundleError::OpenBundle { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotADirectory);
     }
 
     #[test]
