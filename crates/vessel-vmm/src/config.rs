@@ -73,6 +73,12 @@ pub struct VmConfig {
     /// `MAX_FS_DEVICES`), in MMIO slots after the vsock device.
     #[serde(default)]
     pub fs: Vec<FsConfig>,
+    /// Directory of the image cache (`image_cache.rs`, decision 0006): the kernel and initramfs
+    /// are copied there once and mapped into guest memory from there, shared by every VM that
+    /// boots them. Absent: they are copied into each guest's memory.
+    /// [`crate::image_cache::DEFAULT_DIR`] is the runtime's choice.
+    #[serde(default)]
+    pub image_cache: Option<PathBuf>,
 }
 
 /// One virtio-fs share. JSON example: `{"tag":"vessel","shared_dir":"/run/vessel/c1/share"}`;
@@ -189,6 +195,7 @@ impl VmConfig {
             vsock_uds: None,
             allow_unsupported_host: false,
             fs: Vec::new(),
+            image_cache: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod devices;
 pub mod event_loop;
 pub mod host;
+pub mod image_cache;
 pub mod vm;
 pub mod vstate;
 

@@ -28,6 +28,7 @@ use crate::config::{FsConfig, SerialSink, VmConfig};
 use crate::devices::DeviceManager;
 use crate::event_loop::{EventLoop, SharedVsock};
 use crate::host;
+use crate::image_cache::ImageCache;
 use crate::vstate::memory;
 use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
 use crate::VmmError;
@@ -94,12 +95,16 @@ impl Vm {
         // thread while the VM is built; `loader` joins that thread on every early return.
         let ram = memory::create(config.memory_bytes()).map_err(VmmError::Memory)?;
         let mem = ram.memory().clone();
-        let loader =
-            boot::Loader::spawn(mem.clone(), config.kernel.clone(), config.initramfs.clone())
-                .map_err(|source| VmmError::SpawnThread {
-                    name: "vmm-loader".into(),
-                    source,
-                })?;
+        let loader = boot::Loader::spawn(
+            mem.clone(),
+            config.kernel.clone(),
+            config.initramfs.clone(),
+            config.image_cache.clone().map(ImageCache::new),
+        )
+        .map_err(|source| VmmError::SpawnThread {
+            name: "vmm-loader".into(),
+            source,
+        })?;
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm_fd = kvm.create_vm().map_err(VmmError::CreateVm)?;
         let kvm_err = |what: &'static str| move |source| VmmError::SetupVm { what, source };

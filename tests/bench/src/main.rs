@@ -10,7 +10,9 @@
 //! `$VESSEL_BENCH_GUEST_MIB` MiB (default 128; Vessel's RAM and QEMU's default RAM block are one
 //! such mapping each) or a `/memfd:` mapping (QEMU's `memory-backend-memfd`), so "guest memory
 //! touched" is the resident part of those mappings and everything else resident (binary,
-//! libraries, heap, stacks, ROM copies) is the VMM's overhead.
+//! libraries, heap, stacks, ROM copies) is the VMM's overhead. Where Vessel maps its image
+//! cache's kernel and initramfs into guest RAM (files under a `vessel-images` directory), those
+//! file mappings and the anonymous ones around them, guest size in all, are guest RAM.
 //! After the marker CMD gets `GRACE_SECS` to exit on its own before it is killed; its console is
 //! kept in `$VESSEL_BENCH_LOG` when that is set.
 
@@ -113,32 +115,49 @@ fn smaps(pid: u32) -> std::io::Result<(u64, u64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-    let (mut rss, mut guest, mut in_ram) = (0, 0, false);
+    // (start, end, path, Rss KiB) per mapping.
+    let mut maps: Vec<(u64, u64, Option<String>, u64)> = Vec::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("Rss:") => {
-                let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                rss += kib;
-                if in_ram {
-                    guest += kib;
+                if let Some(last) = maps.last_mut() {
+                    last.3 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
                 }
             }
             // A mapping header: "start-end perms offset dev inode [path]".
             Some(first) if first.contains('-') && !first.ends_with(':') => {
-                let size = first
-                    .split_once('-')
-                    .and_then(|(a, b)| {
-                        Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
-                    })
-                    .unwrap_or(0);
-                in_ram = match words.nth(4) {
-                    Some(path) => path.starts_with("/memfd:"),
-                    None => size == guest_mib << 20,
-                };
+                if let Some((a, b)) = first.split_once('-').and_then(|(a, b)| {
+                    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+                }) {
+                    maps.push((a, b, words.nth(4).map(str::to_owned), 0));
+                }
             }
             _ => {}
         }
     }
+    let guest_bytes = guest_mib << 20;
+    // Vessel maps the image cache's kernel and initramfs over parts of its RAM: then guest RAM is
+    // the run of mappings from the anonymous one just before the first such file, guest size long.
+    let first_image = maps
+        .iter()
+        .position(|m| m.2.as_deref().is_some_and(|p| p.contains(IMAGE_CACHE_MARK)));
+    let ram_range = first_image
+        .filter(|&i| i > 0 && maps[i - 1].2.is_none() && maps[i - 1].1 == maps[i].0)
+        .map(|i| (maps[i - 1].0, maps[i - 1].0 + guest_bytes));
+    let rss = maps.iter().map(|m| m.3).sum();
+    let guest = maps
+        .iter()
+        .filter(|(a, b, path, _)| match (ram_range, path) {
+            (_, Some(path)) if path.starts_with("/memfd:") => true,
+            (Some((lo, hi)), _) if lo <= *a && *b <= hi => true,
+            (_, None) => b - a == guest_bytes,
+            _ => false,
+        })
+        .map(|m| m.3)
+        .sum();
     Ok((rss, guest))
 }
+
+/// Part of the path of Vessel's image cache (`vessel_vmm::image_cache::DEFAULT_DIR`).
+const IMAGE_CACHE_MARK: &str = "vessel-images";

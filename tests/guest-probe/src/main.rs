@@ -21,7 +21,9 @@
 //!   ([`fslat`]) in `/mnt/fslat` (natively: `vessel-guest-probe fslat <dir>`)
 //! - with `probe.dmesg` on the command line, the kernel's log buffer (read with `syslog(2)`, so
 //!   a `quiet` boot still has every message; add `printk.time=1` for timestamps), one
-//!   `PROBE dmesg <line>` per line: a boot timeline that costs nothing on the slow console
+//!   `PROBE dmesg <line>` per line: a boot timeline that costs nothing on the slow console;
+//!   with `probe.dmesg_min_us=<N>` as well, `initcall_debug`'s `calling` lines and the initcalls
+//!   that took less than N microseconds are left out (a long serial dump stalls the lab)
 //! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
 //!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
 //!   halt the CPUs, as the kernel has no power-off method without ACPI).
@@ -117,7 +119,11 @@ fn main() {
             );
     }
     if cmdline.split_whitespace().any(|w| w == "probe.dmesg") {
-        print_kernel_log();
+        let min_us = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("probe.dmesg_min_us="))
+            .and_then(|n| n.parse().ok());
+        print_kernel_log(min_us);
     }
     println!("PROBE done");
     let _ = std::io::stdout().flush();
@@ -132,8 +138,9 @@ fn main() {
     }
 }
 
-/// Prints the kernel's log buffer, `PROBE dmesg <line>` per line (`SYSLOG_ACTION_READ_ALL`).
-fn print_kernel_log() {
+/// Prints the kernel's log buffer, `PROBE dmesg <line>` per line (`SYSLOG_ACTION_READ_ALL`);
+/// with `min_us`, without `initcall_debug`'s `calling` lines and initcalls shorter than that.
+fn print_kernel_log(min_us: Option<u64>) {
     const SYSLOG_ACTION_READ_ALL: libc::c_int = 3;
     const SYSLOG_ACTION_SIZE_BUFFER: libc::c_int = 10;
     // SAFETY: SIZE_BUFFER takes no buffer (null, length 0) and returns the log buffer's size.
@@ -152,6 +159,19 @@ fn print_kernel_log() {
         return;
     }
     for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
+        if let Some(min_us) = min_us {
+            if line.contains("] calling  ") {
+                continue;
+            }
+            // `initcall <fn> returned <rc> after <N> usecs`
+            let took = line
+                .split_once(" after ")
+                .and_then(|(_, rest)| rest.strip_suffix(" usecs"))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if took.is_some_and(|us| us < min_us) {
+                continue;
+            }
+        }
         println!("PROBE dmesg {line}");
     }
 }

@@ -17,7 +17,7 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
 };
 
 use crate::arch::x86_64::layout;
@@ -51,6 +51,22 @@ pub enum MemoryError {
     /// The regions overlap or are out of order (a layout bug).
     #[error("guest memory regions are inconsistent")]
     Collect(#[source] vm_memory::GuestRegionCollectionError),
+    /// A file could not be mapped into guest memory ([`map_file`]).
+    #[error(
+        "cannot map {len} bytes of a file at offset {offset:#x} into guest memory at {addr:#x}"
+    )]
+    MapFile {
+        /// Guest physical address asked for.
+        addr: u64,
+        /// Offset in the file.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// The cause (`EINVAL` for an unaligned address or offset or a range that leaves one RAM
+        /// region or the file).
+        #[source]
+        source: std::io::Error,
+    },
     /// KVM refused a memory slot.
     #[error("cannot register guest memory slot {slot} at {addr:#x} ({size} bytes) with kvm")]
     RegisterSlot {
@@ -181,6 +197,85 @@ pub fn create(mem_bytes: u64) -> Result<GuestRam, MemoryError> {
     })
 }
 
+/// Host page size on x86_64 (bytes): the granularity of [`map_file`].
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Maps `len` bytes of `file` from `offset` into guest memory at `addr`, private and
+/// copy-on-write (`mmap(MAP_PRIVATE | MAP_FIXED)` over that part of guest RAM, advised
+/// `MADV_DONTFORK` as the rest): the guest reads the file's page-cache pages without a copy, and
+/// one page is copied the first time the guest (or the VMM) writes it, so the file never changes.
+/// Every VM mapping the same file shares the pages it only reads. The bytes from `addr + len` to
+/// the end of that page are zeroed, as if copied into fresh memory.
+///
+/// The file must not change while mapped: a page the guest has not written yet shows the file's
+/// current content, and a page past a truncated end faults (`KVM_RUN` fails with `EFAULT`). Map
+/// only files that are replaced, never rewritten in place (the image cache, `image_cache.rs`).
+///
+/// Errors ([`MemoryError::MapFile`], `EINVAL`): `addr` or `offset` not a multiple of
+/// [`PAGE_SIZE`], `len` zero, the range not inside one region of `mem`, or the file shorter than
+/// `offset + len`; otherwise what `mmap` returned. On error guest memory is unchanged.
+pub fn map_file(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> Result<(), MemoryError> {
+    use std::os::fd::AsRawFd;
+    let err = |source| MemoryError::MapFile {
+        addr: addr.raw_value(),
+        offset,
+        len,
+        source,
+    };
+    let einval = || err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    let map_len = len.checked_next_multiple_of(PAGE_SIZE).ok_or_else(einval)?;
+    let file_len = file.metadata().map_err(err)?.len();
+    let fits_region = mem.find_region(addr).is_some_and(|r| {
+        let end = r.start_addr().raw_value() + r.len();
+        addr.raw_value()
+            .checked_add(map_len)
+            .is_some_and(|e| e <= end)
+    });
+    if len == 0
+        || addr.raw_value() % PAGE_SIZE != 0
+        || offset % PAGE_SIZE != 0
+        || !fits_region
+        || offset.checked_add(len).is_none_or(|end| end > file_len)
+    {
+        return Err(einval());
+    }
+    let host = mem.get_host_address(addr).map_err(|_| einval())?;
+    let map_len = usize::try_from(map_len).map_err(|_| einval())?;
+    let file_offset = libc::off_t::try_from(offset).map_err(|_| einval())?;
+    // SAFETY: `host..host + map_len` lies inside one region of guest RAM (checked above), which
+    // the `GuestRam` behind `mem` keeps mapped for as long as any view of it lives; MAP_FIXED
+    // replaces those pages with the file's in place, so every pointer into guest RAM stays valid.
+    // The vCPUs do not run while the images load, and KVM follows the change through its MMU
+    // notifier. The result is checked before use.
+    let mapped = unsafe {
+        libc::mmap(
+            host.cast(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            file_offset,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: advice on the mapping just made; it does not change its contents.
+    unsafe { libc::madvise(mapped, map_len, libc::MADV_DONTFORK) };
+    let tail = map_len as u64 - len;
+    if tail > 0 {
+        mem.write_slice(&vec![0u8; tail as usize], addr.unchecked_add(len))
+            .map_err(|_| einval())?;
+    }
+    Ok(())
+}
+
 /// Registers every region of `mem` with the VM as slots 0, 1, ...
 pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
@@ -210,7 +305,7 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::Bytes;
+    use std::io::Write;
 
     /// The host mapping behind guest RAM, from /proc/self/smaps: (start, size in KiB, the
     /// `THPeligible` flag), for the mapping that contains `addr`.
@@ -291,5 +386,83 @@ mod tests {
         drop(ram);
         view.write_obj(7u8, GuestAddress(0x1000)).unwrap();
         assert_eq!(view.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 7);
+    }
+
+    /// A file of `pages` pages plus 100 bytes, byte `i` = `i % 251`.
+    fn patterned_file(pages: u64) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let bytes: Vec<u8> = (0..pages * PAGE_SIZE + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&bytes).unwrap();
+        (f, bytes)
+    }
+
+    #[test]
+    fn a_mapped_file_reads_through_and_copies_on_write() {
+        let ram = create(64 << 20).unwrap();
+        let mem = ram.memory();
+        mem.write_obj(0x5au8, GuestAddress(0x20_0000 - 1)).unwrap();
+        let (f, bytes) = patterned_file(3);
+        // Pages 1..3 and 50 bytes of page 3, at 2 MiB: the tail of that last page reads as zero
+        // although the file has 50 more bytes there.
+        let len = 2 * PAGE_SIZE + 50;
+        map_file(mem, GuestAddress(0x20_0000), f.as_file(), PAGE_SIZE, len).unwrap();
+        let mut got = vec![0u8; 3 * PAGE_SIZE as usize];
+        mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        let want = &bytes[PAGE_SIZE as usize..(PAGE_SIZE + len) as usize];
+        assert_eq!(&got[..len as usize], want);
+        assert!(got[len as usize..].iter().all(|&b| b == 0), "tail zeroed");
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0x20_0000 - 1)).unwrap(),
+            0x5a
+        );
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0x20_0000 + 3 * PAGE_SIZE))
+                .unwrap(),
+            0
+        );
+
+        mem.write_obj(0xffu8, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x20_0000)).unwrap(), 0xff);
+        let on_disk = std::fs::read(f.path()).unwrap();
+        assert_eq!(on_disk, bytes, "guest writes never reach the file");
+
+        let host = mem.get_host_address(GuestAddress(0x20_0000)).unwrap() as usize;
+        let (start, kib, _) = smaps_entry(host);
+        assert_eq!(
+            (start, kib),
+            (host, 12),
+            "the file mapping covers exactly its pages"
+        );
+        drop(ram);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            !maps.lines().any(|l| l.starts_with(&format!("{host:x}-"))),
+            "the file mapping goes with guest RAM"
+        );
+    }
+
+    #[test]
+    fn map_file_refuses_unaligned_out_of_range_or_past_the_end_and_leaves_memory_alone() {
+        let ram = create(16 << 20).unwrap();
+        let mem = ram.memory();
+        let (f, _) = patterned_file(2);
+        mem.write_obj(0x77u8, GuestAddress(0x1000)).unwrap();
+        for (addr, offset, len, what) in [
+            (0x1001, 0, 10, "unaligned address"),
+            (0x1000, 1, 10, "unaligned offset"),
+            (0x1000, 0, 0, "empty"),
+            ((16 << 20) - 0x1000, 0, 0x1001, "past the end of guest RAM"),
+            (0x1000, 0, 2 * PAGE_SIZE + 101, "past the end of the file"),
+            (0x1000, 4 * PAGE_SIZE, 1, "offset past the end of the file"),
+        ] {
+            let e = map_file(mem, GuestAddress(addr), f.as_file(), offset, len).unwrap_err();
+            let MemoryError::MapFile { source, .. } = &e else {
+                panic!("{what}: {e:?}")
+            };
+            assert_eq!(source.raw_os_error(), Some(libc::EINVAL), "{what}");
+        }
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 0x77);
     }
 }

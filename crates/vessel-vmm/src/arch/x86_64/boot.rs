@@ -15,7 +15,10 @@ use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{load_cmdline, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
+use super::elf_map;
 use super::layout::*;
+use crate::image_cache::ImageCache;
+use crate::vstate::memory;
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
@@ -126,7 +129,8 @@ pub struct Images {
 /// Loads the kernel's ELF segments at their physical addresses (from 1 MiB) and the initramfs at
 /// the top of low memory (below the MMIO window, page aligned, above the kernel). Writes nothing
 /// else: the VMM runs this on its own thread while it builds the VM, then calls
-/// [`write_boot_info`].
+/// [`write_boot_info`]. With a `cache`, the images are the cache's copies mapped into guest
+/// memory (decision 0006); if that cannot be done (logged at `info`), they are copied in.
 ///
 /// Errors: the kernel cannot be opened or is not an ELF with a PVH entry note; the initramfs
 /// cannot be read or does not fit between the kernel and the top of low memory.
@@ -134,7 +138,15 @@ pub fn load_images(
     mem: &GuestMemoryMmap,
     kernel: &Path,
     initramfs: Option<&Path>,
+    cache: Option<&ImageCache>,
 ) -> Result<Images, BootError> {
+    if let Some(cache) = cache {
+        match map_images(mem, kernel, initramfs, cache) {
+            Ok(images) => return Ok(images),
+            // Copying below overwrites whatever was mapped (copy-on-write).
+            Err(why) => log::info!("copying the guest images instead of mapping them: {why}"),
+        }
+    }
     let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
         path: kernel.to_path_buf(),
         source,
@@ -155,8 +167,6 @@ pub fn load_images(
         }
     };
     let kernel_end = loaded.kernel_end;
-    let low_top = mem.last_addr().raw_value().min(MMIO_START - 1) + 1;
-
     let initramfs = match initramfs {
         None => None,
         Some(path) => {
@@ -167,34 +177,79 @@ pub fn load_images(
             };
             let mut file = File::open(path).map_err(read_err)?;
             let size = file.metadata().map_err(read_err)?.len();
-            let addr = low_top.checked_sub(size).map(|a| a & !(PAGE - 1));
-            match addr {
-                Some(addr) if addr >= kernel_end => {
-                    let len = usize::try_from(size).map_err(|_| BootError::InitramfsTooBig {
-                        size,
-                        kernel_end,
-                        top: low_top,
-                    })?;
-                    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
-                        .map_err(|source| BootError::WriteInitramfs { addr, source })?;
-                    Some((addr, size))
-                }
-                _ => {
-                    return Err(BootError::InitramfsTooBig {
-                        size,
-                        kernel_end,
-                        top: low_top,
-                    })
-                }
-            }
+            let (addr, len) = initramfs_place(mem, size, kernel_end)?;
+            mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+                .map_err(|source| BootError::WriteInitramfs { addr, source })?;
+            Some((addr, size))
         }
     };
-
     Ok(Images {
         entry,
         kernel_end,
         initramfs,
     })
+}
+
+/// Where an initramfs of `size` bytes goes: the top of low memory, page aligned, above the kernel.
+fn initramfs_place(
+    mem: &GuestMemoryMmap,
+    size: u64,
+    kernel_end: u64,
+) -> Result<(u64, usize), BootError> {
+    let low_top = mem.last_addr().raw_value().min(MMIO_START - 1) + 1;
+    let too_big = BootError::InitramfsTooBig {
+        size,
+        kernel_end,
+        top: low_top,
+    };
+    match low_top.checked_sub(size).map(|a| a & !(PAGE - 1)) {
+        Some(addr) if addr >= kernel_end => usize::try_from(size)
+            .map(|len| (addr, len))
+            .map_err(|_| too_big),
+        _ => Err(too_big),
+    }
+}
+
+/// [`load_images`] by mapping the image cache's copies (decision 0006): the kernel's segments
+/// with [`elf_map::map_kernel`], the initramfs whole. Errors: why not, for the log; the caller
+/// then copies.
+fn map_images(
+    mem: &GuestMemoryMmap,
+    kernel: &Path,
+    initramfs: Option<&Path>,
+    cache: &ImageCache,
+) -> Result<Images, String> {
+    let file = cache.open(kernel).map_err(|e| error_chain(&e))?;
+    let mapped = elf_map::map_kernel(mem, &file, HIMEM_START)
+        .map_err(|why| format!("{}: {why}", kernel.display()))?;
+    let initramfs = match initramfs {
+        None => None,
+        Some(path) => {
+            let file = cache.open(path).map_err(|e| error_chain(&e))?;
+            let size = file.metadata().map_err(|e| e.to_string())?.len();
+            let (addr, _) =
+                initramfs_place(mem, size, mapped.kernel_end).map_err(|e| e.to_string())?;
+            memory::map_file(mem, GuestAddress(addr), &file, 0, size)
+                .map_err(|e| error_chain(&e))?;
+            Some((addr, size))
+        }
+    };
+    Ok(Images {
+        entry: mapped.entry,
+        kernel_end: mapped.kernel_end,
+        initramfs,
+    })
+}
+
+/// `error: cause: cause...` for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
 }
 
 /// [`load_images`] on a thread of its own (`vmm-loader`), so that reading the kernel and the
@@ -210,10 +265,11 @@ impl Loader {
         mem: GuestMemoryMmap,
         kernel: std::path::PathBuf,
         initramfs: Option<std::path::PathBuf>,
+        cache: Option<ImageCache>,
     ) -> std::io::Result<Loader> {
         let handle = std::thread::Builder::new()
             .name("vmm-loader".into())
-            .spawn(move || load_images(&mem, &kernel, initramfs.as_deref()))?;
+            .spawn(move || load_images(&mem, &kernel, initramfs.as_deref(), cache.as_ref()))?;
         Ok(Loader(Some(handle)))
     }
 
