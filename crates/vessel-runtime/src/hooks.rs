@@ -435,3 +435,246 @@ fn read_all(mut file: File) -> std::io::Result<String> {
     file.read_to_end(&mut data)?;
     Ok(String::from_utf8_lossy(&data).trim_end().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(value: serde_json::Value) -> Hook {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn hooks(kind: &str, list: Vec<Hook>) -> Hooks {
+        serde_json::from_value(serde_json::json!({ kind: list })).unwrap()
+    }
+
+    fn state() -> HookState {
+        HookState {
+            oci_version: "1.0.2".into(),
+            id: "c1".into(),
+            status: "creating",
+            pid: 42,
+            bundle: "/b".into(),
+            annotations: [("k".to_owned(), "v".to_owned())].into(),
+        }
+    }
+
+    /// A `/bin/sh -c <script> sh <dir>` hook: `$1` is `dir`.
+    fn sh(script: &str, dir: &Path) -> serde_json::Value {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", script, "sh", dir],
+        })
+    }
+
+    #[test]
+    fn argv_env_stdin_and_cwd_reach_the_hook_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let cwd = tempfile::tempdir().unwrap();
+        let script = "tr '\\0' '\\n' < /proc/$$/cmdline > \"$1/argv\"; \
+                      tr '\\0' '\\n' < /proc/$$/environ > \"$1/env\"; \
+                      pwd > \"$1/cwd\"; cat > \"$1/stdin\"";
+        let h = hook(serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["my-hook", "-c", script, "sh", out],
+            "env": ["Z=last", "A=b c", "EMPTY="],
+        }));
+        run(
+            HookKind::CreateRuntime,
+            Some(&hooks("createRuntime", vec![h])),
+            &state(),
+            Some(cwd.path()),
+        )
+        .unwrap();
+        let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+        assert_eq!(
+            read("argv"),
+            format!("my-hook\n-c\n{script}\nsh\n{}\n", out.display())
+        );
+        // Exactly the hook's env, nothing inherited (std orders the variables by name).
+        assert_eq!(read("env"), "A=b c\nEMPTY=\nZ=last\n");
+        assert_eq!(read("cwd"), format!("{}\n", cwd.path().display()));
+        assert_eq!(
+            read("stdin"),
+            r#"{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"k":"v"}}"#
+        );
+    }
+
+    #[test]
+    fn absent_env_inherits_vessels_and_stopped_state_has_no_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "tr '\\0' '\\n' < /proc/$$/environ > \"$1/env\"; cat > \"$1/stdin\"";
+        let h = hook(sh(script, dir.path()));
+        let mut stopped = state();
+        stopped.status = "stopped";
+        stopped.pid = 0;
+        stopped.annotations.clear();
+        run(
+            HookKind::Poststop,
+            Some(&hooks("poststop", vec![h])),
+            &stopped,
+            None,
+        )
+        .unwrap();
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let path = format!("PATH={}", std::env::var("PATH").unwrap());
+        assert!(env.lines().any(|l| l == path), "{env:?} lacks {path:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stdin")).unwrap(),
+            r#"{"ociVersion":"1.0.2","id":"c1","status":"stopped","bundle":"/b"}"#
+        );
+    }
+
+    #[test]
+    fn nonzero_exit_fails_with_status_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh("echo out; echo err >&2; exit 3", dir.path()));
+        let err = run(
+            HookKind::Prestart,
+            Some(&hooks("prestart", vec![h])),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error running prestart hook #0 /bin/sh: exit status 3, stdout: out, stderr: err"
+        );
+    }
+
+    #[test]
+    fn a_killed_hook_fails_with_its_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh("kill -TERM $$", dir.path()));
+        let err = run(
+            HookKind::Poststart,
+            Some(&hooks("poststart", vec![h])),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error running poststart hook #0 /bin/sh: signal: SIGTERM, stdout: , stderr: "
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_hook_and_its_group_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = sh("sleep 30 & echo $! > \"$1/child\"; wait", dir.path());
+        h["timeout"] = 1.into();
+        let begun = Instant::now();
+        let err = run(
+            HookKind::CreateRuntime,
+            Some(&hooks("createRuntime", vec![hook(h)])),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        let took = begun.elapsed();
+        assert!(matches!(err, HooksError::TimeOutHook { timeout: 1, .. }));
+        assert_eq!(
+            err.to_string(),
+            "error running createRuntime hook #0 /bin/sh: hook ran past specified timeout of 1.0s"
+        );
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // The hook's background child was in its process group: it is dead (gone, or a zombie
+        // waiting for init) within a moment.
+        let child: i32 = std::fs::read_to_string(dir.path().join("child"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let dead = || match crate::procfs::stat(child) {
+            Ok(_) => std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(true),
+            Err(_) => true,
+        };
+        let until = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(dead(), "the hook's child {child} is still running");
+    }
+
+    #[test]
+    fn a_missing_path_is_named() {
+        let h = hook(serde_json::json!({"path": "/nonexistent/vessel-hook"}));
+        let err = run(
+            HookKind::CreateContainer,
+            Some(&hooks("createContainer", vec![h])),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            crate::monitor::chain(&err),
+            "error running createContainer hook #0 /nonexistent/vessel-hook: start the hook: \
+             No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn run_stops_at_the_first_failure_and_run_warn_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = || {
+            vec![
+                hook(sh("echo >> \"$1/first\"", dir.path())),
+                hook(sh("exit 1", dir.path())),
+                hook(sh("echo >> \"$1/third\"", dir.path())),
+            ]
+        };
+        let err = run(
+            HookKind::Poststop,
+            Some(&hooks("poststop", list())),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, HooksError::FailHook { index: 1, .. }));
+        assert!(dir.path().join("first").exists());
+        assert!(!dir.path().join("third").exists());
+        run_warn(
+            HookKind::Poststop,
+            Some(&hooks("poststop", list())),
+            &state(),
+            None,
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("first")).unwrap(),
+            "\n\n"
+        );
+        assert!(dir.path().join("third").exists());
+    }
+
+    #[test]
+    fn validate_requires_absolute_paths_and_positive_timeouts() {
+        let relative = hooks("poststart", vec![hook(serde_json::json!({"path": "bin/hook"}))]);
+        assert_eq!(
+            validate(&relative).unwrap_err().to_string(),
+            "hooks.poststart[0].path \"bin/hook\" must be an absolute path"
+        );
+        let zero = hooks(
+            "createRuntime",
+            vec![
+                hook(serde_json::json!({"path": "/bin/true", "timeout": 5})),
+                hook(serde_json::json!({"path": "/bin/true", "timeout": 0})),
+            ],
+        );
+        assert_eq!(
+            validate(&zero).unwrap_err().to_string(),
+            "hooks.createRuntime[1].timeout is 0: it must be greater than zero (or left out for no timeout)"
+        );
+        let fine = hooks(
+            "prestart",
+            vec![hook(serde_json::json!({"path": "/bin/true", "timeout": 1}))],
+        );
+        validate(&fine).unwrap();
+    }
+}
