@@ -154,6 +154,13 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
+    let annotations: std::collections::BTreeMap<String, String> = bundle
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let (pty, socket) = match terminal {
         Some((pty, socket)) => (Some(pty), socket),
         None => (None, None),
@@ -187,13 +194,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 oci_version: bundle.spec.version().clone(),
                 bundle: bundle.path.clone(),
                 rootfs: bundle.rootfs.clone(),
-                annotations: bundle
-                    .spec
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
+                annotations: annotations.clone(),
                 created: created_at.clone(),
                 monitor_pid: pid.as_raw(),
                 monitor_start_time: start.start_time,
@@ -259,13 +260,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             status: "stopped",
             pid: 0,
             bundle: bundle.path.clone(),
-            annotations: bundle
-                .spec
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            annotations,
         };
         hooks::run_warn(
             HookKind::Poststop,

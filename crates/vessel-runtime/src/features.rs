@@ -58,7 +58,10 @@ pub fn features() -> Features {
     Features {
         oci_version_min: "1.0.0",
         oci_version_max: OCI_VERSION,
-        hooks: crate::hooks::HookKind::ALL.iter().map(|k| k.name()).collect(),
+        hooks: crate::hooks::HookKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect(),
         linux: LinuxFeatures {
             namespaces: vec!["cgroup", "ipc", "mount", "network", "pid", "uts"],
             seccomp: Enabled { enabled: false },

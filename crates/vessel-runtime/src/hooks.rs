@@ -459,6 +459,11 @@ mod tests {
         }
     }
 
+    /// Runs one hook of `kind` with [`state`].
+    fn run_single(kind: HookKind, h: Hook) -> Result<(), HooksError> {
+        run(kind, Some(&hooks(kind.name(), vec![h])), &state(), None)
+    }
+
     /// A `/bin/sh -c <script> sh <dir>` hook: `$1` is `dir`.
     fn sh(script: &str, dir: &Path) -> serde_json::Value {
         serde_json::json!({
@@ -530,13 +535,7 @@ mod tests {
     fn nonzero_exit_fails_with_status_and_output() {
         let dir = tempfile::tempdir().unwrap();
         let h = hook(sh("echo out; echo err >&2; exit 3", dir.path()));
-        let err = run(
-            HookKind::Prestart,
-            Some(&hooks("prestart", vec![h])),
-            &state(),
-            None,
-        )
-        .unwrap_err();
+        let err = run_single(HookKind::Prestart, h).unwrap_err();
         assert_eq!(
             err.to_string(),
             "error running prestart hook #0 /bin/sh: exit status 3, stdout: out, stderr: err"
@@ -547,13 +546,7 @@ mod tests {
     fn a_killed_hook_fails_with_its_signal() {
         let dir = tempfile::tempdir().unwrap();
         let h = hook(sh("kill -TERM $$", dir.path()));
-        let err = run(
-            HookKind::Poststart,
-            Some(&hooks("poststart", vec![h])),
-            &state(),
-            None,
-        )
-        .unwrap_err();
+        let err = run_single(HookKind::Poststart, h).unwrap_err();
         assert_eq!(
             err.to_string(),
             "error running poststart hook #0 /bin/sh: signal: SIGTERM, stdout: , stderr: "
@@ -566,13 +559,7 @@ mod tests {
         let mut h = sh("sleep 30 & echo $! > \"$1/child\"; wait", dir.path());
         h["timeout"] = 1.into();
         let begun = Instant::now();
-        let err = run(
-            HookKind::CreateRuntime,
-            Some(&hooks("createRuntime", vec![hook(h)])),
-            &state(),
-            None,
-        )
-        .unwrap_err();
+        let err = run_single(HookKind::CreateRuntime, hook(h)).unwrap_err();
         let took = begun.elapsed();
         assert!(matches!(err, HooksError::TimeOutHook { timeout: 1, .. }));
         assert_eq!(
@@ -592,7 +579,13 @@ mod tests {
             .unwrap();
         let dead = || match crate::procfs::stat(child) {
             Ok(_) => std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
                 .unwrap_or(true),
             Err(_) => true,
         };
@@ -606,13 +599,7 @@ mod tests {
     #[test]
     fn a_missing_path_is_named() {
         let h = hook(serde_json::json!({"path": "/nonexistent/vessel-hook"}));
-        let err = run(
-            HookKind::CreateContainer,
-            Some(&hooks("createContainer", vec![h])),
-            &state(),
-            None,
-        )
-        .unwrap_err();
+        let err = run_single(HookKind::CreateContainer, h).unwrap_err();
         assert_eq!(
             crate::monitor::chain(&err),
             "error running createContainer hook #0 /nonexistent/vessel-hook: start the hook: \
@@ -655,7 +642,10 @@ mod tests {
 
     #[test]
     fn validate_requires_absolute_paths_and_positive_timeouts() {
-        let relative = hooks("poststart", vec![hook(serde_json::json!({"path": "bin/hook"}))]);
+        let relative = hooks(
+            "poststart",
+            vec![hook(serde_json::json!({"path": "bin/hook"}))],
+        );
         assert_eq!(
             validate(&relative).unwrap_err().to_string(),
             "hooks.poststart[0].path \"bin/hook\" must be an absolute path"

@@ -76,7 +76,10 @@ impl Setup {
         let mut map = serde_json::Map::new();
         for &kind in kinds {
             let tail = if kind == failing { then } else { "" };
-            map.insert(kind.into(), serde_json::json!([self.logging_hook(kind, tail)]));
+            map.insert(
+                kind.into(),
+                serde_json::json!([self.logging_hook(kind, tail)]),
+            );
         }
         map.into()
     }
@@ -144,7 +147,12 @@ fn assert_ok(out: &Output, what: &str) {
 /// Gone, or a zombie nobody has reaped yet.
 fn is_dead(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => true,
     }
 }
@@ -155,7 +163,14 @@ fn each_kind_runs_in_order_with_its_status() {
     let bundle = s.bundle("exit 0", s.hooks(&KINDS, "", ""));
     let pid_file = s.dir.path().join("pid");
     let b = bundle.to_str().unwrap();
-    let out = s.run(&["create", "-b", b, "--pid-file", pid_file.to_str().unwrap(), "c1"]);
+    let out = s.run(&[
+        "create",
+        "-b",
+        b,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "c1",
+    ]);
     assert_ok(&out, "create");
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let expect = |kind: &str, status: &str, pid: Option<i64>| {
@@ -218,7 +233,9 @@ fn a_failing_create_runtime_hook_fails_create_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("error running createRuntime hook #0 /bin/sh: exit status 7, stdout: , stderr: nope"),
+        stderr.contains(
+            "error running createRuntime hook #0 /bin/sh: exit status 7, stdout: , stderr: nope"
+        ),
         "{stderr}"
     );
     assert!(!s.root().join("c2").exists(), "state dir left");
@@ -309,7 +326,8 @@ fn an_invalid_hook_is_refused_before_anything_runs() {
     let out = s.run(&["create", "-b", bundle.to_str().unwrap(), "c5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("hooks.createRuntime[0].path \\\"hook.sh\\\" must be an absolute path"),
+        text(&out.stderr)
+            .contains("hooks.createRuntime[0].path \\\"hook.sh\\\" must be an absolute path"),
         "{}",
         text(&out.stderr)
     );
