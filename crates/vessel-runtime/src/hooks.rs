@@ -6,7 +6,9 @@
 //! - `path` is executed directly (no `PATH` lookup); `args` is the whole argv, `args[0]`
 //!   included, and `[path]` when absent;
 //! - `env` is the hook's whole environment; when absent the hook inherits Vessel's own (Go's
-//!   `exec.Cmd` with a nil `Env`, which is what runc passes for an absent `env`);
+//!   `exec.Cmd` with a nil `Env`, which is what runc passes for an absent `env`); the entries
+//!   reach the hook ordered by name, the last of a duplicated name winning (Go keeps their order
+//!   and also lets the last win), and an entry without `=` becomes `NAME=`;
 //! - stdin holds the state JSON, compact, with no trailing newline (Go's `json.Marshal` of
 //!   `specs.State`); stdout and stderr are captured and quoted in the error when the hook fails;
 //! - `timeout` (seconds) kills the hook when it expires: `hook ran past specified timeout of
