@@ -14,6 +14,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::bundle::{Bundle, BundleError};
 use crate::cgroup::{self, CgroupError, CgroupRecord};
 use crate::console::{self, ConsoleError, HostPty, WindowSize};
+use crate::hooks::{self, HookKind, HookState, HooksError};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
@@ -52,6 +53,10 @@ pub enum CreateError {
     /// The monitor failed to create the container; the message is the monitor's.
     #[error("{0}")]
     RunMonitor(String),
+    /// A hook in config.json is invalid, or a `prestart`, `createRuntime` or `createContainer`
+    /// hook failed.
+    #[error(transparent)]
+    RunHook(#[from] HooksError),
     /// The pid-file could not be written.
     #[error("write pid file {path}")]
     WritePidFile {
@@ -112,6 +117,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             source,
         })?;
     let mut bundle = Bundle::load(&opts.bundle)?;
+    if let Some(h) = bundle.spec.hooks() {
+        hooks::validate(h)?;
+    }
     console::check_terminal(
         opts.detach,
         bundle.terminal(),
@@ -146,6 +154,13 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
+    let annotations: std::collections::BTreeMap<String, String> = bundle
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let (pty, socket) = match terminal {
         Some((pty, socket)) => (Some(pty), socket),
         None => (None, None),
@@ -179,13 +194,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 oci_version: bundle.spec.version().clone(),
                 bundle: bundle.path.clone(),
                 rootfs: bundle.rootfs.clone(),
-                annotations: bundle
-                    .spec
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
+                annotations: annotations.clone(),
                 created: created_at.clone(),
                 monitor_pid: pid.as_raw(),
                 monitor_start_time: start.start_time,
@@ -194,8 +203,22 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 rootless: opts.rootless.clone(),
                 sandbox: sandbox.kind().to_owned(),
                 cgroup: cgroup.clone(),
+                hooks: bundle.spec.hooks().clone(),
             };
             store.save(&record)?;
+            // runc runs prestart and createRuntime in its create process once init's PID is
+            // known, and createContainer inside the container before pivot_root. Vessel cannot
+            // run a host program in the guest's mount namespace, so createContainer runs here
+            // too, after the other two (docs/runc-compat.md). runc has chdir'ed into the
+            // bundle by then: so do the hooks here.
+            let state = HookState::of(&record, "creating");
+            for kind in [
+                HookKind::Prestart,
+                HookKind::CreateRuntime,
+                HookKind::CreateContainer,
+            ] {
+                hooks::run(kind, record.hooks.as_ref(), &state, Some(&bundle.path))?;
+            }
             // runc sends the master during create, before the pid-file is written.
             let console = match (&socket, master) {
                 (Some(socket), Some(master)) => {
@@ -229,6 +252,22 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             let _ = cgroup::remove(c);
         }
         let _ = store.remove(&opts.id);
+        // runc destroys a container whose create failed, which runs its poststop hooks
+        // (spec runtime.md: a failed create hook continues the lifecycle at "destroy").
+        let state = HookState {
+            oci_version: bundle.spec.version().clone(),
+            id: opts.id.clone(),
+            status: "stopped",
+            pid: 0,
+            bundle: bundle.path.clone(),
+            annotations,
+        };
+        hooks::run_warn(
+            HookKind::Poststop,
+            bundle.spec.hooks().as_ref(),
+            &state,
+            Some(&bundle.path),
+        );
     }
     drop(lock);
     result

@@ -6,12 +6,17 @@
 //! - `--force`: SIGKILL, probe every 100 ms up to 100 times, then remove, or fail with
 //!   `container init still running`;
 //! - unknown ID: a leftover `<root>/<id>` is removed anyway; exit 0 with `--force`.
+//!
+//! Once the container's resources are gone, its `poststop` hooks run with status `stopped`;
+//! a failing one is logged as a warning and the others still run (spec runtime.md; runc logs
+//! the error and `delete` still succeeds).
 
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::hooks::{self, HookKind, HookState};
 use crate::procfs;
 use crate::state::{ContainerRecord, StateError, StateStore, Status};
 
@@ -78,11 +83,14 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     if let Some(cgroup) = &record.cgroup {
         crate::cgroup::remove(cgroup)?;
     }
-    Ok(store.remove(id)?)
+    store.remove(id)?;
+    let state = HookState::of(&record, "stopped");
+    hooks::run_warn(HookKind::Poststop, record.hooks.as_ref(), &state, None);
+    Ok(())
 }
 
 /// SIGKILLs the monitor (the VM dies with it) and waits until it is gone or a zombie.
-fn kill_monitor(record: &ContainerRecord) -> Result<(), DeleteError> {
+pub(crate) fn kill_monitor(record: &ContainerRecord) -> Result<(), DeleteError> {
     let alive = || procfs::is_alive(record.monitor_pid, record.monitor_start_time);
     if !alive() {
         return Ok(());

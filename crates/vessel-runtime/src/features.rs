@@ -16,7 +16,8 @@ pub struct Features {
     pub oci_version_min: &'static str,
     /// Newest runtime-spec version accepted.
     pub oci_version_max: &'static str,
-    /// Hooks run: none yet.
+    /// Hook kinds run, as config.json names them (all six, as runc lists them; see
+    /// [`crate::hooks`] for where each runs).
     pub hooks: Vec<&'static str>,
     /// Linux-specific features.
     pub linux: LinuxFeatures,
@@ -57,7 +58,10 @@ pub fn features() -> Features {
     Features {
         oci_version_min: "1.0.0",
         oci_version_max: OCI_VERSION,
-        hooks: Vec::new(),
+        hooks: crate::hooks::HookKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect(),
         linux: LinuxFeatures {
             namespaces: vec!["cgroup", "ipc", "mount", "network", "pid", "uts"],
             seccomp: Enabled { enabled: false },
@@ -85,5 +89,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["linux"]["seccomp"]["enabled"], false);
         assert_eq!(v["potentiallyUnsafeConfigAnnotations"][0], "io.vessel.");
+        assert_eq!(
+            v["hooks"],
+            serde_json::json!([
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop"
+            ])
+        );
     }
 }

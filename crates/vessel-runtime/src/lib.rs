@@ -15,6 +15,7 @@ pub mod delete;
 pub mod exec;
 pub mod features;
 pub mod guest;
+pub mod hooks;
 pub mod id;
 pub mod kill;
 pub mod list;

@@ -160,6 +160,10 @@ pub struct ContainerRecord {
     /// without permission, as runc).
     #[serde(default)]
     pub cgroup: Option<crate::cgroup::CgroupRecord>,
+    /// `hooks` of config.json as it was at create time, for the hooks `start` and `delete` run
+    /// (spec: later changes to config.json do not affect the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 impl ContainerRecord {
@@ -443,6 +447,7 @@ mod tests {
             rootless: "auto".into(),
             sandbox: "host".into(),
             cgroup: None,
+            hooks: None,
         }
     }
 

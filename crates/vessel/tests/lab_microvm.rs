@@ -73,7 +73,28 @@ fn lab_create_start_state_kill_delete() {
         return;
     }
     let lab = Lab::new();
-    let bundle = lab.bundle("bundle", "echo started; exec sleep 600");
+    // The workload prints what the createContainer hook wrote into the rootfs from the host.
+    let bundle = lab.bundle("bundle", "cat /hook-file; echo started; exec sleep 600");
+    let hook_dir = lab.dir.path().join("hooks");
+    std::fs::create_dir(&hook_dir).unwrap();
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let save_state = |kind: &str| {
+        serde_json::json!({"path": "/bin/sh",
+            "args": ["sh", "-c", "cat > \"$1\"", "sh", hook_dir.join(kind)]})
+    };
+    config["hooks"] = serde_json::json!({
+        "createRuntime": [save_state("createRuntime")],
+        "createContainer": [{"path": "/bin/sh",
+            "args": ["sh", "-c", "echo from-hook > \"$1/rootfs/hook-file\"", "sh", &bundle]}],
+        "poststart": [save_state("poststart")],
+        "poststop": [save_state("poststop")],
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let hook_state = |kind: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(hook_dir.join(kind)).unwrap()).unwrap()
+    };
     let pid_file = lab.dir.path().join("pid");
     let out_path = lab.dir.path().join("out");
     let status = lab
@@ -101,11 +122,16 @@ fn lab_create_start_state_kill_delete() {
     let state = lab.state("lab-life");
     assert_eq!(state["status"], "created");
     assert_eq!(state["pid"], pid);
+    let created = hook_state("createRuntime");
+    assert_eq!(created["status"], "creating");
+    assert_eq!(created["pid"], pid);
+    assert_eq!(created["id"], "lab-life");
 
     assert!(lab.cmd(&["start", "lab-life"]).status().unwrap().success());
     assert_eq!(lab.state("lab-life")["status"], "running");
+    assert_eq!(hook_state("poststart")["status"], "running");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&out_path).unwrap_or_default() != "started\n" {
+    while std::fs::read_to_string(&out_path).unwrap_or_default() != "from-hook\nstarted\n" {
         assert!(Instant::now() < deadline, "no output from the workload");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -131,6 +157,9 @@ fn lab_create_start_state_kill_delete() {
     assert_eq!(lab.state("lab-life")["pid"], 0);
     assert!(lab.cmd(&["delete", "lab-life"]).status().unwrap().success());
     assert!(!lab.root().join("lab-life").exists());
+    let stopped = hook_state("poststop");
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped.get("pid"), None);
     assert_eq!(
         mounts_under(lab.dir.path()),
         Vec::<String>::new(),

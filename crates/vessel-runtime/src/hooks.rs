@@ -1,0 +1,672 @@
+//! OCI hooks (runtime-spec config.md "POSIX-platform Hooks", runtime.md "Lifecycle"): host
+//! programs run at fixed points of a container's life, each given the container's state as JSON
+//! on its stdin.
+//!
+//! How one hook runs follows runc 1.1 (libcontainer/configs/config.go `Command.Run`):
+//! - `path` is executed directly (no `PATH` lookup); `args` is the whole argv, `args[0]`
+//!   included, and `[path]` when absent;
+//! - `env` is the hook's whole environment; when absent the hook inherits Vessel's own (Go's
+//!   `exec.Cmd` with a nil `Env`, which is what runc passes for an absent `env`); the entries
+//!   reach the hook ordered by name, the last of a duplicated name winning (Go keeps their order
+//!   and also lets the last win), and an entry without `=` becomes `NAME=`;
+//! - stdin holds the state JSON, compact, with no trailing newline (Go's `json.Marshal` of
+//!   `specs.State`); stdout and stderr are captured and quoted in the error when the hook fails;
+//! - `timeout` (seconds) kills the hook when it expires: `hook ran past specified timeout of
+//!   N.0s`.
+//!
+//! Hooks of one kind run in order and stop at the first failure (runc `HookList.RunHooks`),
+//! except through [`run_warn`], which runs them all and only logs failures (`poststop`, spec
+//! runtime.md step 13).
+//!
+//! Two deliberate choices beyond runc: each hook runs in its own process group, and a timed-out
+//! hook's whole group is SIGKILLed and the hook reaped, so nothing it started is left running;
+//! and the captured output lives in memory files rather than pipes, so a daemon a hook starts
+//! with our stdout cannot make Vessel wait for it. Where each kind runs (runc runs
+//! `createContainer` and `startContainer` inside the container) is described in
+//! docs/runc-compat.md and at the callers ([`crate::create`], [`crate::start`],
+//! [`crate::delete`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Hook, Hooks};
+use serde::Serialize;
+
+use crate::state::ContainerRecord;
+
+/// Errors of this module. Run failures read as runc's (`error running hook #N: ...`), with the
+/// kind and the path named too.
+#[derive(Debug, thiserror::Error)]
+pub enum HooksError {
+    /// `hooks.<kind>[i].path` is not absolute (spec config.md: "path MUST be absolute").
+    #[error("hooks.{kind}[{index}].path {path:?} must be an absolute path")]
+    ValidatePath {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// `hooks.<kind>[i].timeout` is zero or negative (spec: "timeout MUST be greater than
+    /// zero").
+    #[error("hooks.{kind}[{index}].timeout is {timeout}: it must be greater than zero (or left out for no timeout)")]
+    ValidateTimeout {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// The timeout given.
+        timeout: i64,
+    },
+    /// The hook could not be started (missing path, not executable ...) or its stdio set up.
+    #[error("error running {kind} hook #{index} {}: start the hook", path.display())]
+    SpawnHook {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// `path` of the hook.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hook ran and failed: a nonzero exit or a signal (runc's `error running hook: exit
+    /// status N, stdout: ..., stderr: ...`).
+    #[error("error running {kind} hook #{index} {}: {status}, stdout: {stdout}, stderr: {stderr}", path.display())]
+    FailHook {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// `path` of the hook.
+        path: PathBuf,
+        /// `exit status N` or `signal: N` (Go's wording, as runc prints).
+        status: String,
+        /// What the hook wrote to stdout, trailing whitespace trimmed.
+        stdout: String,
+        /// What the hook wrote to stderr, trailing whitespace trimmed.
+        stderr: String,
+    },
+    /// The hook outlived its `timeout` and was killed (runc's text).
+    #[error("error running {kind} hook #{index} {}: hook ran past specified timeout of {timeout}.0s", path.display())]
+    TimeOutHook {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// `path` of the hook.
+        path: PathBuf,
+        /// The timeout in seconds.
+        timeout: i64,
+    },
+    /// Waiting for the hook or reading its output failed (it was killed and reaped).
+    #[error("error running {kind} hook #{index} {}: wait for the hook", path.display())]
+    WaitHook {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// `path` of the hook.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The six hook kinds, named as in config.json (and in runc's `features`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// `prestart` (deprecated): during `create`, after the sandbox exists.
+    Prestart,
+    /// `createRuntime`: during `create`, right after `prestart`.
+    CreateRuntime,
+    /// `createContainer`: during `create`, after `createRuntime`.
+    CreateContainer,
+    /// `startContainer`: during `start`, before the workload is released.
+    StartContainer,
+    /// `poststart`: during `start`, after the workload runs.
+    Poststart,
+    /// `poststop`: during `delete`, after the container's resources are gone.
+    Poststop,
+}
+
+impl HookKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [HookKind; 6] = [
+        HookKind::Prestart,
+        HookKind::CreateRuntime,
+        HookKind::CreateContainer,
+        HookKind::StartContainer,
+        HookKind::Poststart,
+        HookKind::Poststop,
+    ];
+
+    /// The config.json key.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::Prestart => "prestart",
+            HookKind::CreateRuntime => "createRuntime",
+            HookKind::CreateContainer => "createContainer",
+            HookKind::StartContainer => "startContainer",
+            HookKind::Poststart => "poststart",
+            HookKind::Poststop => "poststop",
+        }
+    }
+
+    /// The hooks of this kind in `hooks` (empty when absent).
+    pub fn of(self, hooks: &Hooks) -> &[Hook] {
+        let list = match self {
+            HookKind::Prestart => hooks.prestart(),
+            HookKind::CreateRuntime => hooks.create_runtime(),
+            HookKind::CreateContainer => hooks.create_container(),
+            HookKind::StartContainer => hooks.start_container(),
+            HookKind::Poststart => hooks.poststart(),
+            HookKind::Poststop => hooks.poststop(),
+        };
+        list.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Display for HookKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The state a hook reads on stdin: runtime-spec `specs.State` (runtime.md "State"), in its
+/// field order; `pid` is left out when 0 and `annotations` when empty (Go's `omitempty`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookState {
+    /// `ociVersion` of the bundle.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// Container ID.
+    pub id: String,
+    /// `creating` (create hooks), `created` (`startContainer`), `running` (`poststart`) or
+    /// `stopped` (`poststop`), as runc gives them.
+    pub status: &'static str,
+    /// Host PID of the monitor (the pid-file PID); 0, and so absent, once stopped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pid: i32,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// The bundle's annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn is_zero(pid: &i32) -> bool {
+    *pid == 0
+}
+
+impl HookState {
+    /// The state of the container `record` describes, with `status` (`creating`, `created`,
+    /// `running` or `stopped`); the PID is the monitor's, except when `stopped`.
+    pub fn of(record: &ContainerRecord, status: &'static str) -> HookState {
+        HookState {
+            oci_version: record.oci_version.clone(),
+            id: record.id.clone(),
+            status,
+            pid: if status == "stopped" {
+                0
+            } else {
+                record.monitor_pid
+            },
+            bundle: record.bundle.clone(),
+            annotations: record.annotations.clone(),
+        }
+    }
+
+    /// The compact JSON written to each hook's stdin.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("HookState always serialises")
+    }
+}
+
+/// Checks what the spec requires of every hook before anything is created: an absolute `path`
+/// and a `timeout` above zero.
+pub fn validate(hooks: &Hooks) -> Result<(), HooksError> {
+    for kind in HookKind::ALL {
+        for (index, hook) in kind.of(hooks).iter().enumerate() {
+            if !hook.path().is_absolute() {
+                return Err(HooksError::ValidatePath {
+                    kind,
+                    index,
+                    path: hook.path().clone(),
+                });
+            }
+            if let Some(timeout) = hook.timeout().filter(|&t| t <= 0) {
+                return Err(HooksError::ValidateTimeout {
+                    kind,
+                    index,
+                    timeout,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the `kind` hooks of `hooks` in order with `state` on their stdin, in `cwd` (or Vessel's
+/// own directory); stops at the first failure and returns it.
+pub fn run(
+    kind: HookKind,
+    hooks: Option<&Hooks>,
+    state: &HookState,
+    cwd: Option<&Path>,
+) -> Result<(), HooksError> {
+    let Some(hooks) = hooks else { return Ok(()) };
+    let list = kind.of(hooks);
+    if list.is_empty() {
+        return Ok(());
+    }
+    let input = state.to_json();
+    for (index, hook) in list.iter().enumerate() {
+        run_one(kind, index, hook, &input, cwd)?;
+    }
+    Ok(())
+}
+
+/// Runs every `kind` hook even when some fail, logging each failure as a warning (spec
+/// runtime.md: "If any poststop hook fails, the runtime MUST log a warning, but the remaining
+/// hooks and lifecycle continue as if the hook had succeeded"; runc also only logs them).
+pub fn run_warn(kind: HookKind, hooks: Option<&Hooks>, state: &HookState, cwd: Option<&Path>) {
+    let Some(hooks) = hooks else { return };
+    let input = state.to_json();
+    for (index, hook) in kind.of(hooks).iter().enumerate() {
+        if let Err(e) = run_one(kind, index, hook, &input, cwd) {
+            log::warn!("container {}: {}", state.id, crate::monitor::chain(&e));
+        }
+    }
+}
+
+/// Runs one hook to its end (see the module documentation).
+fn run_one(
+    kind: HookKind,
+    index: usize,
+    hook: &Hook,
+    input: &[u8],
+    cwd: Option<&Path>,
+) -> Result<(), HooksError> {
+    let path = hook.path().clone();
+    let spawn_error = |source| HooksError::SpawnHook {
+        kind,
+        index,
+        path: path.clone(),
+        source,
+    };
+    let stdin = memory_file("vessel-hook-stdin", input).map_err(spawn_error)?;
+    let stdout = memory_file("vessel-hook-stdout", b"").map_err(spawn_error)?;
+    let stderr = memory_file("vessel-hook-stderr", b"").map_err(spawn_error)?;
+    let mut command = Command::new(&path);
+    if let Some(args) = hook.args().as_ref().filter(|a| !a.is_empty()) {
+        command.arg0(&args[0]).args(&args[1..]);
+    }
+    if let Some(env) = hook.env() {
+        command.env_clear();
+        for entry in env {
+            let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+            command.env(name, value);
+        }
+    }
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    command
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout.try_clone().map_err(spawn_error)?))
+        .stderr(Stdio::from(stderr.try_clone().map_err(spawn_error)?))
+        .process_group(0);
+    let mut child = command.spawn().map_err(spawn_error)?;
+    // Dropped here so that only the hook holds its stdin, stdout and stderr.
+    drop(command);
+    let deadline = hook
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
+    let status = match wait(&mut child, deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            kill_and_reap(&mut child);
+            return Err(HooksError::TimeOutHook {
+                kind,
+                index,
+                path,
+                timeout: hook.timeout().unwrap_or_default(),
+            });
+        }
+        Err(source) => {
+            kill_and_reap(&mut child);
+            return Err(HooksError::WaitHook {
+                kind,
+                index,
+                path,
+                source,
+            });
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let read = |file: File| {
+        read_all(file).map_err(|source| HooksError::WaitHook {
+            kind,
+            index,
+            path: path.clone(),
+            source,
+        })
+    };
+    let stdout = read(stdout)?;
+    let stderr = read(stderr)?;
+    Err(HooksError::FailHook {
+        kind,
+        index,
+        path: path.clone(),
+        status: describe(status),
+        stdout,
+        stderr,
+    })
+}
+
+/// Waits for `child` until `deadline`: `Some(status)` once it exits, `None` when the deadline
+/// passes first. Polls, starting at 1 ms and backing off to 50 ms, so no thread is needed.
+fn wait(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        let mut nap = pause;
+        if let Some(deadline) = deadline {
+            if now >= deadline {
+                return Ok(None);
+            }
+            nap = nap.min(deadline - now);
+        }
+        std::thread::sleep(nap);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILLs the hook's process group (the hook and whatever it started that stayed in it), then
+/// reaps the hook.
+fn kill_and_reap(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Go's `ExitError` wording, which runc prints: `exit status N` or `signal: <name>`.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("signal: {}", s.as_str()),
+            Err(_) => format!("signal: {sig}"),
+        },
+        (None, None) => status.to_string(),
+    }
+}
+
+/// An anonymous in-memory file holding `data`, positioned at its start.
+fn memory_file(name: &str, data: &[u8]) -> std::io::Result<File> {
+    let name = std::ffi::CString::new(name).expect("no NUL in a fixed name");
+    let fd = nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(data)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// The whole content of a memory file, as text with trailing whitespace trimmed.
+fn read_all(mut file: File) -> std::io::Result<String> {
+    let mut data = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut data)?;
+    Ok(String::from_utf8_lossy(&data).trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(value: serde_json::Value) -> Hook {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn hooks(kind: &str, list: Vec<Hook>) -> Hooks {
+        serde_json::from_value(serde_json::json!({ kind: list })).unwrap()
+    }
+
+    fn state() -> HookState {
+        HookState {
+            oci_version: "1.0.2".into(),
+            id: "c1".into(),
+            status: "creating",
+            pid: 42,
+            bundle: "/b".into(),
+            annotations: [("k".to_owned(), "v".to_owned())].into(),
+        }
+    }
+
+    /// Runs one hook of `kind` with [`state`].
+    fn run_single(kind: HookKind, h: Hook) -> Result<(), HooksError> {
+        run(kind, Some(&hooks(kind.name(), vec![h])), &state(), None)
+    }
+
+    /// A `/bin/sh -c <script> sh <dir>` hook: `$1` is `dir`.
+    fn sh(script: &str, dir: &Path) -> serde_json::Value {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", script, "sh", dir],
+        })
+    }
+
+    #[test]
+    fn argv_env_stdin_and_cwd_reach_the_hook_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let cwd = tempfile::tempdir().unwrap();
+        let script = "tr '\\0' '\\n' < /proc/$$/cmdline > \"$1/argv\"; \
+                      tr '\\0' '\\n' < /proc/$$/environ > \"$1/env\"; \
+                      pwd > \"$1/cwd\"; cat > \"$1/stdin\"";
+        let h = hook(serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["my-hook", "-c", script, "sh", out],
+            "env": ["Z=last", "A=b c", "EMPTY="],
+        }));
+        run(
+            HookKind::CreateRuntime,
+            Some(&hooks("createRuntime", vec![h])),
+            &state(),
+            Some(cwd.path()),
+        )
+        .unwrap();
+        let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+        assert_eq!(
+            read("argv"),
+            format!("my-hook\n-c\n{script}\nsh\n{}\n", out.display())
+        );
+        // Exactly the hook's env, nothing inherited (std orders the variables by name).
+        assert_eq!(read("env"), "A=b c\nEMPTY=\nZ=last\n");
+        assert_eq!(read("cwd"), format!("{}\n", cwd.path().display()));
+        assert_eq!(
+            read("stdin"),
+            r#"{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"k":"v"}}"#
+        );
+    }
+
+    #[test]
+    fn absent_env_inherits_vessels_and_stopped_state_has_no_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "tr '\\0' '\\n' < /proc/$$/environ > \"$1/env\"; cat > \"$1/stdin\"";
+        let h = hook(sh(script, dir.path()));
+        let mut stopped = state();
+        stopped.status = "stopped";
+        stopped.pid = 0;
+        stopped.annotations.clear();
+        run(
+            HookKind::Poststop,
+            Some(&hooks("poststop", vec![h])),
+            &stopped,
+            None,
+        )
+        .unwrap();
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let path = format!("PATH={}", std::env::var("PATH").unwrap());
+        assert!(env.lines().any(|l| l == path), "{env:?} lacks {path:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stdin")).unwrap(),
+            r#"{"ociVersion":"1.0.2","id":"c1","status":"stopped","bundle":"/b"}"#
+        );
+    }
+
+    #[test]
+    fn nonzero_exit_fails_with_status_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh("echo out; echo err >&2; exit 3", dir.path()));
+        let err = run_single(HookKind::Prestart, h).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error running prestart hook #0 /bin/sh: exit status 3, stdout: out, stderr: err"
+        );
+    }
+
+    #[test]
+    fn a_killed_hook_fails_with_its_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh("kill -TERM $$", dir.path()));
+        let err = run_single(HookKind::Poststart, h).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error running poststart hook #0 /bin/sh: signal: SIGTERM, stdout: , stderr: "
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_hook_and_its_group_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = sh("sleep 30 & echo $! > \"$1/child\"; wait", dir.path());
+        h["timeout"] = 1.into();
+        let begun = Instant::now();
+        let err = run_single(HookKind::CreateRuntime, hook(h)).unwrap_err();
+        let took = begun.elapsed();
+        assert!(matches!(err, HooksError::TimeOutHook { timeout: 1, .. }));
+        assert_eq!(
+            err.to_string(),
+            "error running createRuntime hook #0 /bin/sh: hook ran past specified timeout of 1.0s"
+        );
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // The hook's background child was in its process group: it is dead (gone, or a zombie
+        // waiting for init) within a moment.
+        let child: i32 = std::fs::read_to_string(dir.path().join("child"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let dead = || match crate::procfs::stat(child) {
+            Ok(_) => std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true),
+            Err(_) => true,
+        };
+        let until = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(dead(), "the hook's child {child} is still running");
+    }
+
+    #[test]
+    fn a_missing_path_is_named() {
+        let h = hook(serde_json::json!({"path": "/nonexistent/vessel-hook"}));
+        let err = run_single(HookKind::CreateContainer, h).unwrap_err();
+        assert_eq!(
+            crate::monitor::chain(&err),
+            "error running createContainer hook #0 /nonexistent/vessel-hook: start the hook: \
+             No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn run_stops_at_the_first_failure_and_run_warn_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = || {
+            vec![
+                hook(sh("echo >> \"$1/first\"", dir.path())),
+                hook(sh("exit 1", dir.path())),
+                hook(sh("echo >> \"$1/third\"", dir.path())),
+            ]
+        };
+        let err = run(
+            HookKind::Poststop,
+            Some(&hooks("poststop", list())),
+            &state(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, HooksError::FailHook { index: 1, .. }));
+        assert!(dir.path().join("first").exists());
+        assert!(!dir.path().join("third").exists());
+        run_warn(
+            HookKind::Poststop,
+            Some(&hooks("poststop", list())),
+            &state(),
+            None,
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("first")).unwrap(),
+            "\n\n"
+        );
+        assert!(dir.path().join("third").exists());
+    }
+
+    #[test]
+    fn validate_requires_absolute_paths_and_positive_timeouts() {
+        let relative = hooks(
+            "poststart",
+            vec![hook(serde_json::json!({"path": "bin/hook"}))],
+        );
+        assert_eq!(
+            validate(&relative).unwrap_err().to_string(),
+            "hooks.poststart[0].path \"bin/hook\" must be an absolute path"
+        );
+        let zero = hooks(
+            "createRuntime",
+            vec![
+                hook(serde_json::json!({"path": "/bin/true", "timeout": 5})),
+                hook(serde_json::json!({"path": "/bin/true", "timeout": 0})),
+            ],
+        );
+        assert_eq!(
+            validate(&zero).unwrap_err().to_string(),
+            "hooks.createRuntime[1].timeout is 0: it must be greater than zero (or left out for no timeout)"
+        );
+        let fine = hooks(
+            "prestart",
+            vec![hook(serde_json::json!({"path": "/bin/true", "timeout": 1}))],
+        );
+        validate(&fine).unwrap();
+    }
+}
