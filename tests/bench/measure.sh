@@ -37,12 +37,9 @@ if [ "$mode" = native ]; then
   # kvm_pvm refuses QEMU's IA32_ARCH_CAPABILITIES write; irrelevant to setup time.
   qemu_cpu=host,-arch-capabilities
 fi
-# The image cache as the runtime uses it (decision 0006): the first boot copies the kernel and
-# initramfs there, every boot maps them from there.
 cat > "$stage/vm-$mode.json" <<JSON
 {"vcpus": 1, "memory_mib": 128, "kernel": "$kernel", "initramfs": "$cpio",
- "serial": "stderr", "vsock_cid": 3, "allow_unsupported_host": $allow,
- "image_cache": "/run/vessel-images"}
+ "serial": "stderr", "vsock_cid": 3, "allow_unsupported_host": $allow}
 JSON
 vessel=("$stage/vmm" "$stage/vm-$mode.json")
 # QEMU's leanest microvm: no option ROMs, PIT, PIC, RTC or ACPI; one ISA serial port; guest RAM

@@ -172,7 +172,6 @@ impl MicroVmSandbox {
         config.vcpus = self.size.vcpus;
         config.memory_mib = u32::try_from(self.size.memory_mib).unwrap_or(u32::MAX);
         config.initramfs = Some(initramfs);
-        config.image_cache = Some(vessel_vmm::image_cache::DEFAULT_DIR.into());
         config.serial = SerialSink::File(self.state_dir.join(CONSOLE_LOG));
         config.vsock_cid = GUEST_CID;
         config.vsock_uds = Some(self.state_dir.join(VSOCK_SOCKET));

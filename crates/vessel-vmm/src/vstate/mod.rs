@@ -1,4 +1,5 @@
 //! Live KVM state: guest memory and vCPUs. Only the builder (`crate::vm`) creates these.
 
 pub mod memory;
+pub mod profile;
 pub mod vcpu;

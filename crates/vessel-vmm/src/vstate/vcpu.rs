@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
+use super::profile::Profile;
 use crate::devices::{BusOutcome, DeviceManager};
 
 /// Why the guest stopped.
@@ -403,23 +404,39 @@ fn fault_state(vcpu: &VcpuFd, index: u32) -> Option<FaultState> {
     }
 }
 
-/// The body of vCPU thread `index`: runs until the VM ends.
+/// Counts an exit in the profile, if profiling.
+fn count(profile: &mut Option<Profile>, kind: &'static str, addr: u64) {
+    if let Some(p) = profile.as_mut() {
+        p.exit(kind, addr);
+    }
+}
+
+/// The body of vCPU thread `index`: runs until the VM ends (with [`Profile`] when
+/// `VESSEL_VCPU_PROFILE_MS` is set).
 pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: Arc<VcpuControl>) {
     let i = index as usize;
+    let mut profile = Profile::from_env();
     while ctl.checkpoint(i) {
         let step = match vcpu.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
+                    count(&mut profile, "io-in", port.into());
                     devices.pio_read(port, data);
                     Step::Continue
                 }
-                VcpuExit::IoOut(port, data) => match devices.pio_write(port, data) {
+                VcpuExit::IoOut(port, data) => match {
+                    count(&mut profile, "io-out", port.into());
+                    devices.pio_write(port, data)
+                } {
                     BusOutcome::Reset => {
                         Step::Exit(ExitReason::Shutdown(ShutdownCause::KeyboardReset))
                     }
                     _ => Step::Continue,
                 },
-                VcpuExit::MmioRead(addr, data) => match devices.mmio_read(addr, data) {
+                VcpuExit::MmioRead(addr, data) => match {
+                    count(&mut profile, "mmio-read", addr);
+                    devices.mmio_read(addr, data)
+                } {
                     BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
                         addr,
                         write: false,
@@ -427,7 +444,10 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                     }),
                     _ => Step::Continue,
                 },
-                VcpuExit::MmioWrite(addr, data) => match devices.mmio_write(addr, data) {
+                VcpuExit::MmioWrite(addr, data) => match {
+                    count(&mut profile, "mmio-write", addr);
+                    devices.mmio_write(addr, data)
+                } {
                     BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
                         addr,
                         write: true,
@@ -456,6 +476,9 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
+                if let Some(p) = profile.as_mut() {
+                    p.sample(&vcpu);
+                }
                 Step::Continue
             }
             Err(e) => Step::Exit(ExitReason::RunFailed {
@@ -470,6 +493,9 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                 // SAFETY: the last exit reason was KVM_EXIT_INTERNAL_ERROR, for which the kernel
                 // fills the `internal` member of the kvm_run exit union.
                 let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                if let Some(p) = profile.take() {
+                    p.finish(index);
+                }
                 ctl.exit_with(
                     i,
                     ExitReason::InternalError {
@@ -480,11 +506,17 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                 return;
             }
             Step::Exit(reason) => {
+                if let Some(p) = profile.take() {
+                    p.finish(index);
+                }
                 log::debug!("vcpu {index} ends the vm: {reason}");
                 ctl.exit_with(i, reason);
                 return;
             }
         }
+    }
+    if let Some(p) = profile.take() {
+        p.finish(index);
     }
 }
 
