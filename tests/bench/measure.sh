@@ -29,7 +29,7 @@ kernel=$repo/build/share/vessel/vmlinux
 cpio=$stage/probe.cpio
 marker="PROBE init"
 # Vessel's fixed command line (docs/design.md, "Guest boot"); QEMU gets the same.
-cmdline="console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet no_timer_check"
+cmdline="console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet no_timer_check noreplace-smp"
 
 allow=false qemu_cpu=host
 if [ "$mode" = native ]; then

@@ -35,10 +35,12 @@ use crate::VmmError;
 
 /// Kernel command line every guest gets (design.md, "Guest boot"). `no_timer_check` skips the
 /// boot-time check that the PIT's interrupt reaches the CPU through the IO-APIC (KVM's in-kernel
-/// PIT and IO-APIC are known good; Kata passes it too). The guest kernel has no PS/2 driver:
-/// `reboot=k` resets through the i8042 port directly.
+/// PIT and IO-APIC are known good; Kata passes it too). `noreplace-smp` keeps the lock prefixes
+/// a one-vCPU guest would otherwise patch out one `text_poke` at a time (thousands, about 100 ms
+/// of a lab boot in `VESSEL_VCPU_PROFILE_MS` samples; Documentation/admin-guide/kernel-parameters.txt).
+/// The guest kernel has no PS/2 driver: `reboot=k` resets through the i8042 port directly.
 pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet no_timer_check";
+    "console=ttyS0 reboot=k panic=-1 pci=off nomodule quiet no_timer_check noreplace-smp";
 
 /// Waits for a VM's end from any thread; see [`Vm::end_watch`].
 #[derive(Clone)]
