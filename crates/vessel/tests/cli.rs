@@ -297,6 +297,47 @@ fn kill_looks_up_the_container_before_the_signal() {
 }
 
 #[test]
+fn help_shows_the_global_flags_defaults() {
+    // As root the default root is /run/vessel whatever XDG_RUNTIME_DIR says (runc main.go).
+    let out = Command::new(VESSEL)
+        .arg("--help")
+        .env("XDG_RUNTIME_DIR", "/run/user/1000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    let line_of = |flag: &str| {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        help[at..].lines().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let expected_root = if nix::unistd::geteuid().is_root() {
+        "[default: /run/vessel]"
+    } else {
+        "[default: /run/user/1000/vessel]"
+    };
+    assert!(line_of("--root <PATH>").ends_with(expected_root), "{help}");
+    assert!(
+        line_of("--log <PATH>").ends_with("[default: stderr]"),
+        "{help}"
+    );
+    assert!(
+        line_of("--log-format <FORMAT>").ends_with("[default: text]"),
+        "{help}"
+    );
+    assert!(
+        line_of("--systemd-cgroup")
+            .contains("`linux.cgroupsPath` must then be `slice:prefix:name`"),
+        "{help}"
+    );
+    assert!(
+        line_of("--rootless <VALUE>").ends_with("[default: auto]"),
+        "{help}"
+    );
+}
+
+#[test]
 fn checkpoint_help_fails_so_podman_sees_no_support() {
     let out = Command::new(VESSEL)
         .args(["checkpoint", "--help"])
