@@ -241,6 +241,43 @@ fn unknown_executable_fails_at_create() {
 }
 
 #[test]
+fn unknown_capability_is_ignored_with_runc_s_warning_and_a_malformed_config_named() {
+    let env = Env::new();
+    let b = env.bundle("caps", "exit 0");
+    let config = b.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    spec["process"]["capabilities"] =
+        serde_json::json!({"bounding": ["CAP_KILL", "CAP_FOO"], "effective": ["CAP_KILL"]});
+    std::fs::write(&config, spec.to_string()).unwrap();
+    // runc ≥1.1 creates the container and warns (libcontainer/capabilities `New`).
+    let out = env.create("c", &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            r#"level=warning msg="ignoring unknown or unavailable capabilities: [CAP_FOO] (in process.capabilities.bounding)""#
+        ),
+        "{stderr}"
+    );
+    assert!(env.run(&["delete", "--force", "c"]).status.success());
+
+    // A truncated config.json: its path, where it ends, what to do; no serde_path_to_error `?`.
+    let text_of = spec.to_string();
+    let cut = &text_of[..text_of.find("CAP_FOO").unwrap()];
+    std::fs::write(&config, cut).unwrap();
+    let out = env.create("c", &b, &[]);
+    let expected = format!(
+        "parse {}: the JSON ends inside process.capabilities.bounding[1]; complete it (is the \
+         file truncated?): EOF while parsing a string at line 1 column {}",
+        config.display(),
+        cut.len()
+    );
+    assert_fails(&out, 1, &expected);
+    assert!(!env.root().join("c").exists());
+}
+
+#[test]
 fn spec_writes_once_and_features_is_four_space_json() {
     let env = Env::new();
     let b = env.dir.path().join("spec");
