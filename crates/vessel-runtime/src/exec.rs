@@ -214,7 +214,7 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
         match &opts.console_socket {
             Some(path) => socket = Some(console::connect_socket(path)?),
             None => {
-                let found = HostConsole::find()?;
+                let found = HostConsole::find(console::EXEC_NEEDS_A_TERMINAL)?;
                 if let Ok(size) = found.size() {
                     if size.0 > 0 && size.1 > 0 {
                         console::set_console_size(&mut process, size);

@@ -785,8 +785,11 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot allocate tty if runc will detach without setting console socket"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cannot allocate tty if runc will detach without setting console socket \
+             (process.terminal is true: pass --console-socket PATH to receive the pty master, \
+             or set process.terminal to false)"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -894,15 +897,20 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains(
-        "exec failed: cannot allocate tty if runc will detach without setting console socket"
+        "exec failed: cannot allocate tty if runc will detach without setting console socket \
+         (process.terminal is true: pass --console-socket PATH to receive the pty master, or set \
+         process.terminal to false)"
     ));
     let out = agent
         .vessel(&root, &["exec", "--console-socket", s, "t1", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot use console socket if runc will not detach or allocate tty"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "cannot use console socket if runc will not detach or allocate tty (--console-socket is \
+         only for a detached process whose process.terminal is true: leave it out, or set \
+         process.terminal to true and detach)"
+    ));
 
     // End of input (^D on the guest's canonical pty) ends the init's loop.
     master.write_all(b"\x04").unwrap();
@@ -919,9 +927,21 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .success());
 }
 
+/// Runs `cmd` in a new session with stdio that is not a terminal: no terminal anywhere.
+fn output_without_terminal(mut cmd: Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
 fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_agent() {
-    use std::os::unix::process::CommandExt;
     if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
         return;
@@ -933,23 +953,39 @@ fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_ag
     let root = agent.dir.path().join("root");
     let b = bundle.to_str().unwrap();
 
-    // No terminal anywhere (a new session, stdio not a tty): runc's error.
-    let mut cmd = agent.vessel(&root, &["run", "-b", b, "r0"]);
-    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
+    // No terminal anywhere (a new session, stdio not a tty): runc's error, after the field and
+    // the fixes; the same for a foreground exec -t (below, once a container runs).
+    let out = output_without_terminal(agent.vessel(&root, &["run", "-b", b, "r0"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("open /dev/tty"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "process.terminal is true but there is no terminal to attach it to: run from a \
+             terminal, set process.terminal to false in config.json, or run --detach with \
+             --console-socket: open /dev/tty: No such device or address (os error 6)"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!root.join("r0").exists());
+    // A foreground run with a console socket: runc's checkTerminal comes first.
+    let out = output_without_terminal(agent.vessel(
+        &root,
+        &[
+            "run",
+            "--console-socket",
+            "/nonexistent.sock",
+            "-b",
+            b,
+            "r0",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot use console socket if runc will not detach or allocate tty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The caller's terminal: a cooked pty that is `vessel run`'s controlling terminal.
     let (mut child, mut master, slave) =
@@ -998,6 +1034,18 @@ fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_ag
         .status()
         .unwrap();
     assert!(ok.success());
+    let out = output_without_terminal(agent.vessel(&root, &["exec", "-t", "r2", "true"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "exec failed: exec --tty (process.terminal) needs a terminal and there is none: run \
+             from a terminal, leave out --tty (or set terminal to false in the --process file), \
+             or exec --detach with --console-socket: open /dev/tty: No such device or address \
+             (os error 6)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (mut child, mut master, _slave) = spawn_on_terminal(
         agent.vessel(
             &root,
