@@ -103,6 +103,18 @@ fn become_subreaper() {
     assert_eq!(rc, 0);
 }
 
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of `CapEff`), which the monitor needs to
+/// replace its command line.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(eff, 16).unwrap() & (1 << 24) != 0
+}
+
 fn wait_exit(pid: i32) -> i32 {
     match waitpid(Pid::from_raw(pid), None).unwrap() {
         WaitStatus::Exited(_, code) => code,
@@ -611,7 +623,22 @@ fn detached_run_leaves_a_running_container() {
     assert_eq!(v[0]["owner"], "root");
     let ps = env.run(&["ps", "--format", "json", "d1"]);
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
-    assert_eq!(pids, vec![env.state("d1")["pid"].as_i64().unwrap() as i32]);
+    let monitor = env.state("d1")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(pids, vec![monitor]);
+    // The monitor is named after the container in ps, not after the run command line.
+    let comm = std::fs::read_to_string(format!("/proc/{monitor}/comm")).unwrap();
+    assert_eq!(comm, "vessel:d1\n");
+    // Its command line too, where the kernel lets it (CAP_SYS_RESOURCE: root on a host, the
+    // lab; not this sandbox's restricted root, where it stays the run command line).
+    let cmdline = text(&std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap());
+    if has_cap_sys_resource() {
+        assert_eq!(cmdline, "vessel-monitor\0d1\0");
+    } else {
+        assert!(
+            cmdline.starts_with(VESSEL) && cmdline.contains("\0run\0-d\0"),
+            "{cmdline:?}"
+        );
+    }
     assert!(env.run(&["delete", "--force", "d1"]).status.success());
 }
 
