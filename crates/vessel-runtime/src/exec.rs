@@ -388,9 +388,12 @@ fn relay_main(
                 process: process.clone(),
                 stdio: StdioConfig::default(),
             })
-            .map_err(|source| GuestError::CallAgent {
-                op: "exec the process in the guest",
-                source,
+            .map_err(|e| {
+                let op = "exec the process in the guest";
+                match crate::guest::refusal(op, e) {
+                    Ok(reason) => GuestError::StartProcess(reason),
+                    Err(source) => GuestError::CallAgent { op, source },
+                }
             })?;
         Ok(())
     })();

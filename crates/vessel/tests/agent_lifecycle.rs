@@ -183,6 +183,88 @@ fn create_start_output_exit_code_and_delete_through_the_agent() {
     assert!(!root.join("a1").exists());
 }
 
+#[test]
+fn agent_refusals_read_as_runc_prints_them_with_the_context_in_the_debug_log() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // (process patch, runc's text after `unable to start container process: `); each refused
+    // create shuts its agent down, as it ends a VM, so each case gets a fresh agent.
+    let cases = [
+        (
+            serde_json::json!({"args": ["no-such-binary"]}),
+            r#"exec: "no-such-binary": executable file not found in $PATH"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"args": ["/bin/no-such"]}),
+            r#"exec: "/bin/no-such": stat /bin/no-such: no such file or directory"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"args": ["/bin/plain"]}),
+            r#"exec: "/bin/plain": permission denied"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"cwd": "/secret", "user": {"uid": 1000, "gid": 1000}}),
+            r#"chdir to cwd ("/secret") set in config.json failed: permission denied"#.to_owned(),
+        ),
+    ];
+    for (i, (process, reason)) in cases.iter().enumerate() {
+        let agent = Agent::start();
+        let bundle = agent.bundle("true");
+        let rootfs = bundle.join("rootfs");
+        std::fs::write(rootfs.join("bin/plain"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(rootfs.join("secret")).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let config = bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        for (k, v) in process.as_object().unwrap() {
+            spec["process"][k] = v.clone();
+        }
+        std::fs::write(&config, spec.to_string()).unwrap();
+        let root = agent.dir.path().join("root");
+        let log = agent.dir.path().join("log");
+        let id = format!("r{i}");
+        let out = agent
+            .vessel(
+                &root,
+                &[
+                    "--log",
+                    log.to_str().unwrap(),
+                    "--debug",
+                    "create",
+                    "-b",
+                    bundle.to_str().unwrap(),
+                    &id,
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        // runc's words on stderr (one plain line, the log being a file), no protocol internals.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("unable to start container process: {reason}\n")
+        );
+        // The protocol context is in the debug log.
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let context = "create the container in the guest: agent refused create_container (";
+        let quoted = reason.replace('"', "\\\"");
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains("level=debug") && l.contains(context) && l.contains(&quoted)),
+            "{logged}"
+        );
+        assert!(!root.join(&id).exists());
+    }
+}
+
 /// Host processes whose command line contains `needle` (the agent test double runs containers
 /// on this host, so their processes are visible here).
 fn host_processes_with(needle: &str) -> Vec<i32> {
@@ -428,9 +510,12 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     assert_eq!(out.status.code(), Some(255));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("exec failed") && err.contains("no-such-binary"),
+        err.contains(
+            r#"exec failed: unable to start container process: exec: \"no-such-binary\": executable file not found in $PATH"#
+        ),
         "{err}"
     );
+    assert!(!err.contains("agent refused"), "{err}");
 
     // Detached: the pid-file PID exits with the guest status.
     let pid_file = agent.dir.path().join("exec.pid");
