@@ -700,9 +700,12 @@ fn lab_agent_missing_executable_refused_by_create() {
     eprintln!("refused create took {:?}", t0.elapsed());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    // The logrus text line quotes its message, as runc's does.
+    // The logrus text line quotes its message, as runc's does; runc's words, no protocol
+    // internals (`agent refused create_container`).
     assert!(
-        err.contains(r#"exec: \"no-such-tool\": executable file not found in $PATH"#),
+        err.contains(
+            r#"msg="unable to start container process: exec: \"no-such-tool\": executable file not found in $PATH""#
+        ),
         "{err}"
     );
     assert!(!root.join("lab-nx").exists(), "no state directory left");
