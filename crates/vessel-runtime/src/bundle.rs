@@ -229,7 +229,10 @@ fn parse_spec(path: &Path, text: &str) -> Result<(Spec, Vec<UnknownCapability>),
     // that (its errors then have a field path but no line: the tree has no text positions).
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| parse_error(path, None, e))?;
-    let unknown = drop_unknown_capabilities(&mut value);
+    let unknown = match value.pointer_mut("/process/capabilities") {
+        Some(caps) => drop_unknown_capabilities(caps, "process.capabilities"),
+        None => Vec::new(),
+    };
     let spec = serde_path_to_error::deserialize::<_, Spec>(value).map_err(|e| {
         let field = known_field(e.path());
         parse_error(path, field, e.into_inner())
@@ -237,16 +240,17 @@ fn parse_spec(path: &Path, text: &str) -> Result<(Spec, Vec<UnknownCapability>),
     Ok((spec, unknown))
 }
 
-/// Removes from `process.capabilities`' sets every string that is not a capability name
-/// oci-spec knows (it takes `CAP_X`, `X`, any case), returning them in order. Values that are
-/// not strings are left for the typed parse to refuse.
-fn drop_unknown_capabilities(config: &mut serde_json::Value) -> Vec<UnknownCapability> {
+/// Removes from the five sets of a `capabilities` object (`field` is its path, for the report:
+/// `process.capabilities`) every string that is not a capability name oci-spec knows (it takes
+/// `CAP_X`, `X`, any case), returning them in order. Values that are not strings are left for
+/// the typed parse to refuse. Used for config.json and for `exec`'s process.
+pub fn drop_unknown_capabilities(
+    capabilities: &mut serde_json::Value,
+    field: &str,
+) -> Vec<UnknownCapability> {
     let mut unknown = Vec::new();
-    let Some(caps) = config.pointer_mut("/process/capabilities") else {
-        return unknown;
-    };
     for set in CAPABILITY_SETS {
-        let Some(serde_json::Value::Array(names)) = caps.get_mut(set) else {
+        let Some(serde_json::Value::Array(names)) = capabilities.get_mut(set) else {
             continue;
         };
         names.retain(|name| {
@@ -257,7 +261,7 @@ fn drop_unknown_capabilities(config: &mut serde_json::Value) -> Vec<UnknownCapab
                 serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
             if !known {
                 unknown.push(UnknownCapability {
-                    field: format!("process.capabilities.{set}"),
+                    field: format!("{field}.{set}"),
                     name: s.clone(),
                 });
             }
