@@ -41,15 +41,32 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
-    /// `config.json` is not a valid runtime spec. The message names the offending field as a
-    /// path (`linux.namespaces[2].type`), then serde's reason (the accepted values for an enum).
-    #[error("parse {path}: field {field}")]
+    /// `config.json` is not well-formed JSON: it ends early (a truncated or empty file) or has a
+    /// syntax error. The message says where (the innermost field reached, when there is one) and
+    /// what to fix; the cause gives serde_json's reason with the line and column.
+    #[error("parse {path}: {}", json_fix(*.truncated, .inside.as_deref()))]
+    ReadJson {
+        /// The file.
+        path: PathBuf,
+        /// The innermost field the parser had reached, as a path (`mounts[1]`), if any.
+        inside: Option<String>,
+        /// The file ends early (serde_json's `Category::Eof`) rather than being malformed.
+        truncated: bool,
+        /// The cause (`EOF while parsing a value at line 15 column 2`).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `config.json` is JSON but not a valid runtime spec. The message names the offending field
+    /// as a path (`linux.namespaces[2].type`); the cause is serde's reason, which says what the
+    /// field takes (`expected u32`, the accepted values of an enum, the missing key), with the
+    /// line and column when known.
+    #[error("parse {path}{}", field_prefix(.field.as_deref()))]
     ParseConfig {
         /// The file.
         path: PathBuf,
-        /// Where in the document the value failed, as `serde_path_to_error` spells it (`.` when
-        /// the document itself is malformed).
-        field: String,
+        /// Where in the document the value failed (`process.user.uid`); `None` for the document
+        /// itself (a missing top-level key).
+        field: Option<String>,
         /// The cause.
         #[source]
         source: serde_json::Error,
@@ -74,6 +91,184 @@ pub struct Bundle {
     pub spec: Spec,
     /// Absolute root filesystem path (`root.path` joined to the bundle when relative).
     pub rootfs: PathBuf,
+    /// Capability names `config.json` gave that are unknown, dropped from [`Bundle::spec`] as runc
+    /// drops them (with a warning: [`unknown_capabilities_warning`]).
+    pub unknown_capabilities: Vec<UnknownCapability>,
+}
+
+/// A capability name in one of `process.capabilities`' sets that no kernel capability has.
+///
+/// runc (since 1.1) ignores such names with the warning `ignoring unknown or unavailable
+/// capabilities: [...]` rather than failing (runc libcontainer/capabilities `New`); Vessel does
+/// the same, naming the sets too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCapability {
+    /// The set, as a field path: `process.capabilities.bounding`.
+    pub field: String,
+    /// The name as given: `CAP_FOO`.
+    pub name: String,
+}
+
+/// The five capability sets of `process.capabilities` (runtime-spec config.md "Linux process").
+const CAPABILITY_SETS: [&str; 5] = [
+    "bounding",
+    "effective",
+    "inheritable",
+    "permitted",
+    "ambient",
+];
+
+/// The warning for dropped capability names, runc's text plus the sets they were in:
+/// `ignoring unknown or unavailable capabilities: [CAP_FOO X] (in process.capabilities.bounding,
+/// process.capabilities.effective)`; `None` when nothing was dropped.
+pub fn unknown_capabilities_warning(unknown: &[UnknownCapability]) -> Option<String> {
+    if unknown.is_empty() {
+        return None;
+    }
+    let names: std::collections::BTreeSet<&str> = unknown.iter().map(|u| u.name.as_str()).collect();
+    let mut fields: Vec<&str> = Vec::new();
+    for u in unknown {
+        if !fields.contains(&u.field.as_str()) {
+            fields.push(&u.field);
+        }
+    }
+    Some(format!(
+        "ignoring unknown or unavailable capabilities: [{}] (in {})",
+        names.into_iter().collect::<Vec<_>>().join(" "),
+        fields.join(", ")
+    ))
+}
+
+/// The part of [`BundleError::ReadJson`]'s message that says where and what to fix.
+fn json_fix(truncated: bool, inside: Option<&str>) -> String {
+    match (truncated, inside) {
+        (true, Some(field)) => {
+            format!("the JSON ends inside {field}; complete it (is the file truncated?)")
+        }
+        (true, None) => "the JSON ends early; complete it (is the file truncated or empty?)".into(),
+        (false, Some(field)) => {
+            format!("invalid JSON in {field}; fix the syntax at the line and column given")
+        }
+        (false, None) => "invalid JSON; fix the syntax at the line and column given".into(),
+    }
+}
+
+/// `: field <path>` when the failing field is known.
+fn field_prefix(field: Option<&str>) -> String {
+    field.map(|f| format!(": field {f}")).unwrap_or_default()
+}
+
+/// The field path of a `serde_path_to_error` path without its unknown tail (`mounts[1].?` is
+/// `mounts[1]`); `None` when nothing is left (the document itself).
+fn known_field(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    while matches!(segments.last(), Some(Segment::Unknown)) {
+        segments.pop();
+    }
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Turns a parse failure into [`BundleError::ReadJson`] (malformed JSON) or
+/// [`BundleError::ParseConfig`] (a value the spec cannot hold).
+fn parse_error(path: &Path, field: Option<String>, source: serde_json::Error) -> BundleError {
+    use serde_json::error::Category;
+    match source.classify() {
+        Category::Eof | Category::Syntax | Category::Io => BundleError::ReadJson {
+            path: path.to_owned(),
+            inside: field,
+            truncated: source.classify() == Category::Eof,
+            source,
+        },
+        Category::Data => BundleError::ParseConfig {
+            path: path.to_owned(),
+            field,
+            source,
+        },
+    }
+}
+
+/// Parses `config.json`'s text. Unknown capability names are dropped (and returned) as runc
+/// drops them; any other failure names the field and keeps serde_json's line and column.
+fn parse_spec(path: &Path, text: &str) -> Result<(Spec, Vec<UnknownCapability>), BundleError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let first = serde_path_to_error::deserialize::<_, Spec>(&mut de);
+    match first {
+        // Text after the document is not read, as runc's `json.Decoder.Decode` does not.
+        Ok(spec) => return Ok((spec, Vec::new())),
+        // Only a value refused inside a capability set (not a syntax error there) can be an
+        // unknown name.
+        Err(e)
+            if e.inner().classify() != serde_json::error::Category::Data
+                || !e.path().to_string().starts_with("process.capabilities.") =>
+        {
+            let field = known_field(e.path());
+            return Err(parse_error(path, field, e.into_inner()));
+        }
+        Err(_) => {}
+    }
+    // A capability name oci-spec does not type: drop the unknown ones from the tree and parse
+    // that (its errors then have a field path but no line: the tree has no text positions).
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| parse_error(path, None, e))?;
+    let unknown = match value.pointer_mut("/process/capabilities") {
+        Some(caps) => drop_unknown_capabilities(caps, "process.capabilities"),
+        None => Vec::new(),
+    };
+    let spec = serde_path_to_error::deserialize::<_, Spec>(value).map_err(|e| {
+        let field = known_field(e.path());
+        parse_error(path, field, e.into_inner())
+    })?;
+    Ok((spec, unknown))
+}
+
+/// Removes from the five sets of a `capabilities` object (`field` is its path, for the report:
+/// `process.capabilities`) every string that is not a capability name oci-spec knows (it takes
+/// `CAP_X`, `X`, any case), returning them in order. Values that are not strings are left for
+/// the typed parse to refuse. Used for config.json and for `exec`'s process.
+pub fn drop_unknown_capabilities(
+    capabilities: &mut serde_json::Value,
+    field: &str,
+) -> Vec<UnknownCapability> {
+    let mut unknown = Vec::new();
+    for set in CAPABILITY_SETS {
+        let Some(serde_json::Value::Array(names)) = capabilities.get_mut(set) else {
+            continue;
+        };
+        names.retain(|name| {
+            let serde_json::Value::String(s) = name else {
+                return true;
+            };
+            let known =
+                serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known {
+                unknown.push(UnknownCapability {
+                    field: format!("{field}.{set}"),
+                    name: s.clone(),
+                });
+            }
+            known
+        });
+    }
+    unknown
 }
 
 impl Bundle {
@@ -105,13 +300,7 @@ impl Bundle {
                 })
             }
         };
-        let mut de = serde_json::Deserializer::from_str(&text);
-        let spec: Spec =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| BundleError::ParseConfig {
-                path: config,
-                field: e.path().to_string(),
-                source: e.into_inner(),
-            })?;
+        let (spec, unknown_capabilities) = parse_spec(&config, &text)?;
         validate_process(&spec)?;
         validate_linux(&spec)?;
         let root = spec
@@ -122,7 +311,12 @@ impl Bundle {
         if !rootfs.is_dir() {
             return Err(BundleError::FindRootfs { path: rootfs });
         }
-        Ok(Bundle { path, spec, rootfs })
+        Ok(Bundle {
+            path,
+            spec,
+            rootfs,
+            unknown_capabilities,
+        })
     }
 
     /// `process.terminal` (false when absent).
@@ -235,27 +429,146 @@ mod tests {
         );
     }
 
+    /// The message of `Bundle::load`'s error with its causes, as the CLI prints it.
+    fn chain(err: &BundleError) -> String {
+        let mut out = err.to_string();
+        let mut cause = std::error::Error::source(err);
+        while let Some(c) = cause {
+            out.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        out
+    }
+
+    /// Loads a bundle whose config.json is `config`; returns the error chain and config.json's
+    /// absolute path.
+    fn load_error(config: &str) -> (String, String) {
+        let dir = bundle_with(config);
+        let err = Bundle::load(dir.path()).unwrap_err();
+        let path = dir.path().canonicalize().unwrap().join("config.json");
+        (chain(&err), path.display().to_string())
+    }
+
     #[test]
     fn parse_error_names_the_field() {
         let bad = GOOD.replace(
             r#""process":"#,
             r#""linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]},"process":"#,
         );
-        let dir = bundle_with(&bad);
-        let err = Bundle::load(dir.path()).unwrap_err();
-        let config = dir.path().canonicalize().unwrap().join("config.json");
+        let (err, config) = load_error(&bad);
         assert_eq!(
-            err.to_string(),
-            format!("parse {}: field linux.namespaces[1].type", config.display())
+            err,
+            format!(
+                "parse {config}: field linux.namespaces[1].type: unknown variant `bogus`, \
+                 expected one of `mount`, `cgroup`, `uts`, `ipc`, `user`, `pid`, `network`, \
+                 `time` at line 2 column 61"
+            )
         );
-        let BundleError::ParseConfig { source, .. } = err else {
-            panic!("not a parse error: {err:?}");
-        };
-        assert!(
-            source
-                .to_string()
-                .starts_with("unknown variant `bogus`, expected one of `mount`"),
-            "{source}"
+        // A wrong type in a nested field: the field, then what it takes.
+        let bad = GOOD.replace(r#""uid":0"#, r#""uid":"zero""#);
+        let (err, config) = load_error(&bad);
+        assert_eq!(
+            err,
+            format!(
+                "parse {config}: field process.user.uid: invalid type: string \"zero\", \
+                 expected u32 at line 2 column 63"
+            )
+        );
+        // A missing key: the object that lacks it.
+        let bad = GOOD.replace(r#""cwd":"/","#, "");
+        let (err, config) = load_error(&bad);
+        assert_eq!(
+            err,
+            format!("parse {config}: field process: missing field `cwd` at line 2 column 58")
+        );
+    }
+
+    #[test]
+    fn malformed_json_says_where_and_what_to_fix() {
+        // Truncated inside a field: that field, never serde_path_to_error's `?`.
+        let (err, config) = load_error(&GOOD[..GOOD.find("\"sh\"").unwrap() + 4]);
+        assert_eq!(
+            err,
+            format!(
+                "parse {config}: the JSON ends inside process.args; complete it (is the file \
+                 truncated?): EOF while parsing a list at line 2 column 41"
+            )
+        );
+        // Truncated before any field, and empty.
+        for (text, what) in [("{", "an object"), ("", "a value")] {
+            let (err, config) = load_error(text);
+            assert_eq!(
+                err,
+                format!(
+                    "parse {config}: the JSON ends early; complete it (is the file truncated or \
+                     empty?): EOF while parsing {what} at line 1 column {}",
+                    text.len()
+                )
+            );
+        }
+        // A syntax error inside a field, and text after the document.
+        let (err, config) = load_error(&GOOD.replace(r#"["sh"]"#, r#"["sh" "-c"]"#));
+        assert_eq!(
+            err,
+            format!(
+                "parse {config}: invalid JSON in process.args; fix the syntax at the line and \
+                 column given: expected `,` or `]` at line 2 column 43"
+            )
+        );
+        // Text after the document is not read, as runc's decoder does not read it.
+        assert!(Bundle::load(bundle_with(&format!("{GOOD}}}")).path()).is_ok());
+    }
+
+    #[test]
+    fn unknown_capabilities_are_dropped_with_runc_s_warning_naming_the_sets() {
+        let caps = GOOD.replace(
+            r#""cwd":"/","#,
+            r#""cwd":"/","capabilities":{"bounding":["CAP_CHOWN","CAP_FOO","CAP_KILL"],
+               "effective":["CAP_FOO","cap_kill","UNKNOWN_CAP"],"permitted":["CAP_CHOWN"]},"#,
+        );
+        let dir = bundle_with(&caps);
+        let b = Bundle::load(dir.path()).unwrap();
+        let names: Vec<_> = b
+            .unknown_capabilities
+            .iter()
+            .map(|u| (u.field.as_str(), u.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("process.capabilities.bounding", "CAP_FOO"),
+                ("process.capabilities.effective", "CAP_FOO"),
+                ("process.capabilities.effective", "UNKNOWN_CAP"),
+            ]
+        );
+        let process = b.spec.process().as_ref().unwrap();
+        let c = process.capabilities().as_ref().unwrap();
+        use oci_spec::runtime::Capability;
+        assert_eq!(
+            c.bounding().as_ref().unwrap(),
+            &[Capability::Chown, Capability::Kill].into()
+        );
+        assert_eq!(c.effective().as_ref().unwrap(), &[Capability::Kill].into());
+        assert_eq!(
+            unknown_capabilities_warning(&b.unknown_capabilities).unwrap(),
+            "ignoring unknown or unavailable capabilities: [CAP_FOO UNKNOWN_CAP] \
+             (in process.capabilities.bounding, process.capabilities.effective)"
+        );
+        assert_eq!(unknown_capabilities_warning(&[]), None);
+        assert!(Bundle::load(bundle_with(GOOD).path())
+            .unwrap()
+            .unknown_capabilities
+            .is_empty());
+        // Other errors behind an unknown name still name their field (without a line: the
+        // document is parsed again as a tree).
+        let (err, config) =
+            load_error(&caps.replace(r#""permitted":["CAP_CHOWN"]"#, r#""permitted":[7]"#));
+        assert_eq!(
+            err,
+            format!(
+                "parse {config}: field process.capabilities.permitted[0]: invalid type: \
+                 integer `7`, expected a string"
+            )
         );
     }
 

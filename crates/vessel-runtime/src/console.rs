@@ -28,9 +28,14 @@ use nix::sys::termios::{self, SetArg, Termios};
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     /// The terminal and console-socket settings contradict each other (runc
-    /// `checkTerminal`); the message is runc's.
-    #[error("{0}")]
-    CheckTerminal(&'static str),
+    /// `checkTerminal`); the message is runc's, then which setting to change.
+    #[error("{runc} ({fix})")]
+    CheckTerminal {
+        /// runc's text.
+        runc: &'static str,
+        /// The field and flag involved and how to fix them.
+        fix: &'static str,
+    },
     /// The pty could not be allocated or set up.
     #[error("allocate a pseudo-terminal on the host")]
     OpenPty(#[source] nix::Error),
@@ -47,9 +52,16 @@ pub enum ConsoleError {
     #[error("send the pty master over the console socket")]
     SendMaster(#[source] nix::Error),
     /// No terminal was found for a foreground process with a terminal (runc: stderr, stdout,
-    /// stdin, then `/dev/tty`).
-    #[error("open /dev/tty")]
-    OpenHostTerminal(#[source] io::Error),
+    /// stdin, then `/dev/tty`, whose error runc prints alone); the message first names the field
+    /// and the fixes ([`RUN_NEEDS_A_TERMINAL`], [`EXEC_NEEDS_A_TERMINAL`]).
+    #[error("{fix}: open /dev/tty")]
+    OpenHostTerminal {
+        /// What asked for a terminal and how to do without one.
+        fix: &'static str,
+        /// The cause (`ENXIO` without a controlling terminal).
+        #[source]
+        source: io::Error,
+    },
     /// The caller's terminal could not be read or set.
     #[error("set the terminal from the stdin to raw mode")]
     SetRaw(#[source] nix::Error),
@@ -83,14 +95,18 @@ pub fn check_terminal(
     console_socket: bool,
 ) -> Result<(), ConsoleError> {
     if detach && terminal && !console_socket {
-        return Err(ConsoleError::CheckTerminal(
-            "cannot allocate tty if runc will detach without setting console socket",
-        ));
+        return Err(ConsoleError::CheckTerminal {
+            runc: "cannot allocate tty if runc will detach without setting console socket",
+            fix: "process.terminal is true: pass --console-socket PATH to receive the pty \
+                  master, or set process.terminal to false",
+        });
     }
     if (!detach || !terminal) && console_socket {
-        return Err(ConsoleError::CheckTerminal(
-            "cannot use console socket if runc will not detach or allocate tty",
-        ));
+        return Err(ConsoleError::CheckTerminal {
+            runc: "cannot use console socket if runc will not detach or allocate tty",
+            fix: "--console-socket is only for a detached process whose process.terminal is \
+                  true: leave it out, or set process.terminal to true and detach",
+        });
     }
     Ok(())
 }
@@ -328,22 +344,33 @@ pub struct HostConsole {
     saved: Option<Termios>,
 }
 
+/// [`HostConsole::find`]'s `fix` for a foreground `run` whose `process.terminal` is true.
+pub const RUN_NEEDS_A_TERMINAL: &str = "process.terminal is true but there is no terminal to \
+    attach it to: run from a terminal, set process.terminal to false in config.json, or run \
+    --detach with --console-socket";
+
+/// [`HostConsole::find`]'s `fix` for a foreground `exec` with a terminal (`--tty`, or
+/// `terminal` in the `--process` file).
+pub const EXEC_NEEDS_A_TERMINAL: &str = "exec --tty (process.terminal) needs a terminal and \
+    there is none: run from a terminal, leave out --tty (or set terminal to false in the \
+    --process file), or exec --detach with --console-socket";
+
 impl HostConsole {
-    /// Finds the caller's terminal.
+    /// Finds the caller's terminal; `fix` (one of [`RUN_NEEDS_A_TERMINAL`],
+    /// [`EXEC_NEEDS_A_TERMINAL`]) prefixes the error.
     ///
     /// # Errors
     /// [`ConsoleError::OpenHostTerminal`] when none of the standard streams is a terminal and
     /// there is no controlling terminal (runc: `open /dev/tty: no such device or address`).
-    pub fn find() -> Result<HostConsole, ConsoleError> {
+    pub fn find(fix: &'static str) -> Result<HostConsole, ConsoleError> {
+        let open_error = |source| ConsoleError::OpenHostTerminal { fix, source };
         for fd in [
             io::stderr().as_fd(),
             io::stdout().as_fd(),
             io::stdin().as_fd(),
         ] {
             if nix::unistd::isatty(fd.as_raw_fd()).unwrap_or(false) {
-                let fd = fd
-                    .try_clone_to_owned()
-                    .map_err(ConsoleError::OpenHostTerminal)?;
+                let fd = fd.try_clone_to_owned().map_err(open_error)?;
                 return Ok(HostConsole { fd, saved: None });
             }
         }
@@ -351,7 +378,7 @@ impl HostConsole {
             .read(true)
             .write(true)
             .open("/dev/tty")
-            .map_err(ConsoleError::OpenHostTerminal)?;
+            .map_err(open_error)?;
         Ok(HostConsole {
             fd: tty.into(),
             saved: None,
@@ -457,12 +484,16 @@ mod tests {
         let e = check_terminal(true, true, false).unwrap_err().to_string();
         assert_eq!(
             e,
-            "cannot allocate tty if runc will detach without setting console socket"
+            "cannot allocate tty if runc will detach without setting console socket \
+             (process.terminal is true: pass --console-socket PATH to receive the pty master, or \
+             set process.terminal to false)"
         );
         let e = check_terminal(false, true, true).unwrap_err().to_string();
         assert_eq!(
             e,
-            "cannot use console socket if runc will not detach or allocate tty"
+            "cannot use console socket if runc will not detach or allocate tty \
+             (--console-socket is only for a detached process whose process.terminal is true: \
+             leave it out, or set process.terminal to true and detach)"
         );
         assert!(check_terminal(true, false, true).is_err());
     }

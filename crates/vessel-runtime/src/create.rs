@@ -120,6 +120,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     if let Some(h) = bundle.spec.hooks() {
         hooks::validate(h)?;
     }
+    if let Some(warning) = crate::bundle::unknown_capabilities_warning(&bundle.unknown_capabilities)
+    {
+        log::warn!("{warning}");
+    }
     console::check_terminal(
         opts.detach,
         bundle.terminal(),

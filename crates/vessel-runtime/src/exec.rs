@@ -123,10 +123,24 @@ pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
         path: path.to_owned(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ExecError::ReadProcess {
+    let read_error = |e: serde_json::Error| ExecError::ReadProcess {
         path: path.to_owned(),
         source: e.into(),
-    })
+    };
+    let mut process: serde_json::Value = serde_json::from_str(&text).map_err(read_error)?;
+    warn_unknown_capabilities(&mut process);
+    serde_json::from_value(process).map_err(read_error)
+}
+
+/// Drops unknown names from the `capabilities` of the process JSON `process` with runc's warning
+/// (runc exec goes through the same `capabilities.New`; see [`crate::bundle::UnknownCapability`]).
+fn warn_unknown_capabilities(process: &mut serde_json::Value) {
+    if let Some(caps) = process.get_mut("capabilities") {
+        let unknown = crate::bundle::drop_unknown_capabilities(caps, "process.capabilities");
+        if let Some(warning) = crate::bundle::unknown_capabilities_warning(&unknown) {
+            log::warn!("{warning}");
+        }
+    }
 }
 
 /// Builds the process from the bundle's `process` of container `id` and the flags (runc exec.go
@@ -192,6 +206,7 @@ fn apply_flags(base: Process, flags: &ProcessFlags) -> Result<Process, ExecError
     if flags.no_new_privs {
         p["noNewPrivileges"] = true.into();
     }
+    warn_unknown_capabilities(&mut p);
     serde_json::from_value(p).map_err(|e| bad(format!("process: {e}")))
 }
 
@@ -214,7 +229,7 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
         match &opts.console_socket {
             Some(path) => socket = Some(console::connect_socket(path)?),
             None => {
-                let found = HostConsole::find()?;
+                let found = HostConsole::find(console::EXEC_NEEDS_A_TERMINAL)?;
                 if let Ok(size) = found.size() {
                     if size.0 > 0 && size.1 > 0 {
                         console::set_console_size(&mut process, size);
@@ -388,9 +403,12 @@ fn relay_main(
                 process: process.clone(),
                 stdio: StdioConfig::default(),
             })
-            .map_err(|source| GuestError::CallAgent {
-                op: "exec the process in the guest",
-                source,
+            .map_err(|e| {
+                let op = "exec the process in the guest";
+                match crate::guest::refusal(op, e) {
+                    Ok(reason) => GuestError::StartProcess(reason),
+                    Err(source) => GuestError::CallAgent { op, source },
+                }
             })?;
         Ok(())
     })();
@@ -729,5 +747,43 @@ mod tests {
         let base: Process =
             serde_json::from_str(r#"{"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
         assert!(apply_flags(base, &bad).is_err());
+    }
+
+    #[test]
+    fn unknown_capabilities_of_exec_are_dropped_as_runc_drops_them() {
+        let base: Process =
+            serde_json::from_str(r#"{"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
+        let flags = ProcessFlags {
+            args: vec!["id".into()],
+            cwd: None,
+            env: vec![],
+            user: None,
+            additional_gids: vec![],
+            caps: vec!["KILL".into(), "FOO".into()],
+            no_new_privs: false,
+            tty: false,
+        };
+        let p = serde_json::to_value(apply_flags(base, &flags).unwrap()).unwrap();
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(
+                p["capabilities"][set],
+                serde_json::json!(["CAP_KILL"]),
+                "{set}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("process.json");
+        std::fs::write(
+            &file,
+            r#"{"cwd":"/","args":["id"],"user":{"uid":0,"gid":0},
+                "capabilities":{"bounding":["CAP_FOO","CAP_CHOWN"],"ambient":["BAR"]}}"#,
+        )
+        .unwrap();
+        let p = serde_json::to_value(load_process_file(&file).unwrap()).unwrap();
+        assert_eq!(
+            p["capabilities"]["bounding"],
+            serde_json::json!(["CAP_CHOWN"])
+        );
+        assert_eq!(p["capabilities"]["ambient"], serde_json::json!([]));
     }
 }

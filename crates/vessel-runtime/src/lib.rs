@@ -22,6 +22,7 @@ pub mod list;
 pub mod monitor;
 pub mod pause;
 pub mod procfs;
+pub mod proctitle;
 pub mod run;
 pub mod sandbox;
 pub mod share;

@@ -1,6 +1,7 @@
 //! The monitor: the process `create` forks, whose PID goes in the pid-file. It owns the sandbox
 //! (the microVM), serves `<root>/<id>/monitor.sock`, and exits exactly when the container's init
-//! exits, with its code or 128+N (see docs/design.md "Processes").
+//! exits, with its code or 128+N (see docs/design.md "Processes"). It names itself after the
+//! container in `ps` (`vessel:<id>`, `vessel-monitor <id>`: [`crate::proctitle`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -43,6 +44,11 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
+    // `vessel:<id>` / `vessel-monitor <id>` in ps rather than the create command line; an
+    // unprivileged monitor keeps the command line (debug log only).
+    if let Err(e) = crate::proctitle::set(&config.id) {
+        log::debug!("container {}: {}", config.id, chain(&e));
+    }
     // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
     if let Some(cgroup) = &config.cgroup {
         if let Err(e) = crate::cgroup::join(cgroup, std::process::id() as i32) {

@@ -85,11 +85,17 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
     let id = opts.create.id.clone();
     let mut create_opts = opts.create.clone();
     let mut host = None;
-    if Bundle::load(&create_opts.bundle)
+    let terminal = Bundle::load(&create_opts.bundle)
         .map_err(CreateError::from)?
-        .terminal()
-    {
-        let console = HostConsole::find()?;
+        .terminal();
+    // runc checks the terminal settings before it looks for the caller's terminal.
+    console::check_terminal(
+        create_opts.detach,
+        terminal,
+        create_opts.console_socket.is_some(),
+    )?;
+    if terminal {
+        let console = HostConsole::find(console::RUN_NEEDS_A_TERMINAL)?;
         create_opts.terminal_size = console.size().ok().filter(|&(r, c)| r > 0 && c > 0);
         host = Some(console);
     }

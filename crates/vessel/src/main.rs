@@ -22,23 +22,25 @@ use commands::{Context, ExitWith, UsageError};
     about = "OCI runtime that runs every container in its own KVM microVM"
 )]
 struct Cli {
-    /// Root directory for container state (should be on tmpfs).
-    #[arg(long, value_name = "PATH")]
-    root: Option<PathBuf>,
-    /// Log file (appended to); empty or absent means stderr.
+    /// Root directory for container state (should be on tmpfs); the default is
+    /// `$XDG_RUNTIME_DIR/vessel` when not root.
+    #[arg(long, value_name = "PATH", default_value_os_t = default_root())]
+    root: PathBuf,
+    /// Log file to write Vessel's logs to, appended to and never truncated [default: stderr].
     #[arg(long, value_name = "PATH")]
     log: Option<PathBuf>,
-    /// Log format: text or json.
+    /// Log format: text or json (any other value is refused).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
     /// Enable debug logging.
     #[arg(long)]
     debug: bool,
-    /// Use the systemd cgroup driver (recorded at create for later commands).
+    /// Use the systemd cgroup driver: `linux.cgroupsPath` must then be `slice:prefix:name`, e.g.
+    /// `system.slice:vessel:434234` (recorded at create for later commands).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", action = ArgAction::Set)]
     systemd_cgroup: bool,
-    /// Rootless mode: true, false or auto.
+    /// Rootless mode: true, false or auto (recorded at create for later commands).
     #[arg(long, value_name = "VALUE", default_value = "auto")]
     rootless: String,
     /// Accepted for compatibility with older callers and ignored (runc ≥1.2 ignores it).
@@ -109,15 +111,13 @@ fn print_version() {
     println!("spec: {}", vessel_runtime::spec::OCI_VERSION);
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let root_explicit = cli.root.is_some();
-    let root = match cli.root {
-        Some(r) if r == std::path::Path::new("/") => {
-            anyhow::bail!("Option --root argument should not be set to /")
-        }
-        Some(r) => std::path::absolute(&r)?,
-        None => default_root(),
-    };
+/// Runs the subcommand; `root_explicit` says whether `--root` was given (a missing default root
+/// lists as empty, a missing explicit one is an error, as runc list.go).
+fn dispatch(cli: Cli, root_explicit: bool) -> anyhow::Result<i32> {
+    if cli.root == std::path::Path::new("/") {
+        anyhow::bail!("Option --root argument should not be set to /")
+    }
+    let root = std::path::absolute(&cli.root)?;
     let ctx = Context {
         store: vessel_runtime::StateStore::new(root),
         root_explicit,
@@ -164,11 +164,12 @@ fn print_usage(command: &str) {
 
 fn main() {
     let args = argv::normalize(&Cli::command(), std::env::args_os().collect());
-    let cli = match Cli::command()
-        .try_get_matches_from(args)
-        .and_then(|m| Cli::from_arg_matches(&m))
-    {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches_from(args).and_then(|m| {
+        let root_explicit = m.value_source("root") == Some(clap::parser::ValueSource::CommandLine);
+        Cli::from_arg_matches(&m).map(|cli| (cli, root_explicit))
+    });
+    let (cli, root_explicit) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             use clap::error::ErrorKind;
             let code = match e.kind() {
@@ -190,7 +191,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match dispatch(cli) {
+    match dispatch(cli, root_explicit) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             if let Some(usage) = err.downcast_ref::<UsageError>() {

@@ -183,6 +183,88 @@ fn create_start_output_exit_code_and_delete_through_the_agent() {
     assert!(!root.join("a1").exists());
 }
 
+#[test]
+fn agent_refusals_read_as_runc_prints_them_with_the_context_in_the_debug_log() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // (process patch, runc's text after `unable to start container process: `); each refused
+    // create shuts its agent down, as it ends a VM, so each case gets a fresh agent.
+    let cases = [
+        (
+            serde_json::json!({"args": ["no-such-binary"]}),
+            r#"exec: "no-such-binary": executable file not found in $PATH"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"args": ["/bin/no-such"]}),
+            r#"exec: "/bin/no-such": stat /bin/no-such: no such file or directory"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"args": ["/bin/plain"]}),
+            r#"exec: "/bin/plain": permission denied"#.to_owned(),
+        ),
+        (
+            serde_json::json!({"cwd": "/secret", "user": {"uid": 1000, "gid": 1000}}),
+            r#"chdir to cwd ("/secret") set in config.json failed: permission denied"#.to_owned(),
+        ),
+    ];
+    for (i, (process, reason)) in cases.iter().enumerate() {
+        let agent = Agent::start();
+        let bundle = agent.bundle("true");
+        let rootfs = bundle.join("rootfs");
+        std::fs::write(rootfs.join("bin/plain"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(rootfs.join("secret")).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let config = bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        for (k, v) in process.as_object().unwrap() {
+            spec["process"][k] = v.clone();
+        }
+        std::fs::write(&config, spec.to_string()).unwrap();
+        let root = agent.dir.path().join("root");
+        let log = agent.dir.path().join("log");
+        let id = format!("r{i}");
+        let out = agent
+            .vessel(
+                &root,
+                &[
+                    "--log",
+                    log.to_str().unwrap(),
+                    "--debug",
+                    "create",
+                    "-b",
+                    bundle.to_str().unwrap(),
+                    &id,
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        // runc's words on stderr (one plain line, the log being a file), no protocol internals.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("unable to start container process: {reason}\n")
+        );
+        // The protocol context is in the debug log.
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let context = "create the container in the guest: agent refused create_container (";
+        let quoted = reason.replace('"', "\\\"");
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains("level=debug") && l.contains(context) && l.contains(&quoted)),
+            "{logged}"
+        );
+        assert!(!root.join(&id).exists());
+    }
+}
+
 /// Host processes whose command line contains `needle` (the agent test double runs containers
 /// on this host, so their processes are visible here).
 fn host_processes_with(needle: &str) -> Vec<i32> {
@@ -428,9 +510,12 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     assert_eq!(out.status.code(), Some(255));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("exec failed") && err.contains("no-such-binary"),
+        err.contains(
+            r#"exec failed: unable to start container process: exec: \"no-such-binary\": executable file not found in $PATH"#
+        ),
         "{err}"
     );
+    assert!(!err.contains("agent refused"), "{err}");
 
     // Detached: the pid-file PID exits with the guest status.
     let pid_file = agent.dir.path().join("exec.pid");
@@ -785,8 +870,11 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot allocate tty if runc will detach without setting console socket"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cannot allocate tty if runc will detach without setting console socket \
+             (process.terminal is true: pass --console-socket PATH to receive the pty master, \
+             or set process.terminal to false)"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -894,15 +982,20 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains(
-        "exec failed: cannot allocate tty if runc will detach without setting console socket"
+        "exec failed: cannot allocate tty if runc will detach without setting console socket \
+         (process.terminal is true: pass --console-socket PATH to receive the pty master, or set \
+         process.terminal to false)"
     ));
     let out = agent
         .vessel(&root, &["exec", "--console-socket", s, "t1", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot use console socket if runc will not detach or allocate tty"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "cannot use console socket if runc will not detach or allocate tty (--console-socket is \
+         only for a detached process whose process.terminal is true: leave it out, or set \
+         process.terminal to true and detach)"
+    ));
 
     // End of input (^D on the guest's canonical pty) ends the init's loop.
     master.write_all(b"\x04").unwrap();
@@ -919,9 +1012,21 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
         .success());
 }
 
+/// Runs `cmd` in a new session with stdio that is not a terminal: no terminal anywhere.
+fn output_without_terminal(mut cmd: Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
 fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_agent() {
-    use std::os::unix::process::CommandExt;
     if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
         return;
@@ -933,23 +1038,39 @@ fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_ag
     let root = agent.dir.path().join("root");
     let b = bundle.to_str().unwrap();
 
-    // No terminal anywhere (a new session, stdio not a tty): runc's error.
-    let mut cmd = agent.vessel(&root, &["run", "-b", b, "r0"]);
-    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
+    // No terminal anywhere (a new session, stdio not a tty): runc's error, after the field and
+    // the fixes; the same for a foreground exec -t (below, once a container runs).
+    let out = output_without_terminal(agent.vessel(&root, &["run", "-b", b, "r0"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("open /dev/tty"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "process.terminal is true but there is no terminal to attach it to: run from a \
+             terminal, set process.terminal to false in config.json, or run --detach with \
+             --console-socket: open /dev/tty: No such device or address (os error 6)"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!root.join("r0").exists());
+    // A foreground run with a console socket: runc's checkTerminal comes first.
+    let out = output_without_terminal(agent.vessel(
+        &root,
+        &[
+            "run",
+            "--console-socket",
+            "/nonexistent.sock",
+            "-b",
+            b,
+            "r0",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot use console socket if runc will not detach or allocate tty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The caller's terminal: a cooked pty that is `vessel run`'s controlling terminal.
     let (mut child, mut master, slave) =
@@ -998,6 +1119,18 @@ fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_ag
         .status()
         .unwrap();
     assert!(ok.success());
+    let out = output_without_terminal(agent.vessel(&root, &["exec", "-t", "r2", "true"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "exec failed: exec --tty (process.terminal) needs a terminal and there is none: run \
+             from a terminal, leave out --tty (or set terminal to false in the --process file), \
+             or exec --detach with --console-socket: open /dev/tty: No such device or address \
+             (os error 6)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (mut child, mut master, _slave) = spawn_on_terminal(
         agent.vessel(
             &root,

@@ -103,6 +103,18 @@ fn become_subreaper() {
     assert_eq!(rc, 0);
 }
 
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of `CapEff`), which the monitor needs to
+/// replace its command line.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(eff, 16).unwrap() & (1 << 24) != 0
+}
+
 fn wait_exit(pid: i32) -> i32 {
     match waitpid(Pid::from_raw(pid), None).unwrap() {
         WaitStatus::Exited(_, code) => code,
@@ -241,6 +253,43 @@ fn unknown_executable_fails_at_create() {
 }
 
 #[test]
+fn unknown_capability_is_ignored_with_runc_s_warning_and_a_malformed_config_named() {
+    let env = Env::new();
+    let b = env.bundle("caps", "exit 0");
+    let config = b.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    spec["process"]["capabilities"] =
+        serde_json::json!({"bounding": ["CAP_KILL", "CAP_FOO"], "effective": ["CAP_KILL"]});
+    std::fs::write(&config, spec.to_string()).unwrap();
+    // runc ≥1.1 creates the container and warns (libcontainer/capabilities `New`).
+    let out = env.create("c", &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            r#"level=warning msg="ignoring unknown or unavailable capabilities: [CAP_FOO] (in process.capabilities.bounding)""#
+        ),
+        "{stderr}"
+    );
+    assert!(env.run(&["delete", "--force", "c"]).status.success());
+
+    // A truncated config.json: its path, where it ends, what to do; no serde_path_to_error `?`.
+    let text_of = spec.to_string();
+    let cut = &text_of[..text_of.find("CAP_FOO").unwrap()];
+    std::fs::write(&config, cut).unwrap();
+    let out = env.create("c", &b, &[]);
+    let expected = format!(
+        "parse {}: the JSON ends inside process.capabilities.bounding[1]; complete it (is the \
+         file truncated?): EOF while parsing a string at line 1 column {}",
+        config.display(),
+        cut.len()
+    );
+    assert_fails(&out, 1, &expected);
+    assert!(!env.root().join("c").exists());
+}
+
+#[test]
 fn spec_writes_once_and_features_is_four_space_json() {
     let env = Env::new();
     let b = env.dir.path().join("spec");
@@ -293,6 +342,47 @@ fn kill_looks_up_the_container_before_the_signal() {
         &env.run(&["kill", "c", "KILL"]),
         1,
         "container does not exist",
+    );
+}
+
+#[test]
+fn help_shows_the_global_flags_defaults() {
+    // As root the default root is /run/vessel whatever XDG_RUNTIME_DIR says (runc main.go).
+    let out = Command::new(VESSEL)
+        .arg("--help")
+        .env("XDG_RUNTIME_DIR", "/run/user/1000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    let line_of = |flag: &str| {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        help[at..].lines().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let expected_root = if nix::unistd::geteuid().is_root() {
+        "[default: /run/vessel]"
+    } else {
+        "[default: /run/user/1000/vessel]"
+    };
+    assert!(line_of("--root <PATH>").ends_with(expected_root), "{help}");
+    assert!(
+        line_of("--log <PATH>").ends_with("[default: stderr]"),
+        "{help}"
+    );
+    assert!(
+        line_of("--log-format <FORMAT>").ends_with("[default: text]"),
+        "{help}"
+    );
+    assert!(
+        line_of("--systemd-cgroup")
+            .contains("`linux.cgroupsPath` must then be `slice:prefix:name`"),
+        "{help}"
+    );
+    assert!(
+        line_of("--rootless <VALUE>").ends_with("[default: auto]"),
+        "{help}"
     );
 }
 
@@ -533,7 +623,22 @@ fn detached_run_leaves_a_running_container() {
     assert_eq!(v[0]["owner"], "root");
     let ps = env.run(&["ps", "--format", "json", "d1"]);
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
-    assert_eq!(pids, vec![env.state("d1")["pid"].as_i64().unwrap() as i32]);
+    let monitor = env.state("d1")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(pids, vec![monitor]);
+    // The monitor is named after the container in ps, not after the run command line.
+    let comm = std::fs::read_to_string(format!("/proc/{monitor}/comm")).unwrap();
+    assert_eq!(comm, "vessel:d1\n");
+    // Its command line too, where the kernel lets it (CAP_SYS_RESOURCE: root on a host, the
+    // lab; not this sandbox's restricted root, where it stays the run command line).
+    let cmdline = text(&std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap());
+    if has_cap_sys_resource() {
+        assert_eq!(cmdline, "vessel-monitor\0d1\0");
+    } else {
+        assert!(
+            cmdline.starts_with(VESSEL) && cmdline.contains("\0run\0-d\0"),
+            "{cmdline:?}"
+        );
+    }
     assert!(env.run(&["delete", "--force", "d1"]).status.success());
 }
 

@@ -53,14 +53,15 @@ pub enum ProcessError {
     /// `prctl(PR_SET_NO_NEW_PRIVS)` failed.
     #[error("set process.noNewPrivileges")]
     SetNoNewPrivs(#[source] io::Error),
-    /// `chdir` to the cwd failed (runc's wording).
+    /// `chdir` to the cwd failed (runc's wording, with the cause as Go prints it:
+    /// `chdir to cwd ("/secret") set in config.json failed: permission denied`).
     #[error("chdir to cwd ({cwd:?}) set in config.json failed")]
     Chdir {
         /// The cwd.
         cwd: PathBuf,
         /// The cause.
         #[source]
-        source: io::Error,
+        source: GoError,
     },
     /// `args[0]` is not an executable on `PATH` (runc's wording, from Go's `exec.LookPath`).
     #[error("exec: {name:?}: executable file not found in $PATH")]
@@ -79,6 +80,26 @@ pub enum ProcessError {
     /// `process.args` is empty.
     #[error("process.args must not be empty")]
     CheckArgs,
+}
+
+/// An OS error as Go, and so runc, prints it: the errno's description starting in lowercase,
+/// without Rust's ` (os error N)` (`permission denied`, `not a directory`); other errors as
+/// they are.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", go_text(.0))]
+pub struct GoError(pub io::Error);
+
+/// The text of `e` as Go prints an errno (`syscall.Errno.Error`).
+pub fn go_text(e: &io::Error) -> String {
+    let Some(errno) = e.raw_os_error() else {
+        return e.to_string();
+    };
+    let desc = nix::errno::Errno::from_raw(errno).desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => e.to_string(),
+    }
 }
 
 /// The kernel number of an OCI capability (`linux/capability.h`).
@@ -236,9 +257,9 @@ pub fn switch_user<S: Syscall>(
     }
     sys.setgid(creds.gid).map_err(user_err("setresgid"))?;
     sys.setuid(creds.uid).map_err(user_err("setresuid"))?;
-    sys.chdir(cwd).map_err(|source| ProcessError::Chdir {
+    sys.chdir(cwd).map_err(|e| ProcessError::Chdir {
         cwd: cwd.to_path_buf(),
-        source,
+        source: GoError(e),
     })?;
     if let Some(caps) = caps {
         sys.set_keep_caps(false)
@@ -279,13 +300,15 @@ pub fn build_env(env: &[String], passwd: &Path, uid: u32) -> Vec<String> {
     out
 }
 
+/// Go's `exec` `findExecutable`, as runc's lookup of `args[0]` reports it: a failed stat is
+/// `stat <path>: <errno>`, a directory `is a directory`, a file without an execute bit
+/// `permission denied`.
 fn check_executable(p: &Path) -> Result<(), String> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => Err("is a directory".into()),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("permission denied".into()),
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err("no such file or directory".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(format!("stat {}: {}", p.display(), go_text(&e))),
     }
 }
 
@@ -400,10 +423,51 @@ mod tests {
             look_path("x", &[]).unwrap_err().to_string(),
             r#"exec: "x": executable file not found in $PATH"#
         );
-        assert!(look_path(plain.to_str().unwrap(), &env)
-            .unwrap_err()
-            .to_string()
-            .ends_with("permission denied"));
+        assert_eq!(
+            look_path(plain.to_str().unwrap(), &env)
+                .unwrap_err()
+                .to_string(),
+            format!("exec: {:?}: permission denied", plain.display().to_string())
+        );
+        // A path that does not exist: Go's stat error, as runc prints it.
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            look_path(missing.to_str().unwrap(), &env)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "exec: {:?}: stat {}: no such file or directory",
+                missing.display().to_string(),
+                missing.display()
+            )
+        );
+        assert_eq!(
+            look_path(dir.path().to_str().unwrap(), &env)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "exec: {:?}: is a directory",
+                dir.path().display().to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn os_errors_read_as_go_prints_them() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(go_text(&e(libc::EACCES)), "permission denied");
+        assert_eq!(go_text(&e(libc::ENOTDIR)), "not a directory");
+        assert_eq!(go_text(&e(libc::ENOENT)), "no such file or directory");
+        assert_eq!(go_text(&io::Error::other("plain")), "plain");
+        let chdir = ProcessError::Chdir {
+            cwd: "/secret".into(),
+            source: GoError(e(libc::EACCES)),
+        };
+        let cause = std::error::Error::source(&chdir).unwrap().to_string();
+        assert_eq!(
+            format!("{chdir}: {cause}"),
+            r#"chdir to cwd ("/secret") set in config.json failed: permission denied"#
+        );
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl SetupError {
                 | ProcessError::CheckExecutable { .. }
                 | ProcessError::CheckArgs,
             ) => Code::InvalidArgument,
-            SetupError::Process(ProcessError::Chdir { source, .. }) => io_code(source),
+            SetupError::Process(ProcessError::Chdir { source, .. }) => io_code(&source.0),
             SetupError::Seccomp(SeccompError::InstallFilter { .. }) => Code::Internal,
             SetupError::Seccomp(_) => Code::InvalidArgument,
             SetupError::Rootfs(RootfsError::CheckDestination { .. }) => Code::InvalidArgument,

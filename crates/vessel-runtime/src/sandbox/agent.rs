@@ -147,11 +147,12 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             let client = control
                 .as_mut()
                 .ok_or(SandboxError::InvalidState("the sandbox is not booted"))?;
+            let op = "create the container in the guest";
             client
                 .create(request)
-                .map_err(|source| SandboxError::CallAgent {
-                    op: "create the container in the guest",
-                    source,
+                .map_err(|e| match crate::guest::refusal(op, e) {
+                    Ok(reason) => SandboxError::StartProcess(reason),
+                    Err(source) => SandboxError::CallAgent { op, source },
                 })?;
         }
         *self.id.lock().expect("id lock") = Some(id.to_owned());

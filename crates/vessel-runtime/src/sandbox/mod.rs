@@ -83,6 +83,12 @@ pub enum SandboxError {
     /// The sandbox cannot do this at all.
     #[error("{0} is not supported by the {1} sandbox")]
     Unsupported(&'static str, &'static str),
+    /// The guest agent refused to set the container's process up. The message is runc's for a
+    /// failed container init (`unable to start container process`), the cause the agent's
+    /// reason as runc prints it (`exec: "x": executable file not found in $PATH`); the protocol
+    /// context (which request, which code) goes to the debug log only ([`crate::guest::refusal`]).
+    #[error("unable to start container process")]
+    StartProcess(#[source] vessel_protocol::RemoteError),
     /// The guest agent could not be reached or refused a request.
     #[error("{op}")]
     CallAgent {
