@@ -95,3 +95,31 @@ impl Profile {
         log::debug!("vcpu {index} rip samples (ms:rip): {}", samples.join(" "));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiling_is_on_only_for_a_positive_period_and_counts_exits_per_address() {
+        super::super::vcpu::install_kick_handler().unwrap();
+        // The variable is process-wide: other tests' vCPUs may profile meanwhile, which only
+        // adds debug log lines.
+        for off in ["", "0", "soon"] {
+            std::env::set_var(PROFILE_ENV, off);
+            assert!(Profile::from_env().is_none(), "{off:?}");
+        }
+        std::env::set_var(PROFILE_ENV, "1");
+        let mut p = Profile::from_env().expect("profiling on");
+        std::env::remove_var(PROFILE_ENV);
+        p.exit("io-out", 0x3f8);
+        p.exit("io-out", 0x3f8);
+        p.exit("mmio-read", 0xd000_0000);
+        // The sampler kicks this thread: its no-op handler must let the sleep go on.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(p.exits[&("io-out", 0x3f8)].0, 2);
+        assert_eq!(p.exits[&("mmio-read", 0xd000_0000)].0, 1);
+        assert_eq!(p.exits.len(), 2);
+        p.finish(0);
+    }
+}

@@ -424,37 +424,37 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: 
                     devices.pio_read(port, data);
                     Step::Continue
                 }
-                VcpuExit::IoOut(port, data) => match {
+                VcpuExit::IoOut(port, data) => {
                     count(&mut profile, "io-out", port.into());
-                    devices.pio_write(port, data)
-                } {
-                    BusOutcome::Reset => {
-                        Step::Exit(ExitReason::Shutdown(ShutdownCause::KeyboardReset))
+                    match devices.pio_write(port, data) {
+                        BusOutcome::Reset => {
+                            Step::Exit(ExitReason::Shutdown(ShutdownCause::KeyboardReset))
+                        }
+                        _ => Step::Continue,
                     }
-                    _ => Step::Continue,
-                },
-                VcpuExit::MmioRead(addr, data) => match {
+                }
+                VcpuExit::MmioRead(addr, data) => {
                     count(&mut profile, "mmio-read", addr);
-                    devices.mmio_read(addr, data)
-                } {
-                    BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
-                        addr,
-                        write: false,
-                        vcpu: index,
-                    }),
-                    _ => Step::Continue,
-                },
-                VcpuExit::MmioWrite(addr, data) => match {
+                    match devices.mmio_read(addr, data) {
+                        BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
+                            addr,
+                            write: false,
+                            vcpu: index,
+                        }),
+                        _ => Step::Continue,
+                    }
+                }
+                VcpuExit::MmioWrite(addr, data) => {
                     count(&mut profile, "mmio-write", addr);
-                    devices.mmio_write(addr, data)
-                } {
-                    BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
-                        addr,
-                        write: true,
-                        vcpu: index,
-                    }),
-                    _ => Step::Continue,
-                },
+                    match devices.mmio_write(addr, data) {
+                        BusOutcome::Unhandled => Step::Exit(ExitReason::UnhandledMmio {
+                            addr,
+                            write: true,
+                            vcpu: index,
+                        }),
+                        _ => Step::Continue,
+                    }
+                }
                 // With the in-kernel irqchip HLT stays in the kernel; an exit here is harmless.
                 VcpuExit::Hlt | VcpuExit::Intr => Step::Continue,
                 VcpuExit::Shutdown => Step::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault(
