@@ -1,5 +1,6 @@
 //! The image cache: private copies of the guest kernel and initramfs that the VMM maps into guest
-//! memory instead of copying them in (decision 0006, `docs/decisions/`).
+//! memory instead of copying them in, when `VmConfig::image_cache` asks for it (decision 0006,
+//! `docs/decisions/`: opt-in, as the mapped guest boots slower in the lab).
 //!
 //! Mapping a file into a guest is safe only while nobody rewrites it in place: a page the guest
 //! has not written yet shows the file's current content. The kernel and initramfs the caller names
@@ -16,7 +17,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Default cache directory: on the tmpfs of `/run`, beside (not inside) Vessel's default state
+/// Suggested cache directory: on the tmpfs of `/run`, beside (not inside) Vessel's default state
 /// root, whose entries are container IDs.
 pub const DEFAULT_DIR: &str = "/run/vessel-images";
 

@@ -84,14 +84,31 @@ fn lab_boots_with_one_and_two_vcpus_and_sees_them_and_its_memory() {
     let Some((kernel, initramfs, dir)) = lab() else {
         return;
     };
+    // The 2-vCPU guest boots from the image cache's mapped copies (decision 0006, opt-in).
+    let images = dir.path().join("images");
     for vcpus in [1u32, 2] {
         let mut cfg = probe_config(&kernel, &initramfs, &dir);
         cfg.vcpus = vcpus;
         let log = dir.path().join(format!("serial-{vcpus}.log"));
         cfg.serial = SerialSink::File(log.clone());
+        if vcpus == 2 {
+            cfg.image_cache = Some(images.clone());
+        }
         let t0 = Instant::now();
         let mut vm = Vm::start(cfg).unwrap();
         let setup = t0.elapsed();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mapped = maps
+            .lines()
+            .filter(|l| l.contains(images.to_str().unwrap()))
+            .count();
+        if vcpus == 2 {
+            // The kernel's four PT_LOAD segments and the initramfs.
+            assert!(mapped >= 5, "image cache files mapped into guest RAM:\n{maps}");
+            assert_eq!(std::fs::read_dir(&images).unwrap().count(), 2);
+        } else {
+            assert_eq!(mapped, 0);
+        }
         let to_init = wait_for_line(&log, "PROBE init", Duration::from_secs(60));
         let reason = finish(&mut vm, 120);
         let total = t0.elapsed();
