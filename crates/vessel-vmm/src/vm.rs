@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
@@ -34,8 +34,8 @@ use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
 use crate::VmmError;
 
 /// Kernel command line every guest gets (design.md, "Guest boot"). `no_timer_check` skips the
-/// boot-time check that the PIT's interrupt reaches the CPU through the IO-APIC (KVM's in-kernel
-/// PIT and IO-APIC are known good; Kata passes it too). `noreplace-smp` keeps the lock prefixes
+/// boot-time check that a PIT's interrupt reaches the CPU through the IO-APIC (there is no PIT,
+/// and KVM's in-kernel IO-APIC is known good; Kata passes it too). `noreplace-smp` keeps the lock prefixes
 /// a one-vCPU guest would otherwise patch out one `text_poke` at a time (thousands, about 100 ms
 /// of a lab boot in `VESSEL_VCPU_PROFILE_MS` samples; Documentation/admin-guide/kernel-parameters.txt).
 /// The guest kernel has no PS/2 driver: `reboot=k` resets through the i8042 port directly.
@@ -117,12 +117,11 @@ impl Vm {
             .set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_err("identity map address"))?;
         vm_fd.create_irq_chip().map_err(kvm_err("irqchip"))?;
-        vm_fd
-            .create_pit2(kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            })
-            .map_err(kvm_err("pit"))?;
+        // No PIT (KVM_CREATE_PIT2): it cost 4-6 ms of setup here (a kernel thread per VM), and
+        // the guest never uses it: with KVM's TSC-deadline LAPIC timer and ARAT, Linux's
+        // `use_pit()` (arch/x86/kernel/i8253.c) says no and only writes the PIT's ports once to
+        // stop it; without a PIT those land on the empty port bus (reads 0xff), as on QEMU's
+        // microvm with pit=off.
 
         memory::register(&vm_fd, &mem).map_err(VmmError::Memory)?;
         let t_memory = t0.elapsed();

@@ -104,7 +104,10 @@ fn lab_boots_with_one_and_two_vcpus_and_sees_them_and_its_memory() {
             .count();
         if vcpus == 2 {
             // The kernel's four PT_LOAD segments and the initramfs.
-            assert!(mapped >= 5, "image cache files mapped into guest RAM:\n{maps}");
+            assert!(
+                mapped >= 5,
+                "image cache files mapped into guest RAM:\n{maps}"
+            );
             assert_eq!(std::fs::read_dir(&images).unwrap().count(), 2);
         } else {
             assert_eq!(mapped, 0);
