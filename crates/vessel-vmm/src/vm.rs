@@ -74,7 +74,7 @@ pub struct Vm {
     cmdline: String,
     finished: Option<ExitReason>,
     // Field order is drop order: the VM fd goes before the memory it maps.
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     _memory: memory::GuestRam,
 }
 
@@ -108,7 +108,7 @@ impl Vm {
             source,
         })?;
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
-        let vm_fd = kvm.create_vm().map_err(VmmError::CreateVm)?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::CreateVm)?);
         let kvm_err = |what: &'static str| move |source| VmmError::SetupVm { what, source };
         vm_fd
             .set_tss_address(layout::KVM_TSS_ADDRESS)
@@ -116,6 +116,14 @@ impl Vm {
         vm_fd
             .set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_err("identity map address"))?;
+        // The memory slots register on their own thread while the irqchip and
+        // devices are built.
+        let slots = memory::Registrar::spawn(vm_fd.clone(), mem.clone()).map_err(|source| {
+            VmmError::SpawnThread {
+                name: "vmm-memslots".into(),
+                source,
+            }
+        })?;
         vm_fd.create_irq_chip().map_err(kvm_err("irqchip"))?;
         // No PIT (KVM_CREATE_PIT2): it cost 4-6 ms of setup here (a kernel thread per VM), and
         // the guest never uses it: with KVM's TSC-deadline LAPIC timer and ARAT, Linux's
@@ -123,7 +131,6 @@ impl Vm {
         // stop it; without a PIT those land on the empty port bus (reads 0xff), as on QEMU's
         // microvm with pit=off.
 
-        memory::register(&vm_fd, &mem).map_err(VmmError::Memory)?;
         let t_memory = t0.elapsed();
         mptable::setup(&mem, layout::MPTABLE_START, config.vcpus).map_err(VmmError::Mptable)?;
 
@@ -195,6 +202,7 @@ impl Vm {
             cmdline.push_str(&config.extra_cmdline);
         }
         let t_devices = t0.elapsed();
+        slots.finish().map_err(VmmError::Memory)?;
         let images = loader.finish().map_err(VmmError::Boot)?;
         let boot_info = boot::write_boot_info(&mem, &images, &cmdline).map_err(VmmError::Boot)?;
         let t_boot = t0.elapsed();
@@ -251,8 +259,8 @@ impl Vm {
             vm.vcpu_threads.push(h);
         }
         log::debug!(
-            "vm set up in {:?} (VM and guest memory {:?}, devices {:?}, waiting for the kernel \
-             and initramfs {:?}, vCPUs {:?})",
+            "vm set up in {:?} (VM and guest memory {:?}, devices {:?}, waiting for the memory \
+             slots, kernel and initramfs {:?}, vCPUs {:?})",
             t0.elapsed(),
             t_memory,
             t_devices - t_memory,
