@@ -80,6 +80,35 @@ pub enum BundleError {
         /// The absolute rootfs path.
         path: PathBuf,
     },
+    /// `root.path` goes through a symbolic link (runc's `validateRootfs` refuses it: the path
+    /// must be the directory itself, as resolved from the bundle's physical path).
+    #[error(
+        "invalid rootfs: not an absolute path, or a symlink: root.path {path} resolves to \
+         {resolved}; set root.path to the real directory"
+    )]
+    SymlinkRootfs {
+        /// The rootfs path as the config names it (joined to the bundle when relative).
+        path: PathBuf,
+        /// Where it leads.
+        resolved: PathBuf,
+    },
+}
+
+/// `p` with `.` and `..` components removed lexically, as Go's `filepath.Clean` (`..` above the
+/// root stays at the root).
+fn lexically_clean(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// A validated bundle.
@@ -311,6 +340,18 @@ impl Bundle {
         if !rootfs.is_dir() {
             return Err(BundleError::FindRootfs { path: rootfs });
         }
+        // As runc: a relative root.path is joined to the bundle's physical path (runc's cwd after
+        // chdir), cleaned lexically, and must then be where it resolves to.
+        let physical = path.canonicalize().unwrap_or_else(|_| path.clone());
+        let named = lexically_clean(&physical.join(root.path()));
+        let resolved = rootfs.canonicalize().unwrap_or_else(|_| rootfs.clone());
+        if named != resolved {
+            return Err(BundleError::SymlinkRootfs {
+                path: rootfs,
+                resolved,
+            });
+        }
+        let rootfs = resolved;
         Ok(Bundle {
             path,
             spec,
@@ -610,5 +651,42 @@ mod tests {
         let dir = bundle_with(&cfg);
         let err = Bundle::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("nope) does not exist"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_rootfs_through_a_symlink_as_runc_but_not_a_symlinked_bundle_path() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real-rootfs");
+        std::fs::create_dir(&real).unwrap();
+        let dir = bundle_with(GOOD);
+        std::fs::remove_dir(dir.path().join("rootfs")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("rootfs")).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        let BundleError::SymlinkRootfs { resolved, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(resolved, &real.canonicalize().unwrap());
+        assert!(
+            err.to_string()
+                .starts_with("invalid rootfs: not an absolute path, or a symlink: root.path "),
+            "{err}"
+        );
+
+        // An absolute root.path to the real directory, and ".." on the way, are fine; so is a
+        // bundle reached through a symlink (runc resolves its cwd physically).
+        let abs = GOOD.replace(
+            "\"rootfs\"",
+            &format!("\"{}/../real-rootfs\"", real.display()),
+        );
+        let ok = bundle_with(&abs);
+        assert_eq!(
+            Bundle::load(ok.path()).unwrap().rootfs,
+            real.canonicalize().unwrap()
+        );
+        let good = bundle_with(GOOD);
+        let link = base.path().join("bundle-link");
+        std::os::unix::fs::symlink(good.path(), &link).unwrap();
+        let b = Bundle::load(&link).unwrap();
+        assert_eq!(b.rootfs, good.path().canonicalize().unwrap().join("rootfs"));
     }
 }

@@ -91,9 +91,10 @@ pub enum HooksError {
         path: PathBuf,
         /// `exit status N` or `signal: N` (Go's wording, as runc prints).
         status: String,
-        /// What the hook wrote to stdout, trailing whitespace trimmed.
+        /// What the hook wrote to stdout, trailing whitespace trimmed; its first
+        /// `MAX_QUOTED_OUTPUT` (4096) bytes and the total size when longer.
         stdout: String,
-        /// What the hook wrote to stderr, trailing whitespace trimmed.
+        /// The same of stderr.
         stderr: String,
     },
     /// The hook outlived its `timeout` and was killed (runc's text).
@@ -432,11 +433,23 @@ fn memory_file(name: &str, data: &[u8]) -> std::io::Result<File> {
 
 /// The whole content of a memory file, as text with trailing whitespace trimmed.
 fn read_all(mut file: File) -> std::io::Result<String> {
-    let mut data = Vec::new();
+    let size = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut data)?;
-    Ok(String::from_utf8_lossy(&data).trim_end().to_owned())
+    let mut data = Vec::new();
+    Read::by_ref(&mut file)
+        .take(MAX_QUOTED_OUTPUT as u64)
+        .read_to_end(&mut data)?;
+    let mut text = String::from_utf8_lossy(&data).trim_end().to_owned();
+    if size > MAX_QUOTED_OUTPUT as u64 {
+        text.push_str(&format!("... ({size} bytes in all)"));
+    }
+    Ok(text)
 }
+
+/// Most bytes of a failed hook's stdout, and of its stderr, quoted in the error: the error is one
+/// log line (containerd's `log.json`, podman's `oci-log`), which a chatty hook must not flood.
+/// runc quotes all of it.
+const MAX_QUOTED_OUTPUT: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -542,6 +555,25 @@ mod tests {
             err.to_string(),
             "error running prestart hook #0 /bin/sh: exit status 3, stdout: out, stderr: err"
         );
+    }
+
+    #[test]
+    fn a_chatty_failing_hook_is_quoted_up_to_4_kib_with_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // 100,000 bytes of 'x' on stdout (no newline), 3 bytes on stderr.
+        let h = hook(sh(
+            "head -c 100000 /dev/zero | tr '\\0' x; echo err >&2; exit 1",
+            dir.path(),
+        ));
+        let err = run_single(HookKind::CreateRuntime, h).unwrap_err();
+        let HooksError::FailHook { stdout, stderr, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            stdout,
+            &format!("{}... (100000 bytes in all)", "x".repeat(4096))
+        );
+        assert_eq!(stderr, "err");
     }
 
     #[test]
