@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::bundle::{Bundle, BundleError};
@@ -53,6 +53,13 @@ pub enum CreateError {
     /// The monitor failed to create the container; the message is the monitor's.
     #[error("{0}")]
     RunMonitor(String),
+    /// The monitor (and so the VM) ended while the create hooks ran: the container was killed
+    /// meanwhile (`kill` does not wait for `create`), so create does not report it created.
+    #[error(
+        "the container's monitor exited while the create hooks ran ({0}); was it killed \
+         meanwhile? create it again"
+    )]
+    MonitorExitedDuringHooks(String),
     /// A hook in config.json is invalid, or a `prestart`, `createRuntime` or `createContainer`
     /// hook failed.
     #[error(transparent)]
@@ -222,6 +229,15 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 HookKind::CreateContainer,
             ] {
                 hooks::run(kind, record.hooks.as_ref(), &state, Some(&bundle.path))?;
+            }
+            if record.hooks.is_some() {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(status) => {
+                        return Err(CreateError::MonitorExitedDuringHooks(format!("{status:?}")))
+                    }
+                    Err(e) => return Err(CreateError::MonitorExitedDuringHooks(e.to_string())),
+                }
             }
             // runc sends the master during create, before the pid-file is written.
             let console = match (&socket, master) {

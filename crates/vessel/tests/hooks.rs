@@ -341,3 +341,26 @@ fn features_lists_the_six_kinds() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hooks"], serde_json::json!(KINDS));
 }
+
+#[test]
+fn a_container_killed_while_its_create_hooks_run_is_not_reported_created() {
+    let s = Setup::new();
+    // The createRuntime hook kills the monitor (its pid is in the state it logged), as a
+    // `vessel kill` run meanwhile would: create must fail and leave nothing.
+    let hooks = s.hooks(
+        &["createRuntime", "poststop"],
+        "createRuntime",
+        r#"pid=$(tail -n 1 "$2" | sed 's/.*"pid":\([0-9]*\).*/\1/'); kill -9 "$pid"; sleep 0.3"#,
+    );
+    let bundle = s.bundle("exec sleep 30", hooks);
+    let out = s.run(&["create", "-b", bundle.to_str().unwrap(), "c9"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the container's monitor exited while the create hooks ran"),
+        "{stderr}"
+    );
+    assert!(!s.root().join("c9").exists(), "state dir left");
+    let kinds: Vec<String> = s.runs().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["createRuntime", "poststop"]);
+}
