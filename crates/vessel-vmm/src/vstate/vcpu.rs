@@ -87,7 +87,9 @@ pub enum ShutdownCause {
 }
 
 /// Where a vCPU was when the guest triple-faulted (`KVM_GET_REGS`, `KVM_GET_SREGS`): a triple
-/// fault leaves the guest no chance to print a panic, so this is its only trace.
+/// fault leaves the guest no chance to print a panic, so this is its only trace. On Intel (VMX)
+/// it is the faulting state; on AMD (SVM) KVM re-initialises the vCPU on a shutdown intercept
+/// (`shutdown_interception`), so it reads as the reset state (`rip=0xfff0 cs=0xf000`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultState {
     /// Index of the vCPU that took the fault.
