@@ -12,6 +12,7 @@ pub mod devices;
 pub mod event_loop;
 pub mod host;
 pub mod image_cache;
+pub mod joined;
 pub mod vm;
 pub mod vstate;
 

@@ -21,6 +21,7 @@ use vm_memory::{
 };
 
 use crate::arch::x86_64::layout;
+use crate::joined::Joined;
 
 /// Size of a transparent huge page on x86_64, and the alignment of guest RAM (bytes).
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -205,29 +206,17 @@ pub fn create(mem_bytes: u64) -> Result<GuestRam, MemoryError> {
 /// overlap (KVM serialises memslot changes with its own lock; the vCPUs do not run before
 /// [`Registrar::finish`]). Dropping an unfinished `Registrar` joins the thread.
 #[derive(Debug)]
-pub struct Registrar(Option<std::thread::JoinHandle<Result<(), MemoryError>>>);
+pub struct Registrar(Joined<Result<(), MemoryError>>);
 
 impl Registrar {
     /// Starts registering `mem`'s regions with `vm`. Errors: the thread cannot be spawned.
     pub fn spawn(vm: Arc<VmFd>, mem: GuestMemoryMmap) -> std::io::Result<Registrar> {
-        let handle = std::thread::Builder::new()
-            .name("vmm-memslots".into())
-            .spawn(move || register(&vm, &mem))?;
-        Ok(Registrar(Some(handle)))
+        Joined::spawn("vmm-memslots", move || register(&vm, &mem)).map(Registrar)
     }
 
     /// Waits for the registration; its error, or [`MemoryError::RegistrarPanicked`].
-    pub fn finish(mut self) -> Result<(), MemoryError> {
-        let handle = self.0.take().expect("a Registrar is finished once");
-        handle.join().map_err(|_| MemoryError::RegistrarPanicked)?
-    }
-}
-
-impl Drop for Registrar {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            let _ = handle.join();
-        }
+    pub fn finish(self) -> Result<(), MemoryError> {
+        self.0.finish().ok_or(MemoryError::RegistrarPanicked)?
     }
 }
 

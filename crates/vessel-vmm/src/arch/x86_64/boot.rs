@@ -18,6 +18,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 use super::elf_map;
 use super::layout::*;
 use crate::image_cache::ImageCache;
+use crate::joined::Joined;
 use crate::vstate::memory;
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
@@ -256,7 +257,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// initramfs into guest memory overlaps with building the VM. Dropping a `Loader` that was not
 /// [`finish`](Loader::finish)ed joins the thread, so no thread outlives it holding guest memory.
 #[derive(Debug)]
-pub struct Loader(Option<std::thread::JoinHandle<Result<Images, BootError>>>);
+pub struct Loader(Joined<Result<Images, BootError>>);
 
 impl Loader {
     /// Starts loading `kernel` and `initramfs` into `mem` (a clone of the VM's guest memory).
@@ -267,24 +268,15 @@ impl Loader {
         initramfs: Option<std::path::PathBuf>,
         cache: Option<ImageCache>,
     ) -> std::io::Result<Loader> {
-        let handle = std::thread::Builder::new()
-            .name("vmm-loader".into())
-            .spawn(move || load_images(&mem, &kernel, initramfs.as_deref(), cache.as_ref()))?;
-        Ok(Loader(Some(handle)))
+        Joined::spawn("vmm-loader", move || {
+            load_images(&mem, &kernel, initramfs.as_deref(), cache.as_ref())
+        })
+        .map(Loader)
     }
 
     /// Waits for the load and returns where the images went, or why they could not be loaded.
-    pub fn finish(mut self) -> Result<Images, BootError> {
-        let handle = self.0.take().expect("a Loader is finished once");
-        handle.join().map_err(|_| BootError::LoaderPanicked)?
-    }
-}
-
-impl Drop for Loader {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            let _ = handle.join();
-        }
+    pub fn finish(self) -> Result<Images, BootError> {
+        self.0.finish().ok_or(BootError::LoaderPanicked)?
     }
 }
 
