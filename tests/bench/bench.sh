@@ -17,7 +17,6 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 cd "$repo"
 [ -r build/share/vessel/vmlinux ] || { echo "bench: build/share/vessel/vmlinux missing; run 'make kernel'" >&2; exit 1; }
-command -v strace >/dev/null || { echo "bench: strace not found (apt-get install strace)" >&2; exit 1; }
 command -v runc >/dev/null || { echo "bench: runc not found (apt-get install runc)" >&2; exit 1; }
 [ -x build/bin/vessel ] && [ -r build/share/vessel/initramfs.cpio ] \
   || { echo "bench: build/bin/vessel or the initramfs missing; run 'make artefacts'" >&2; exit 1; }
@@ -25,7 +24,7 @@ command -v runc >/dev/null || { echo "bench: runc not found (apt-get install run
 RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release \
   --target x86_64-unknown-linux-gnu -p vessel-guest-probe
 cargo build -q --release -p vessel-vmm --example vmm
-cargo build -q --release --manifest-path tests/bench/Cargo.toml
+cargo build -q --release --manifest-path tests/bench/Cargo.toml --target-dir "$target"
 # The agent's in-guest setup cost comes from the lab test lab_agent_protocol_* (it prints BENCH
 # records); its native peer is the static agent in `serve` mode, built by `make artefacts`.
 agent_test=$(cargo test -q -p vessel --test lab_agent_fields --no-run --message-format=json 2>/dev/null \
@@ -82,7 +81,7 @@ table "Vessel VMM vs QEMU microvm, same vmlinux + initramfs, 1 vCPU, 128 MiB; $(
   "preguest_ms|  before the guest clock starts|1|" \
   "uptime_ms|  guest kernel (its uptime at init)|1|" \
   "overhead_kib|host overhead at init, MiB [lab]|1024|vessel <= 5 MiB" \
-  "setup_native_ms|start to 1st KVM_RUN, ms [native, strace]|1|vessel < 10 ms"
+  "setup_native_ms|start to 1st KVM_RUN, ms [native]|1|vessel < 10 ms"
 table "virtio-fs in a Vessel guest vs the lab host, same tmpfs; 256 MiB sequential, 10,000 files (issue 5)" host \
   "fs_write_mib_s|sequential write, MiB/s [lab]|1|ratio >= 0.5" \
   "fs_read_mib_s|sequential read, MiB/s [lab]|1|ratio >= 0.5" \

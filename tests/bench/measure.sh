@@ -11,9 +11,9 @@
 #           sequential write and read of 256 MiB (MiB/s) and create, stat and delete of 10,000
 #           files (ms), the same code on both sides (vessel-guest-probe's fsbench; BENCH_FS_RUNS
 #           runs, default 1)
-#   native  setup: ms from the VMM's execve to its first KVM_RUN, under strace (VM creation works
-#           on this host's kvm_pvm even though guests do not boot; strace under the lab's TCG
-#           costs seconds, so it is not measured there)
+#   native  setup: ms from spawning the VMM to its first KVM_RUN, seen as the line each VMM logs
+#           just before that ioctl (VM creation works on this host's kvm_pvm even though guests
+#           do not boot)
 #
 # Both sides boot the same vmlinux and initramfs (vessel-guest-probe as /init) with 1 vCPU, 128 MiB
 # of anonymous RAM in transparent huge pages, a 16550 serial console and the same kernel command line; they run
@@ -63,23 +63,16 @@ boot() {
   echo "BENCH overhead_kib $side $over"
 }
 
-# setup SIDE CMD...: ms from the VMM's execve to its first KVM_RUN, from strace timestamps; the
-# VMM (its pid from a pid file: the lab kernel has no /proc/<pid>/task/<tid>/children) is killed
-# as soon as that ioctl shows up.
+# setup SIDE CMD...: ms from spawning the VMM to its first KVM_RUN, as vessel-bench times the
+# first line that says so: Vessel's debug log ("vcpu 0: first KVM_RUN", logged just before the
+# ioctl) and QEMU's trace event kvm_vcpu_ioctl with KVM_RUN's number (0xae80; the "log" trace
+# backend writes it to stderr just before the ioctl). No tracer: strace, used until 2026-11-30,
+# stopped both at every traced ioctl (QEMU issues 7 times as many as Vessel).
 setup() {
-  local side=$1; shift
-  local log=$stage/strace-$side.log pidfile=$stage/pid-$side
-  rm -f "$log" "$pidfile"
-  strace -f -ttt --seccomp-bpf -e trace=execve,ioctl -o "$log" -- \
-    sh -c 'echo $$ > "$0"; exec "$@"' "$pidfile" "$@" </dev/null >/dev/null 2>&1 &
-  local st=$! deadline=$((SECONDS + 60))
-  until grep -q KVM_RUN "$log" 2>/dev/null || ! kill -0 "$st" 2>/dev/null || [ $SECONDS -gt $deadline ]; do
-    sleep 0.05
-  done
-  kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
-  wait "$st" 2>/dev/null || true
-  local ms; ms=$(awk '/execve\(.*= 0$/ {t0 = $2} /KVM_RUN/ {printf "%.1f", ($2 - t0) * 1000; exit}' "$log")
-  [ -n "$ms" ] || { echo "measure: $side never reached KVM_RUN; see $log" >&2; return 1; }
+  local side=$1 out; shift
+  out=$(VMM_LOG=debug "$stage/vessel-bench" "$setup_marker" "$@")
+  local us=${out#*us=}; us=${us%% *}
+  local ms; ms=$(awk -v us="$us" 'BEGIN { printf "%.1f", us / 1000 }')
   echo "$side: setup ${ms} ms" >&2
   echo "BENCH setup_${mode}_ms $side $ms"
 }
@@ -92,8 +85,8 @@ for i in $(seq "$runs"); do
     boot vessel "${vessel[@]}"
     boot qemu "${qemu[@]}"
   else
-    setup vessel "${vessel[@]}"
-    setup qemu "${qemu[@]}"
+    setup_marker="vcpu 0: first KVM_RUN" setup vessel "${vessel[@]}"
+    setup_marker="type 0xae80" setup qemu "${qemu[@]}" -trace kvm_vcpu_ioctl
   fi
 done
 

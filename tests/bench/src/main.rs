@@ -4,7 +4,7 @@
 //! stdout and stderr on one socket, where the guest's serial console must appear. When a line
 //! containing MARKER arrives it reads `/proc/<pid>/smaps` and prints one line:
 //!
-//! `ms=<start to marker> rss_kib=<Rss> guest_kib=<Rss of guest RAM> overhead_kib=<difference> exit=<how CMD ended>`
+//! `ms=<start to marker> us=<the same in microseconds> rss_kib=<Rss> guest_kib=<Rss of guest RAM> overhead_kib=<difference> exit=<how CMD ended>`
 //!
 //! Guest RAM is recognised on both sides as the anonymous mappings of exactly
 //! `$VESSEL_BENCH_GUEST_MIB` MiB (default 128; Vessel's RAM and QEMU's default RAM block are one
@@ -102,8 +102,9 @@ fn measure(marker: &str, cmd: &[String]) -> std::io::Result<String> {
     drop(ours);
     let _ = drain.join();
     Ok(format!(
-        "ms={} rss_kib={rss} guest_kib={guest} overhead_kib={} exit={exit}",
+        "ms={} us={} rss_kib={rss} guest_kib={guest} overhead_kib={} exit={exit}",
         elapsed.as_millis(),
+        elapsed.as_micros(),
         rss - guest
     ))
 }

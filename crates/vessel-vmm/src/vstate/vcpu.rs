@@ -418,7 +418,14 @@ fn count(profile: &mut Option<Profile>, kind: &'static str, addr: u64) {
 pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: Arc<VcpuControl>) {
     let i = index as usize;
     let mut profile = Profile::from_env();
+    let mut first_run = true;
     while ctl.checkpoint(i) {
+        if first_run {
+            // `make bench` times process start to this line (the setup row): logged just
+            // before the vCPU's first `KVM_RUN`.
+            log::debug!("vcpu {index}: first KVM_RUN");
+            first_run = false;
+        }
         let step = match vcpu.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
