@@ -94,9 +94,12 @@ done
 # then natively on the same tmpfs.
 if [ "$mode" = lab ] && want fs; then
   share=/tmp/vessel-fsbench-share
+  # The agent's read-ahead window for a container's share, so the probe's mount matches it.
+  ra_kb=$(sed -n 's/^pub const SHARE_READ_AHEAD_KB: u32 = \([0-9]*\);/\1/p' "$repo/guest-agent/src/init.rs")
+  [ -n "$ra_kb" ] || { echo "measure: SHARE_READ_AHEAD_KB not found in guest-agent/src/init.rs" >&2; exit 1; }
   cat > "$stage/vm-fsbench.json" <<JSON
 {"vcpus": 1, "memory_mib": 512, "kernel": "$kernel", "initramfs": "$cpio",
- "serial": "stderr", "vsock_cid": 3, "extra_cmdline": "probe.fsbench=benchfs",
+ "serial": "stderr", "vsock_cid": 3, "extra_cmdline": "probe.fsbench=benchfs probe.fs_ra_kb=$ra_kb",
  "fs": [{"tag": "benchfs", "shared_dir": "$share"}]}
 JSON
   fsrecords() { # SIDE LOG: PROBE fsbench lines to BENCH records

@@ -23,6 +23,7 @@ fn lab_run_busybox_in_a_microvm() {
                   grep -c ^processor /proc/cpuinfo; \
                   echo written-in-guest > /from-guest.txt; \
                   cat /from-host.txt; \
+                  cat /sys/class/bdi/$(mountpoint -d /)/read_ahead_kb; \
                   echo to-stderr >&2; \
                   exit 3";
     let bundle = lab.bundle("bundle", script);
@@ -47,8 +48,9 @@ fn lab_run_busybox_in_a_microvm() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
-        ["hello-from-guest", "1", "1", "written-on-host"],
-        "the workload runs in the guest kernel (virtio_mmio on its command line, 1 vCPU)"
+        ["hello-from-guest", "1", "1", "written-on-host", "1024"],
+        "the workload runs in the guest kernel (virtio_mmio on its command line, 1 vCPU), its \
+         root on the share with the agent's read-ahead window (KiB)"
     );
     assert_eq!(text(&out.stderr).trim(), "to-stderr");
     assert_eq!(

@@ -100,23 +100,19 @@ fn main() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("probe.fsbench="))
     {
-        std::fs::create_dir_all("/mnt")
-            .and_then(|()| mount(tag, "/mnt", "virtiofs"))
-            .map_or_else(
-                |e| println!("PROBE fsbench FAILED {e}"),
-                |()| fsbench::run(std::path::Path::new("/mnt/fsbench")),
-            );
+        mount_bench_share(tag, &cmdline).map_or_else(
+            |e| println!("PROBE fsbench FAILED {e}"),
+            |()| fsbench::run(std::path::Path::new("/mnt/fsbench")),
+        );
     }
     if let Some(tag) = cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("probe.fslat="))
     {
-        std::fs::create_dir_all("/mnt")
-            .and_then(|()| mount(tag, "/mnt", "virtiofs"))
-            .map_or_else(
-                |e| println!("PROBE fslat FAILED {e}"),
-                |()| fslat::run(std::path::Path::new("/mnt/fslat")),
-            );
+        mount_bench_share(tag, &cmdline).map_or_else(
+            |e| println!("PROBE fslat FAILED {e}"),
+            |()| fslat::run(std::path::Path::new("/mnt/fslat")),
+        );
     }
     if cmdline.split_whitespace().any(|w| w == "probe.dmesg") {
         let min_us = cmdline
@@ -182,6 +178,35 @@ fn mount(src: &str, dst: &str, fstype: &str) -> std::io::Result<()> {
     // SAFETY: all three are valid NUL-terminated strings alive for the call; data is null.
     let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), 0, std::ptr::null()) };
     check(rc, &format!("mount {fstype} {src} on {dst}"))
+}
+
+/// Mounts the virtio-fs share `tag` on `/mnt` for `fsbench` and `fslat`; with
+/// `probe.fs_ra_kb=N` on the command line it then sets the share's read-ahead window to N KiB
+/// (`/sys/class/bdi/<major>:<minor>/read_ahead_kb`, Documentation/ABI/testing/sysfs-class-bdi),
+/// as the agent does for a container's share.
+fn mount_bench_share(tag: &str, cmdline: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all("/mnt")?;
+    mount(tag, "/mnt", "virtiofs")?;
+    let Some(kb) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("probe.fs_ra_kb="))
+    else {
+        return Ok(());
+    };
+    std::fs::create_dir_all("/sys")?;
+    mount("sysfs", "/sys", "sysfs")?;
+    let dev = std::fs::metadata("/mnt").map(|m| std::os::linux::fs::MetadataExt::st_dev(&m))?;
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    std::fs::write(&path, kb)?;
+    println!(
+        "PROBE fs read_ahead_kb={}",
+        std::fs::read_to_string(&path)?.trim()
+    );
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: the checksum the host recomputes.
