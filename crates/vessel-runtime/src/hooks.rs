@@ -704,8 +704,13 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let dead = || match crate::procfs::stat(child) {
-            Ok(_) => std::fs::read_to_string(format!("/proc/{child}/stat"))
+        assert_dies_soon(child);
+    }
+
+    /// Asserts that `pid` is gone, or a zombie waiting for init, within 2 s.
+    fn assert_dies_soon(pid: i32) {
+        let dead = || match crate::procfs::stat(pid) {
+            Ok(_) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|s| {
                     s.rsplit(')')
                         .next()
@@ -720,7 +725,57 @@ mod tests {
         while !dead() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(dead(), "the hook's child {child} is still running");
+        assert!(dead(), "the hook's child {pid} is still running");
+    }
+
+    #[test]
+    fn a_terminating_signal_kills_the_hook_and_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh(
+            "grep SigBlk /proc/$$/status > \"$1/sigblk\"; sleep 30 & echo $! > \"$1/child\"; \
+             echo $$ > \"$1/.hook\"; mv \"$1/.hook\" \"$1/hook\"; wait",
+            dir.path(),
+        ));
+        let mut interrupts = Interrupts::catch().unwrap();
+        // Another thread signals this one (the harness runs others, which do not block it)
+        // once the hook runs.
+        let me = nix::sys::pthread::pthread_self();
+        let marker = dir.path().join("hook");
+        let signaller = std::thread::spawn(move || {
+            while !marker.exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            nix::sys::pthread::pthread_kill(me, Signal::SIGINT).unwrap();
+        });
+        let begun = Instant::now();
+        let err = run_interruptible(
+            HookKind::CreateRuntime,
+            Some(&hooks("createRuntime", vec![h])),
+            &state(),
+            None,
+            &mut interrupts,
+        )
+        .unwrap_err();
+        signaller.join().unwrap();
+        drop(interrupts);
+        assert!(begun.elapsed() < Duration::from_secs(5));
+        assert_eq!(err.interrupted(), Some(Signal::SIGINT));
+        assert_eq!(
+            err.to_string(),
+            "error running createRuntime hook #0 /bin/sh: interrupted by SIGINT (the hook was killed)"
+        );
+        let read = |name: &str| -> i32 {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            text.trim().parse().unwrap()
+        };
+        // The hook did not inherit the blocked signals (Command resets the mask).
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sigblk")).unwrap(),
+            "SigBlk:\t0000000000000000\n"
+        );
+        // The hook was reaped; its child, in its group, is dead within a moment.
+        assert!(crate::procfs::stat(read("hook")).is_err());
+        assert_dies_soon(read("child"));
     }
 
     #[test]

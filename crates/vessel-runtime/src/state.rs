@@ -523,6 +523,40 @@ mod tests {
     }
 
     #[test]
+    fn a_container_being_created_is_not_found_and_not_waited_for() {
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let me = std::process::id() as i32;
+        let mut rec = record("c1", me, procfs::stat(me).unwrap().start_time);
+        rec.status = Status::Creating;
+        let (_dir, create_lock) = store.create_dir("c1").unwrap();
+        // Held by create, no state.json yet, then status `creating`: not found, at once.
+        assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+        store.save(&rec).unwrap();
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
+        assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+        assert_eq!(store.load_any("c1").unwrap(), rec);
+        // Recorded `created` while create still holds the lock: found, and lock waits for it.
+        rec.status = Status::Created;
+        store.save(&rec).unwrap();
+        assert_eq!(store.load("c1").unwrap().status(), Status::Created);
+        let waiter = {
+            let store = store.clone();
+            std::thread::spawn(move || store.lock("c1").map(drop))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "lock did not wait for create");
+        drop(create_lock);
+        waiter.join().unwrap().unwrap();
+        // A `creating` record nobody holds (its create was killed) can be locked: delete
+        // cleans it up.
+        rec.status = Status::Creating;
+        store.save(&rec).unwrap();
+        let _lock = store.lock("c1").unwrap();
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
+    }
+
+    #[test]
     fn live_status_follows_the_monitor() {
         let me = std::process::id() as i32;
         let start = procfs::stat(me).unwrap().start_time;
