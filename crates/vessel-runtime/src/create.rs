@@ -225,8 +225,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         terminal: slave,
     };
     let forked = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock, &parent_only);
-    // Held until the clean-up of a failed create is over, so that a second signal cannot cut it
-    // short; dropped, it delivers any signal still queued.
+    // With create hooks: caught from the first hook on, and held to the end, so that a second
+    // signal cannot cut the clean-up of a failed create short (nor a late one the writing of the
+    // console and pid-file of a created container); dropped, it delivers any still queued.
     let mut interrupts: Option<Interrupts> = None;
     let result = forked.and_then(|pid| {
         let finish = || -> Result<Created, CreateError> {
