@@ -17,6 +17,7 @@ use crate::console::{self, ConsoleError, HostPty, WindowSize};
 use crate::hooks::{self, HookKind, HookState, HooksError};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
+use crate::signal::Interrupts;
 use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
 use crate::{procfs, sizing, time};
 
@@ -53,17 +54,25 @@ pub enum CreateError {
     /// The monitor failed to create the container; the message is the monitor's.
     #[error("{0}")]
     RunMonitor(String),
-    /// The monitor (and so the VM) ended while the create hooks ran: the container was killed
-    /// meanwhile (`kill` does not wait for `create`), so create does not report it created.
+    /// The monitor (and so the VM) ended while the create hooks ran: something killed it
+    /// meanwhile (not `vessel kill`, for which the container does not exist yet), so create
+    /// does not report it created.
     #[error(
         "the container's monitor exited while the create hooks ran ({0}); was it killed \
          meanwhile? create it again"
     )]
     MonitorExitedDuringHooks(String),
     /// A hook in config.json is invalid, or a `prestart`, `createRuntime` or `createContainer`
-    /// hook failed.
+    /// hook failed or was killed because create got a terminating signal
+    /// ([`HooksError::Interrupted`]).
     #[error(transparent)]
     RunHook(#[from] HooksError),
+    /// SIGHUP, SIGINT and SIGTERM could not be caught for the create hooks.
+    #[error("catch SIGHUP, SIGINT and SIGTERM while the create hooks run")]
+    CatchSignals(#[source] nix::Error),
+    /// A terminating signal came just as the last create hook ended; everything was removed.
+    #[error("create was interrupted by {} after its hooks ran", .0.as_str())]
+    Interrupted(Signal),
     /// The pid-file could not be written.
     #[error("write pid file {path}")]
     WritePidFile {
@@ -73,6 +82,19 @@ pub enum CreateError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl CreateError {
+    /// The terminating signal (SIGHUP, SIGINT or SIGTERM) that stopped create during its hooks,
+    /// if that is why it failed: everything is cleaned up by then, and the caller should end by
+    /// that signal ([`crate::signal::die_of`]) as a process that did not catch it would.
+    pub fn interrupted(&self) -> Option<Signal> {
+        match self {
+            CreateError::RunHook(e) => e.interrupted(),
+            CreateError::Interrupted(signal) => Some(*signal),
+            _ => None,
+        }
+    }
 }
 
 /// What `create` (and `run`) take.
@@ -110,6 +132,12 @@ pub struct Created {
 /// Creates the container `opts.id`. On success the monitor is alive, `state` says `created`, and
 /// the pid-file (if asked for) holds the monitor's PID. On failure nothing is left: no monitor
 /// and no state directory.
+///
+/// Until the create hooks have succeeded the container is recorded with status `creating`,
+/// which every other command reads as `container does not exist`, as runc's do before its
+/// state.json exists ([`Status::Creating`]). While a create hook runs, SIGHUP, SIGINT and
+/// SIGTERM are caught: the hook's process group is killed, create fails with the usual
+/// clean-up (poststop hooks included), and [`CreateError::interrupted`] names the signal.
 ///
 /// Must be called from a single-threaded process: it forks.
 pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, CreateError> {
@@ -197,10 +225,14 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         terminal: slave,
     };
     let forked = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock, &parent_only);
+    // With create hooks: caught from the first hook on, and held to the end, so that a second
+    // signal cannot cut the clean-up of a failed create short (nor a late one the writing of the
+    // console and pid-file of a created container); dropped, it delivers any still queued.
+    let mut interrupts: Option<Interrupts> = None;
     let result = forked.and_then(|pid| {
         let finish = || -> Result<Created, CreateError> {
             let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
-            let record = ContainerRecord {
+            let mut record = ContainerRecord {
                 id: opts.id.clone(),
                 oci_version: bundle.spec.version().clone(),
                 bundle: bundle.path.clone(),
@@ -209,28 +241,41 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 created: created_at.clone(),
                 monitor_pid: pid.as_raw(),
                 monitor_start_time: start.start_time,
-                status: Status::Created,
+                status: Status::Creating,
                 systemd_cgroup: opts.systemd_cgroup,
                 rootless: opts.rootless.clone(),
                 sandbox: sandbox.kind().to_owned(),
                 cgroup: cgroup.clone(),
                 hooks: bundle.spec.hooks().clone(),
             };
+            // Recorded now, as `creating` (which no command reports), so that a create killed
+            // outright during its hooks leaves the monitor's PID for `delete`.
             store.save(&record)?;
-            // runc runs prestart and createRuntime in its create process once init's PID is
-            // known, and createContainer inside the container before pivot_root. Vessel cannot
-            // run a host program in the guest's mount namespace, so createContainer runs here
-            // too, after the other two (docs/runc-compat.md). runc has chdir'ed into the
-            // bundle by then: so do the hooks here.
-            let state = HookState::of(&record, "creating");
-            for kind in [
-                HookKind::Prestart,
-                HookKind::CreateRuntime,
-                HookKind::CreateContainer,
-            ] {
-                hooks::run(kind, record.hooks.as_ref(), &state, Some(&bundle.path))?;
-            }
             if record.hooks.is_some() {
+                // runc runs prestart and createRuntime in its create process once init's PID is
+                // known, and createContainer inside the container before pivot_root. Vessel
+                // cannot run a host program in the guest's mount namespace, so createContainer
+                // runs here too, after the other two (docs/runc-compat.md). runc has chdir'ed
+                // into the bundle by then: so do the hooks here.
+                let interrupts =
+                    interrupts.insert(Interrupts::catch().map_err(CreateError::CatchSignals)?);
+                let state = HookState::of(&record, "creating");
+                for kind in [
+                    HookKind::Prestart,
+                    HookKind::CreateRuntime,
+                    HookKind::CreateContainer,
+                ] {
+                    hooks::run_interruptible(
+                        kind,
+                        record.hooks.as_ref(),
+                        &state,
+                        Some(&bundle.path),
+                        interrupts,
+                    )?;
+                }
+                if let Some(signal) = interrupts.take() {
+                    return Err(CreateError::Interrupted(signal));
+                }
                 match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => {}
                     Ok(status) => {
@@ -239,6 +284,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                     Err(e) => return Err(CreateError::MonitorExitedDuringHooks(e.to_string())),
                 }
             }
+            // runc writes state.json once the create hooks have succeeded (process_linux.go
+            // `initProcess.start`, `procReady`): from here on the container exists.
+            record.status = Status::Created;
+            store.save(&record)?;
             // runc sends the master during create, before the pid-file is written.
             let console = match (&socket, master) {
                 (Some(socket), Some(master)) => {
@@ -290,6 +339,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         );
     }
     drop(lock);
+    drop(interrupts);
     result
 }
 

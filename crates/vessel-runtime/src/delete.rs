@@ -5,7 +5,12 @@
 //! - running or paused: refused without `--force`;
 //! - `--force`: SIGKILL, probe every 100 ms up to 100 times, then remove, or fail with
 //!   `container init still running`;
-//! - unknown ID: a leftover `<root>/<id>` is removed anyway; exit 0 with `--force`.
+//! - unknown ID: a leftover `<root>/<id>` is removed anyway; exit 0 with `--force`;
+//! - a container whose `create` still runs its create hooks does not exist yet (runc has no
+//!   state.json then): `container does not exist`, exit 0 with `--force`, and the create goes
+//!   on untouched; the record of a `create` killed outright during its hooks (status
+//!   `creating`, nobody holding the lock) is a leftover: its monitor is killed, its cgroup and
+//!   directory removed, no hooks run, and it is reported as not existing.
 //!
 //! Once the container's resources are gone, its `poststop` hooks run with status `stopped`;
 //! a failing one is logged as a warning and the others still run (spec runtime.md; runc logs
@@ -54,16 +59,29 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
         Err(StateError::FindContainer) => return Err(StateError::FindContainer.into()),
         Err(e) => return Err(e.into()),
     };
-    let record = match store.load(id) {
+    let missing = || {
+        if force {
+            Ok(())
+        } else {
+            Err(StateError::FindContainer.into())
+        }
+    };
+    let record = match store.load_any(id) {
+        Ok(r) if r.status == Status::Creating => {
+            // We hold the lock, so the create that recorded this is gone (killed outright
+            // during its hooks): the container never existed, but its monitor may still run.
+            kill_monitor(&r)?;
+            if let Some(cgroup) = &r.cgroup {
+                crate::cgroup::remove(cgroup)?;
+            }
+            store.remove(id)?;
+            return missing();
+        }
         Ok(r) => r,
         Err(StateError::FindContainer) => {
             // An aborted create can leave a directory without state.json: remove it anyway.
             store.remove(id)?;
-            return if force {
-                Ok(())
-            } else {
-                Err(StateError::FindContainer.into())
-            };
+            return missing();
         }
         Err(e) => return Err(e.into()),
     };

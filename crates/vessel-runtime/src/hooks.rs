@@ -21,7 +21,10 @@
 //! Two deliberate choices beyond runc: each hook runs in its own process group, and a timed-out
 //! hook's whole group is SIGKILLed and the hook reaped, so nothing it started is left running;
 //! and the captured output lives in memory files rather than pipes, so a daemon a hook starts
-//! with our stdout cannot make Vessel wait for it. Where each kind runs (runc runs
+//! with our stdout cannot make Vessel wait for it. Being in its own group, a hook does not get
+//! the Ctrl-C of Vessel's terminal (runc's hooks, in runc's group, do); [`run_interruptible`]
+//! makes up for it: a SIGHUP, SIGINT or SIGTERM to Vessel while it waits kills the hook's group
+//! and fails the run, for the caller to clean up and then die of the signal. Where each kind runs (runc runs
 //! `createContainer` and `startContainer` inside the container) is described in
 //! docs/runc-compat.md and at the callers ([`crate::create`], [`crate::start`],
 //! [`crate::delete`]).
@@ -29,16 +32,19 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Hook, Hooks};
 use serde::Serialize;
 
+use crate::signal::Interrupts;
 use crate::state::ContainerRecord;
 
 /// Errors of this module. Run failures read as runc's (`error running hook #N: ...`), with the
@@ -109,6 +115,19 @@ pub enum HooksError {
         /// The timeout in seconds.
         timeout: i64,
     },
+    /// Vessel got a terminating signal (SIGHUP, SIGINT or SIGTERM) while waiting for the hook
+    /// (see [`run_interruptible`]); the hook's process group was SIGKILLed and the hook reaped.
+    #[error("error running {kind} hook #{index} {}: interrupted by {} (the hook was killed)", path.display(), signal.as_str())]
+    Interrupted {
+        /// The hook kind.
+        kind: HookKind,
+        /// Index of the hook in its list.
+        index: usize,
+        /// `path` of the hook.
+        path: PathBuf,
+        /// The signal Vessel got.
+        signal: Signal,
+    },
     /// Waiting for the hook or reading its output failed (it was killed and reaped).
     #[error("error running {kind} hook #{index} {}: wait for the hook", path.display())]
     WaitHook {
@@ -122,6 +141,17 @@ pub enum HooksError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl HooksError {
+    /// The signal that interrupted the wait for a hook ([`HooksError::Interrupted`]), if that is
+    /// what this error is.
+    pub fn interrupted(&self) -> Option<Signal> {
+        match self {
+            HooksError::Interrupted { signal, .. } => Some(*signal),
+            _ => None,
+        }
+    }
 }
 
 /// The six hook kinds, named as in config.json (and in runc's `features`).
@@ -266,6 +296,30 @@ pub fn run(
     state: &HookState,
     cwd: Option<&Path>,
 ) -> Result<(), HooksError> {
+    run_all(kind, hooks, state, cwd, None)
+}
+
+/// [`run`], but a terminating signal queued on `interrupts` (one that arrived before or while a
+/// hook runs) kills that hook's process group, reaps the hook and fails with
+/// [`HooksError::Interrupted`]; no further hook starts. The caller holds `interrupts` across its
+/// whole clean-up and then ends the process by the signal ([`crate::signal::die_of`]).
+pub fn run_interruptible(
+    kind: HookKind,
+    hooks: Option<&Hooks>,
+    state: &HookState,
+    cwd: Option<&Path>,
+    interrupts: &mut Interrupts,
+) -> Result<(), HooksError> {
+    run_all(kind, hooks, state, cwd, Some(interrupts))
+}
+
+fn run_all(
+    kind: HookKind,
+    hooks: Option<&Hooks>,
+    state: &HookState,
+    cwd: Option<&Path>,
+    mut interrupts: Option<&mut Interrupts>,
+) -> Result<(), HooksError> {
     let Some(hooks) = hooks else { return Ok(()) };
     let list = kind.of(hooks);
     if list.is_empty() {
@@ -273,7 +327,7 @@ pub fn run(
     }
     let input = state.to_json();
     for (index, hook) in list.iter().enumerate() {
-        run_one(kind, index, hook, &input, cwd)?;
+        run_one(kind, index, hook, &input, cwd, interrupts.as_deref_mut())?;
     }
     Ok(())
 }
@@ -285,7 +339,7 @@ pub fn run_warn(kind: HookKind, hooks: Option<&Hooks>, state: &HookState, cwd: O
     let Some(hooks) = hooks else { return };
     let input = state.to_json();
     for (index, hook) in kind.of(hooks).iter().enumerate() {
-        if let Err(e) = run_one(kind, index, hook, &input, cwd) {
+        if let Err(e) = run_one(kind, index, hook, &input, cwd, None) {
             log::warn!("container {}: {}", state.id, crate::monitor::chain(&e));
         }
     }
@@ -298,6 +352,7 @@ fn run_one(
     hook: &Hook,
     input: &[u8],
     cwd: Option<&Path>,
+    interrupts: Option<&mut Interrupts>,
 ) -> Result<(), HooksError> {
     let path = hook.path().clone();
     let spawn_error = |source| HooksError::SpawnHook {
@@ -334,9 +389,18 @@ fn run_one(
     let deadline = hook
         .timeout()
         .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
-    let status = match wait(&mut child, deadline) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
+    let status = match wait(&mut child, deadline, interrupts) {
+        Ok(Waited::Exited(status)) => status,
+        Ok(Waited::Interrupted(signal)) => {
+            kill_and_reap(&mut child);
+            return Err(HooksError::Interrupted {
+                kind,
+                index,
+                path,
+                signal,
+            });
+        }
+        Ok(Waited::TimedOut) => {
             kill_and_reap(&mut child);
             return Err(HooksError::TimeOutHook {
                 kind,
@@ -378,23 +442,51 @@ fn run_one(
     })
 }
 
-/// Waits for `child` until `deadline`: `Some(status)` once it exits, `None` when the deadline
-/// passes first. Polls, starting at 1 ms and backing off to 50 ms, so no thread is needed.
-fn wait(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+/// How the wait for a hook ended.
+enum Waited {
+    /// The hook exited.
+    Exited(ExitStatus),
+    /// Its timeout passed first.
+    TimedOut,
+    /// A terminating signal came first.
+    Interrupted(Signal),
+}
+
+/// Waits for `child` until `deadline`, or until a signal is queued on `interrupts`. Polls,
+/// starting at 1 ms and backing off to 50 ms, so no thread is needed; the naps are polls of the
+/// signalfd, so a signal ends the wait at once.
+fn wait(
+    child: &mut Child,
+    deadline: Option<Instant>,
+    mut interrupts: Option<&mut Interrupts>,
+) -> std::io::Result<Waited> {
     let mut pause = Duration::from_millis(1);
     loop {
+        if let Some(signal) = interrupts.as_deref_mut().and_then(Interrupts::take) {
+            return Ok(Waited::Interrupted(signal));
+        }
         if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+            return Ok(Waited::Exited(status));
         }
         let now = Instant::now();
         let mut nap = pause;
         if let Some(deadline) = deadline {
             if now >= deadline {
-                return Ok(None);
+                return Ok(Waited::TimedOut);
             }
             nap = nap.min(deadline - now);
         }
-        std::thread::sleep(nap);
+        match interrupts.as_deref() {
+            Some(fd) => {
+                let millis = u16::try_from(nap.as_millis().max(1)).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(millis)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => std::thread::sleep(nap),
+        }
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
@@ -611,8 +703,13 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let dead = || match crate::procfs::stat(child) {
-            Ok(_) => std::fs::read_to_string(format!("/proc/{child}/stat"))
+        assert_dies_soon(child);
+    }
+
+    /// Asserts that `pid` is gone, or a zombie waiting for init, within 2 s.
+    fn assert_dies_soon(pid: i32) {
+        let dead = || match crate::procfs::stat(pid) {
+            Ok(_) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|s| {
                     s.rsplit(')')
                         .next()
@@ -627,7 +724,57 @@ mod tests {
         while !dead() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(dead(), "the hook's child {child} is still running");
+        assert!(dead(), "the hook's child {pid} is still running");
+    }
+
+    #[test]
+    fn a_terminating_signal_kills_the_hook_and_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(sh(
+            "grep SigBlk /proc/$$/status > \"$1/sigblk\"; sleep 30 & echo $! > \"$1/child\"; \
+             echo $$ > \"$1/.hook\"; mv \"$1/.hook\" \"$1/hook\"; wait",
+            dir.path(),
+        ));
+        let mut interrupts = Interrupts::catch().unwrap();
+        // Another thread signals this one (the harness runs others, which do not block it)
+        // once the hook runs.
+        let me = nix::sys::pthread::pthread_self();
+        let marker = dir.path().join("hook");
+        let signaller = std::thread::spawn(move || {
+            while !marker.exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            nix::sys::pthread::pthread_kill(me, Signal::SIGINT).unwrap();
+        });
+        let begun = Instant::now();
+        let err = run_interruptible(
+            HookKind::CreateRuntime,
+            Some(&hooks("createRuntime", vec![h])),
+            &state(),
+            None,
+            &mut interrupts,
+        )
+        .unwrap_err();
+        signaller.join().unwrap();
+        drop(interrupts);
+        assert!(begun.elapsed() < Duration::from_secs(5));
+        assert_eq!(err.interrupted(), Some(Signal::SIGINT));
+        assert_eq!(
+            err.to_string(),
+            "error running createRuntime hook #0 /bin/sh: interrupted by SIGINT (the hook was killed)"
+        );
+        let read = |name: &str| -> i32 {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            text.trim().parse().unwrap()
+        };
+        // The hook did not inherit the blocked signals (Command resets the mask).
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sigblk")).unwrap(),
+            "SigBlk:\t0000000000000000\n"
+        );
+        // The hook was reaped; its child, in its group, is dead within a moment.
+        assert!(crate::procfs::stat(read("hook")).is_err());
+        assert_dies_soon(read("child"));
     }
 
     #[test]

@@ -42,6 +42,17 @@ pub enum RunError {
     Console(#[from] ConsoleError),
 }
 
+impl RunError {
+    /// The terminating signal that stopped the create step during its hooks
+    /// ([`CreateError::interrupted`]).
+    pub fn interrupted(&self) -> Option<Signal> {
+        match self {
+            RunError::Create(e) => e.interrupted(),
+            _ => None,
+        }
+    }
+}
+
 /// `run` options beyond those of `create`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {

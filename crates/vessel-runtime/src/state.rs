@@ -106,6 +106,14 @@ pub enum StateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Recorded by `create` while its create hooks run; never reported. runc writes state.json
+    /// only once those hooks have succeeded (libcontainer process_linux.go `initProcess.start`:
+    /// the hooks run at `procHooks`, `updateState` at `procReady`), so until then `state`,
+    /// `kill`, `delete`, `start` ... say `container does not exist`: [`StateStore::load`] and
+    /// [`StateStore::lock`] do the same for a record with this status. It is recorded all the
+    /// same (not just left out) so that a `create` killed outright leaves the monitor's PID for
+    /// `delete` to clean up.
+    Creating,
     /// Created, `process.args` not yet run.
     Created,
     /// Started.
@@ -119,6 +127,7 @@ pub enum Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
             Status::Paused => "paused",
@@ -233,8 +242,9 @@ impl OciState {
 
 /// An exclusive `flock` on a container directory, held until dropped, so that concurrent
 /// commands on one ID are serialised: `create` holds it from the moment the directory appears
-/// until `state.json` and the pid-file are written; `start`, `pause`, `resume` and `delete` hold
-/// it for their whole operation.
+/// until the container is recorded `created` and the pid-file is written (while it holds it
+/// before that, the others find no container rather than wait: [`StateStore::lock`]); `start`,
+/// `pause`, `resume`, `update` and `delete` hold it for their whole operation.
 ///
 /// The lock is the open directory fd itself. Dropping it closes the fd, and the kernel releases
 /// the lock once no fd of that open file description is left. It is deliberately not
@@ -245,16 +255,18 @@ pub struct ContainerLock(#[allow(dead_code)] OwnedFd);
 
 /// Takes an exclusive `flock` on `file` (blocking).
 fn flock_exclusive(file: File, path: &Path) -> Result<OwnedFd, StateError> {
-    // Flock would unlock on drop (see ContainerLock); the plain call leaves the lock tied to the
-    // open file description.
-    #[allow(deprecated)]
-    nix::fcntl::flock(file.as_raw_fd(), FlockArg::LockExclusive).map_err(|errno| {
-        StateError::LockDir {
-            path: path.to_owned(),
-            source: errno.into(),
-        }
+    flock(&file, FlockArg::LockExclusive).map_err(|errno| StateError::LockDir {
+        path: path.to_owned(),
+        source: errno.into(),
     })?;
     Ok(OwnedFd::from(file))
+}
+
+/// `flock(2)` on `file` as `arg` says. `nix::fcntl::Flock` would unlock on drop (see
+/// [`ContainerLock`]); the plain call leaves the lock tied to the open file description.
+fn flock(file: &File, arg: FlockArg) -> nix::Result<()> {
+    #[allow(deprecated)]
+    nix::fcntl::flock(file.as_raw_fd(), arg)
 }
 
 /// The store rooted at `--root`.
@@ -316,8 +328,11 @@ impl StateStore {
     }
 
     /// Locks `<root>/<id>` exclusively, waiting for the command that holds it; `container does
-    /// not exist` if there is no directory, or if it was removed while this call waited (a
-    /// concurrent `delete`).
+    /// not exist` if there is no directory, if it was removed while this call waited (a
+    /// concurrent `delete`), or if a `create` holds it and has not yet recorded the container
+    /// as created (no `state.json`, or status `creating`: runc has no state.json until its
+    /// create hooks succeed, so its commands find nothing; waiting for the hooks instead would
+    /// report a container runc does not know of yet).
     pub fn lock(&self, id: &str) -> Result<ContainerLock, StateError> {
         let dir = self.container_dir(id)?;
         let file = {
@@ -338,7 +353,25 @@ impl StateStore {
                 Err(source) => return Err(StateError::LockDir { path: dir, source }),
             }
         };
-        let fd = flock_exclusive(file, &dir)?;
+        let fd = match flock(&file, FlockArg::LockExclusiveNonblock) {
+            Ok(()) => OwnedFd::from(file),
+            Err(nix::errno::Errno::EWOULDBLOCK) => {
+                match self.load_any(id) {
+                    Ok(record) if record.status != Status::Creating => {}
+                    Ok(_) | Err(StateError::FindContainer) => {
+                        return Err(StateError::FindContainer)
+                    }
+                    Err(e) => return Err(e),
+                }
+                flock_exclusive(file, &dir)?
+            }
+            Err(errno) => {
+                return Err(StateError::LockDir {
+                    path: dir,
+                    source: errno.into(),
+                })
+            }
+        };
         // A directory removed while we waited has no links left; a new container of the same
         // ID would be a different directory.
         let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|errno| StateError::LockDir {
@@ -360,8 +393,20 @@ impl StateStore {
         flock_exclusive(file, &self.root)
     }
 
-    /// Reads `<root>/<id>/state.json`; `container does not exist` when absent.
+    /// Reads `<root>/<id>/state.json`; `container does not exist` when absent or when its
+    /// status is `creating` (a create whose hooks still run, or a create killed meanwhile: see
+    /// [`Status::Creating`]).
     pub fn load(&self, id: &str) -> Result<ContainerRecord, StateError> {
+        match self.load_any(id)? {
+            record if record.status == Status::Creating => Err(StateError::FindContainer),
+            record => Ok(record),
+        }
+    }
+
+    /// Reads `<root>/<id>/state.json` whatever its status, `creating` included (for `delete`,
+    /// which cleans up after a create killed during its hooks); `container does not exist` when
+    /// absent.
+    pub fn load_any(&self, id: &str) -> Result<ContainerRecord, StateError> {
         let path = self.container_dir(id)?.join(STATE_FILE);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
@@ -475,6 +520,40 @@ mod tests {
         store.remove("c1").unwrap();
         assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
         assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+    }
+
+    #[test]
+    fn a_container_being_created_is_not_found_and_not_waited_for() {
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let me = std::process::id() as i32;
+        let mut rec = record("c1", me, procfs::stat(me).unwrap().start_time);
+        rec.status = Status::Creating;
+        let (_dir, create_lock) = store.create_dir("c1").unwrap();
+        // Held by create, no state.json yet, then status `creating`: not found, at once.
+        assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+        store.save(&rec).unwrap();
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
+        assert!(matches!(store.lock("c1"), Err(StateError::FindContainer)));
+        assert_eq!(store.load_any("c1").unwrap(), rec);
+        // Recorded `created` while create still holds the lock: found, and lock waits for it.
+        rec.status = Status::Created;
+        store.save(&rec).unwrap();
+        assert_eq!(store.load("c1").unwrap().status(), Status::Created);
+        let waiter = {
+            let store = store.clone();
+            std::thread::spawn(move || store.lock("c1").map(drop))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "lock did not wait for create");
+        drop(create_lock);
+        waiter.join().unwrap().unwrap();
+        // A `creating` record nobody holds (its create was killed) can be locked: delete
+        // cleans it up.
+        rec.status = Status::Creating;
+        store.save(&rec).unwrap();
+        let _lock = store.lock("c1").unwrap();
+        assert!(matches!(store.load("c1"), Err(StateError::FindContainer)));
     }
 
     #[test]

@@ -203,6 +203,18 @@ fn main() {
             if !log_is_stderr {
                 eprintln!("{message}");
             }
+            // A create stopped by SIGHUP, SIGINT or SIGTERM during its hooks has cleaned up;
+            // it now dies of that signal, as runc (which does not catch it) would.
+            let interrupted = err
+                .downcast_ref::<vessel_runtime::create::CreateError>()
+                .and_then(|e| e.interrupted())
+                .or_else(|| {
+                    err.downcast_ref::<vessel_runtime::run::RunError>()
+                        .and_then(|e| e.interrupted())
+                });
+            if let Some(signal) = interrupted {
+                vessel_runtime::signal::die_of(signal);
+            }
             std::process::exit(code);
         }
     }

@@ -364,3 +364,219 @@ fn a_container_killed_while_its_create_hooks_run_is_not_reported_created() {
     let kinds: Vec<String> = s.runs().into_iter().map(|(k, _)| k).collect();
     assert_eq!(kinds, ["createRuntime", "poststop"]);
 }
+
+/// Exit 1 and runc's one error line (logrus text format, as without `--log`): `time="..."
+/// level=error msg="container does not exist"`.
+fn assert_does_not_exist(out: &Output, what: &str) {
+    assert_fails_with(out, 1, "container does not exist", what);
+}
+
+/// Exit `code` and one logrus text line whose `msg` is `msg`.
+fn assert_fails_with(out: &Output, code: i32, msg: &str, what: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+    assert!(
+        stderr.starts_with("time=\"")
+            && stderr.ends_with(&format!("\" level=error msg=\"{msg}\"\n"))
+            && stderr.lines().count() == 1,
+        "{what}: {stderr}"
+    );
+}
+
+/// Waits up to 10 s for `path` to exist, failing the test otherwise.
+fn wait_for_file(path: &Path) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to 5 s for `pid` to be gone or a zombie.
+fn wait_dead(pid: i64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !is_dead(pid) {
+        assert!(Instant::now() < until, "{what} {pid} still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The PID a hook wrote to `path`.
+fn read_pid(path: &Path) -> i64 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Lines of /proc/self/mountinfo that name `dir` (mount points or sources below it).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(dir.as_ref()))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Setup {
+    /// A createRuntime hook that logs its state, writes its PID to `<dir>/hook.pid` and its
+    /// background child's to `<dir>/child.pid`, then waits until `<dir>/release` exists (at
+    /// most 30 s).
+    fn waiting_hooks(&self) -> serde_json::Value {
+        let dir = self.dir.path().display();
+        let wait = format!(
+            "echo $$ > {dir}/.hook.pid && mv {dir}/.hook.pid {dir}/hook.pid; \
+             sleep 30 & echo $! > {dir}/child.pid; \
+             i=0; while [ ! -e {dir}/release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+             kill $!"
+        );
+        serde_json::json!({
+            "createRuntime": [self.logging_hook("createRuntime", &wait)],
+            "poststop": [self.logging_hook("poststop", "")],
+        })
+    }
+
+    /// Starts `vessel create` of `id` in the background, its stderr to `<dir>/<id>.err`.
+    fn spawn_create(&self, bundle: &Path, id: &str) -> std::process::Child {
+        let err = std::fs::File::create(self.dir.path().join(format!("{id}.err"))).unwrap();
+        self.cmd(&["create", "-b", bundle.to_str().unwrap(), id])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_container_does_not_exist_until_its_create_hooks_succeed() {
+    let s = Setup::new();
+    let bundle = s.bundle("exec sleep 30", s.waiting_hooks());
+    let mut create = s.spawn_create(&bundle, "c10");
+    wait_for_file(&s.dir.path().join("hook.pid"));
+    let monitor = s.runs()[0].1["pid"].as_i64().unwrap();
+    // runc writes state.json only after its create hooks: every command finds nothing, at
+    // once (none waits for the hook).
+    let begun = Instant::now();
+    for args in [
+        &["state", "c10"][..],
+        &["kill", "c10", "KILL"],
+        &["delete", "c10"],
+        &["start", "c10"],
+        &["pause", "c10"],
+        &["resume", "c10"],
+        &["update", "--memory", "64M", "c10"],
+    ] {
+        assert_does_not_exist(&s.run(args), &format!("{args:?}"));
+    }
+    // exec's failures exit 255 (runc exec.go `fatalWithCode`).
+    assert_fails_with(
+        &s.run(&["exec", "c10", "true"]),
+        255,
+        "exec failed: container does not exist",
+        "exec",
+    );
+    // `delete --force` of a missing container succeeds, and leaves the create alone.
+    assert_ok(&s.run(&["delete", "--force", "c10"]), "delete --force");
+    let list = s.cmd(&["list", "-q"]).output().unwrap();
+    assert_ok(&list, "list");
+    assert_eq!(text(&list.stdout), "");
+    assert_eq!(
+        text(&list.stderr),
+        "load container c10: container does not exist\n"
+    );
+    // The ID is taken all the same.
+    let again = s.run(&["create", "-b", bundle.to_str().unwrap(), "c10"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("container with given ID already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert!(!is_dead(monitor), "kill reached the monitor");
+    assert!(create.try_wait().unwrap().is_none(), "create ended early");
+
+    std::fs::write(s.dir.path().join("release"), "").unwrap();
+    let status = create.wait().unwrap();
+    let err = std::fs::read_to_string(s.dir.path().join("c10.err")).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(s.status("c10"), "created");
+    let state: serde_json::Value =
+        serde_json::from_slice(&s.cmd(&["state", "c10"]).output().unwrap().stdout).unwrap();
+    assert_eq!(state["pid"].as_i64(), Some(monitor));
+    assert_ok(&s.run(&["delete", "c10"]), "delete");
+    wait_dead(monitor, "monitor");
+}
+
+#[test]
+fn a_create_ended_by_a_signal_during_its_hook_kills_it_and_leaves_nothing() {
+    for (n, signal) in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = Setup::new();
+        let id = format!("c1{n}");
+        let bundle = s.bundle("exec sleep 30", s.waiting_hooks());
+        let mut create = s.spawn_create(&bundle, &id);
+        wait_for_file(&s.dir.path().join("child.pid"));
+        let hook = read_pid(&s.dir.path().join("hook.pid"));
+        let child = read_pid(&s.dir.path().join("child.pid"));
+        let monitor = s.runs()[0].1["pid"].as_i64().unwrap();
+        let begun = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(create.id() as i32), signal).unwrap();
+        let status = create.wait().unwrap();
+        let err = std::fs::read_to_string(s.dir.path().join(format!("{id}.err"))).unwrap();
+        assert!(begun.elapsed() < Duration::from_secs(3), "{signal}: {err}");
+        // Dead of the signal, as a process that did not catch it (a shell says 128 + N).
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal as i32), "{signal}: {err}");
+        assert!(
+            err.contains(&format!(
+                "error running createRuntime hook #0 /bin/sh: interrupted by {} (the hook was \
+                 killed)",
+                signal.as_str()
+            )),
+            "{signal}: {err}"
+        );
+        wait_dead(hook, "hook");
+        wait_dead(child, "hook's child");
+        wait_dead(monitor, "monitor");
+        assert!(!s.root().join(&id).exists(), "{signal}: state dir left");
+        assert_eq!(mounts_under(s.dir.path()), Vec::<String>::new());
+        // The container was destroyed as after any failed create hook: poststop ran.
+        let runs = s.runs();
+        let kinds: Vec<&str> = runs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["createRuntime", "poststop"], "{signal}");
+        assert_eq!(runs[1].1["status"], "stopped");
+    }
+}
+
+#[test]
+fn delete_cleans_up_after_a_create_killed_outright_during_its_hooks() {
+    let s = Setup::new();
+    let bundle = s.bundle("exec sleep 30", s.waiting_hooks());
+    let mut create = s.spawn_create(&bundle, "c20");
+    wait_for_file(&s.dir.path().join("hook.pid"));
+    let monitor = s.runs()[0].1["pid"].as_i64().unwrap();
+    create.kill().unwrap();
+    create.wait().unwrap();
+    // SIGKILL cannot be caught: the hook and the monitor live on, the record says `creating`.
+    std::fs::write(s.dir.path().join("release"), "").unwrap();
+    assert!(!is_dead(monitor));
+    assert_does_not_exist(&s.run(&["state", "c20"]), "state");
+    // Nobody holds the lock any more: delete takes the leftover down, monitor included.
+    assert_does_not_exist(&s.run(&["delete", "c20"]), "delete");
+    wait_dead(monitor, "monitor");
+    assert!(!s.root().join("c20").exists(), "state dir left");
+}
