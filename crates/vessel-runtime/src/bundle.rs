@@ -302,7 +302,8 @@ pub fn drop_unknown_capabilities(
 
 impl Bundle {
     /// Loads `<dir>/config.json` and checks it: `process` present, `process.cwd` absolute,
-    /// `process.args` not empty, `root.path` set and existing.
+    /// `process.args` not empty, the fields [`crate::validate::check_spec`] checks, `root.path`
+    /// set and existing.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let path = std::path::absolute(dir).map_err(|source| BundleError::ResolveBundle {
             path: dir.to_owned(),
@@ -332,6 +333,7 @@ impl Bundle {
         let (spec, unknown_capabilities) = parse_spec(&config, &text)?;
         validate_process(&spec)?;
         validate_linux(&spec)?;
+        crate::validate::check_spec(&spec).map_err(BundleError::InvalidSpec)?;
         let root = spec
             .root()
             .as_ref()
@@ -643,6 +645,47 @@ mod tests {
             err.to_string(),
             r#"malformed spec file: duplicated ns "pid""#
         );
+    }
+
+    #[test]
+    fn refuses_fields_runc_refuses_before_any_vm_and_names_them() {
+        let bogus = GOOD.replace(
+            r#""process":"#,
+            r#""linux":{"rootfsPropagation":"bogus"},"process":"#,
+        );
+        let err = Bundle::load(bundle_with(&bogus).path()).unwrap_err();
+        assert!(matches!(err, BundleError::InvalidSpec(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("rootfsPropagation=bogus is not supported (linux.rootfsPropagation"),
+            "{err}"
+        );
+        let oom = GOOD.replace(r#""cwd":"/","#, r#""cwd":"/","oomScoreAdj":1001,"#);
+        let err = Bundle::load(bundle_with(&oom).path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(process.oomScoreAdj is 1001: set it between -1000 and 1000)"),
+            "{err}"
+        );
+        // A personality domain other than LINUX and LINUX32 (runc: `invalid personality domain
+        // X`) is refused by the parse, naming the field and the values it takes.
+        let domain = GOOD.replace(
+            r#""process":"#,
+            r#""linux":{"personality":{"domain":"LINUX64"}},"process":"#,
+        );
+        let (err, config) = load_error(&domain);
+        assert_eq!(
+            err,
+            format!(
+                "parse {config}: field linux.personality.domain: unknown variant `LINUX64`, \
+                 expected `LINUX` or `LINUX32` at line 2 column 50"
+            )
+        );
+        let ok = GOOD.replace(
+            r#""process":"#,
+            r#""linux":{"personality":{"domain":"LINUX32"},"rootfsPropagation":"rslave"},"process":"#,
+        );
+        assert!(Bundle::load(bundle_with(&ok).path()).is_ok());
     }
 
     #[test]

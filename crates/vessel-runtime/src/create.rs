@@ -159,6 +159,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     {
         log::warn!("{warning}");
     }
+    for warning in crate::validate::warnings(&bundle.spec) {
+        log::warn!("{warning}");
+    }
     console::check_terminal(
         opts.detach,
         bundle.terminal(),

@@ -51,7 +51,8 @@ pub enum ExecError {
     /// The bundle's config.json could not be loaded.
     #[error("load the container's bundle")]
     LoadBundle(#[source] crate::bundle::BundleError),
-    /// A flag could not be applied to the process.
+    /// A flag could not be applied to the process, or the process file has a value runc
+    /// refuses (the message names the field).
     #[error("{0}")]
     InvalidFlag(String),
     /// A system call failed.
@@ -117,7 +118,8 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
 }
 
-/// Reads a `process.json` (`exec -p`).
+/// Reads a `process.json` (`exec -p`) and checks its fields as config.json's `process` is
+/// checked ([`crate::validate::check_process`]).
 pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
     let text = std::fs::read_to_string(path).map_err(|source| ExecError::ReadProcess {
         path: path.to_owned(),
@@ -129,7 +131,9 @@ pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
     };
     let mut process: serde_json::Value = serde_json::from_str(&text).map_err(read_error)?;
     warn_unknown_capabilities(&mut process);
-    serde_json::from_value(process).map_err(read_error)
+    let process: Process = serde_json::from_value(process).map_err(read_error)?;
+    crate::validate::check_process(&process, "process").map_err(ExecError::InvalidFlag)?;
+    Ok(process)
 }
 
 /// Drops unknown names from the `capabilities` of the process JSON `process` with runc's warning

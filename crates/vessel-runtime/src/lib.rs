@@ -33,5 +33,6 @@ pub mod start;
 pub mod state;
 pub mod time;
 pub mod update;
+pub mod validate;
 
 pub use state::{StateStore, Status};
