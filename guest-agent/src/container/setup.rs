@@ -31,6 +31,7 @@ use vessel_protocol::{read_message, write_message, Code, CreateContainer, Remote
 
 use super::process::{self, Credentials, ProcessError};
 use super::rootfs::{self, RootfsError};
+use super::sched::{self, SchedError};
 use super::seccomp::{self, SeccompError};
 use super::syscall::{LinuxSyscall, Syscall};
 
@@ -142,6 +143,9 @@ pub enum SetupError {
         /// Why.
         reason: String,
     },
+    /// `process.ioPriority`, `process.scheduler` or `linux.personality` could not be applied.
+    #[error(transparent)]
+    Sched(#[from] SchedError),
     /// A step that does not fit the others failed.
     #[error("{step}")]
     Step {
@@ -189,6 +193,7 @@ impl SetupError {
             SetupError::EnterNamespace { source, .. } | SetupError::Step { source, .. } => {
                 io_code(source)
             }
+            SetupError::Sched(e) => io_code(e.io_error()),
             _ => Code::Internal,
         }
     }
@@ -574,6 +579,11 @@ fn child_create(sock: &mut File, c: &CreateContainer, _new_net: bool) -> Result<
         rootfs::readonly_root(&sys)?;
     }
     let (path, args, env) = finish_process(&sys, p, &filters)?;
+    // Last before the exec, after seccomp, as runc's standard init does; an exec'd process
+    // keeps the persona it was spawned with, as with runc exec.
+    if let Some(personality) = linux.personality() {
+        sched::apply_personality(&sys, personality.domain())?;
+    }
     ready_and_exec(sock, &path, &args, &env)
 }
 
@@ -702,7 +712,7 @@ impl Read for FdReader<'_> {
 type Prepared = (CString, Vec<CString>, Vec<CString>);
 
 /// The part shared by create and exec (runc `finalizeNamespace` and what follows): oom score,
-/// rlimits, umask, seccomp (before the user switch without noNewPrivileges), user and
+/// I/O priority and scheduler, rlimits, umask, seccomp (before the user switch without noNewPrivileges), user and
 /// capabilities, cwd, env, args[0] lookup, noNewPrivileges and seccomp (last with it).
 fn finish_process<S: Syscall>(
     sys: &S,
@@ -717,6 +727,9 @@ fn finish_process<S: Syscall>(
         sys.write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
             .map_err(step(format!("set process.oomScoreAdj {adj}")))?;
     }
+    // As root, before capabilities are dropped: a realtime class needs CAP_SYS_NICE or
+    // CAP_SYS_ADMIN.
+    sched::apply_process(sys, p.io_priority().as_ref(), p.scheduler().as_ref())?;
     process::apply_rlimits(sys, p.rlimits().as_deref().unwrap_or(&[]))?;
     let user = p.user();
     sys.umask(user.umask().unwrap_or(0o022));

@@ -78,6 +78,51 @@ pub trait Syscall {
     fn set_ambient(&self, ambient: CapSet) -> io::Result<()>;
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
     fn set_no_new_privs(&self) -> io::Result<()>;
+    /// `ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio)`: the calling process's I/O priority, `ioprio`
+    /// being `class << 13 | level` (`linux/ioprio.h`).
+    fn set_io_priority(&self, ioprio: u32) -> io::Result<()>;
+    /// `sched_setattr(0, attr, 0)`: the calling thread's scheduling policy and parameters.
+    fn sched_setattr(&self, attr: &SchedAttr) -> io::Result<()>;
+    /// `personality(2)` with `persona` (`PER_LINUX`, `PER_LINUX32`).
+    fn personality(&self, persona: u64) -> io::Result<()>;
+}
+
+/// `struct sched_attr` of `sched_setattr(2)` with the utilisation clamps (56 bytes,
+/// `SCHED_ATTR_SIZE_VER1`, the size runc passes through x/sys/unix).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedAttr {
+    /// `sizeof(struct sched_attr)`, set by [`SchedAttr::new`].
+    pub size: u32,
+    /// `SCHED_OTHER` (0), `SCHED_FIFO` (1), `SCHED_RR` (2), `SCHED_BATCH` (3), `SCHED_IDLE` (5),
+    /// `SCHED_DEADLINE` (6).
+    pub policy: u32,
+    /// `SCHED_FLAG_*` bits.
+    pub flags: u64,
+    /// Nice value, -20 to 19 (`SCHED_OTHER`, `SCHED_BATCH`).
+    pub nice: i32,
+    /// Static priority, 1 to 99 (`SCHED_FIFO`, `SCHED_RR`).
+    pub priority: u32,
+    /// `SCHED_DEADLINE` runtime, nanoseconds.
+    pub runtime: u64,
+    /// `SCHED_DEADLINE` deadline, nanoseconds.
+    pub deadline: u64,
+    /// `SCHED_DEADLINE` period, nanoseconds.
+    pub period: u64,
+    /// Utilisation clamp minimum (`SCHED_FLAG_UTIL_CLAMP_MIN`); the spec has no field for it.
+    pub util_min: u32,
+    /// Utilisation clamp maximum (`SCHED_FLAG_UTIL_CLAMP_MAX`); the spec has no field for it.
+    pub util_max: u32,
+}
+
+impl SchedAttr {
+    /// An attribute block with `size` filled in and everything else zero.
+    pub fn new() -> SchedAttr {
+        SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            ..SchedAttr::default()
+        }
+    }
 }
 
 /// Checks a `-1`-on-error libc return value.
@@ -281,6 +326,39 @@ impl Syscall for LinuxSyscall {
         // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
+
+    fn set_io_priority(&self, ioprio: u32) -> io::Result<()> {
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        // SAFETY: ioprio_set takes integers only; who 0 is the calling process.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                0 as libc::c_long,
+                libc::c_long::from(ioprio),
+            )
+        };
+        check(rc as libc::c_int)
+    }
+
+    fn sched_setattr(&self, attr: &SchedAttr) -> io::Result<()> {
+        // SAFETY: `attr` is a live, properly sized `struct sched_attr` (repr(C), `size` set to
+        // its length) that the kernel only reads during the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setattr,
+                0 as libc::c_long,
+                attr as *const SchedAttr,
+                0 as libc::c_long,
+            )
+        };
+        check(rc as libc::c_int)
+    }
+
+    fn personality(&self, persona: u64) -> io::Result<()> {
+        // SAFETY: personality takes an integer; it returns the previous persona or -1.
+        check(unsafe { libc::personality(persona as libc::c_ulong) })
+    }
 }
 
 /// One recorded call of [`RecordingSyscall`].
@@ -323,6 +401,9 @@ pub enum Call {
     Capset(CapSet, CapSet, CapSet),
     SetAmbient(CapSet),
     SetNoNewPrivs,
+    SetIoPriority(u32),
+    SchedSetattr(SchedAttr),
+    Personality(u64),
 }
 
 #[cfg(test)]
@@ -448,5 +529,14 @@ impl Syscall for RecordingSyscall {
     }
     fn set_no_new_privs(&self) -> io::Result<()> {
         self.push(Call::SetNoNewPrivs)
+    }
+    fn set_io_priority(&self, ioprio: u32) -> io::Result<()> {
+        self.push(Call::SetIoPriority(ioprio))
+    }
+    fn sched_setattr(&self, attr: &SchedAttr) -> io::Result<()> {
+        self.push(Call::SchedSetattr(*attr))
+    }
+    fn personality(&self, persona: u64) -> io::Result<()> {
+        self.push(Call::Personality(persona))
     }
 }
