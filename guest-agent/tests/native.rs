@@ -789,3 +789,26 @@ fn timings_measure_setup_and_release_to_execve() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn io_priority_scheduler_and_personality_reach_the_process() -> Result<()> {
+    require_root!();
+    let agent = Agent::start()?;
+    // Fields 19 and 41 of /proc/<pid>/stat are the nice value and the policy (`sh`'s comm has
+    // no space, so `cut` counts right).
+    let s = patch(
+        &spec("ionice -p $$; cut -d' ' -f19,41 /proc/$$/stat; uname -m"),
+        serde_json::json!({
+            "process": {
+                "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 6},
+                "scheduler": {"policy": "SCHED_BATCH", "nice": 7}
+            },
+            "linux": {"personality": {"domain": "LINUX32"}}
+        }),
+    );
+    let (status, out, err) = agent.run("sched", &s)?;
+    assert_eq!(status, ExitStatus::Code(0), "{err}");
+    // SCHED_BATCH is policy 3; PER_LINUX32 makes uname report a 32-bit machine.
+    assert_eq!(out, "best-effort: prio 6\n7 3\ni686\n");
+    Ok(())
+}
