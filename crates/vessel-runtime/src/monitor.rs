@@ -56,6 +56,10 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
             return EXIT_FAILED;
         }
     }
+    if let Err(message) = apply_oom_score_adj(&config.bundle) {
+        let _ = writeln!(report, "error: {message}");
+        return EXIT_FAILED;
+    }
     let forwarded = crate::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
@@ -144,6 +148,40 @@ fn set_up(
     }
     let socket = config.dir.join(crate::state::MONITOR_SOCKET);
     UnixListener::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+}
+
+/// Writes `process.oomScoreAdj` to the monitor's own `/proc/self/oom_score_adj`, so that the
+/// host's OOM killer weighs the container's VM (the monitor and its VMM threads) as runc's
+/// container process would be weighed (kubelet's QoS classes rely on it); the guest agent
+/// applies it to the process inside the VM too. Fails as runc's nsexec does, with its text:
+/// `failed to update /proc/self/oom_score_adj: Permission denied` when lowering it without
+/// `CAP_SYS_RESOURCE`.
+fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), String> {
+    let Some(adj) = bundle.spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                ": a value below the caller's needs CAP_SYS_RESOURCE; run as root or raise it"
+            }
+            _ => "",
+        };
+        format!(
+            "failed to update /proc/self/oom_score_adj: {} (process.oomScoreAdj {adj}, applied \
+             to the container's VM on the host{fix})",
+            c_text(&e)
+        )
+    })
+}
+
+/// The C library's text of an OS error (`Permission denied`), without Rust's `(os error N)`.
+fn c_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
 }
 
 fn take_stdio() -> std::io::Result<Stdio> {

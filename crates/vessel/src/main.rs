@@ -56,16 +56,22 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a container (runc create).
+    #[command(override_usage = "vessel create [command options] <container-id>")]
     Create(commands::create::CreateArgs),
     /// Start a created container.
+    #[command(override_usage = "vessel start <container-id>")]
     Start(commands::start::StartArgs),
     /// Create and run a container.
+    #[command(override_usage = "vessel run [command options] <container-id>")]
     Run(commands::run::RunArgs),
     /// Print the state of a container as JSON.
+    #[command(override_usage = "vessel state <container-id>")]
     State(commands::state::StateArgs),
     /// Send a signal to a container's init.
+    #[command(override_usage = "vessel kill [command options] <container-id> [signal]")]
     Kill(commands::kill::KillArgs),
     /// Delete a container and its state.
+    #[command(override_usage = "vessel delete [command options] <container-id>")]
     Delete(commands::delete::DeleteArgs),
     /// List containers.
     List(commands::list::ListArgs),
@@ -74,16 +80,22 @@ enum Command {
     /// Print the features this runtime supports, as JSON.
     Features(commands::features::FeaturesArgs),
     /// Run a new process in a container.
+    #[command(override_usage = "vessel exec [command options] <container-id> <command> [command options]  || -p process.json <container-id>")]
     Exec(commands::exec::ExecArgs),
     /// List the processes of a container.
+    #[command(override_usage = "vessel ps [command options] <container-id> [ps options]")]
     Ps(commands::ps::PsArgs),
     /// Freeze a container.
+    #[command(override_usage = "vessel pause <container-id>")]
     Pause(commands::pause::PauseArgs),
     /// Thaw a paused container.
+    #[command(override_usage = "vessel resume <container-id>")]
     Resume(commands::resume::ResumeArgs),
     /// Print container events and statistics.
+    #[command(override_usage = "vessel events [command options] <container-id>")]
     Events(commands::events::EventsArgs),
     /// Update a container's resource limits.
+    #[command(override_usage = "vessel update [command options] <container-id>")]
     Update(commands::update::UpdateArgs),
     /// Checkpoint a container (not supported).
     Checkpoint(commands::checkpoint::CheckpointArgs),

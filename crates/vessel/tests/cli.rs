@@ -936,3 +936,113 @@ fn bad_cgroups_path_fails_create_and_leaves_nothing() {
         );
     }
 }
+
+/// Fields runc refuses fail `create` before any sandbox exists, with runc's text and the field;
+/// labels the microVM cannot apply are accepted with one warning; `process.oomScoreAdj` is
+/// applied to the monitor (the VM's host process), as runc applies it to its container process.
+#[test]
+fn config_fields_runc_refuses_fail_create_and_labels_only_warn() {
+    let env = Env::new();
+    let b = env.bundle("fields", "sleep 30");
+    let config = b.join("config.json");
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let with = |pointer: &str, value: serde_json::Value| {
+        let mut spec = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        spec.pointer_mut(parent).unwrap()[key] = value;
+        std::fs::write(&config, spec.to_string()).unwrap();
+    };
+    for (pointer, value, needle) in [
+        (
+            "/linux/rootfsPropagation",
+            serde_json::json!("bogus"),
+            "rootfsPropagation=bogus is not supported (linux.rootfsPropagation takes private, ",
+        ),
+        (
+            "/linux/intelRdt",
+            serde_json::json!({"closID": "gold"}),
+            "intelRdt is specified in config, but Intel RDT is not supported or enabled (the \
+             microVM has no Intel RDT: remove linux.intelRdt from config.json)",
+        ),
+        (
+            "/process/oomScoreAdj",
+            serde_json::json!(1001),
+            "failed to update /proc/self/oom_score_adj: Invalid argument (process.oomScoreAdj \
+             is 1001: set it between -1000 and 1000)",
+        ),
+        (
+            "/process/ioPriority",
+            serde_json::json!({"class": "IOPRIO_CLASS_BE", "priority": 9}),
+            "invalid ioPriority.Priority: 9 (process.ioPriority.priority",
+        ),
+    ] {
+        with(pointer, value);
+        let out = env.create("c", &b, &[]);
+        assert_fails(&out, 1, needle);
+        assert!(!env.root().join("c").exists(), "{pointer}");
+    }
+
+    let mut spec = base.clone();
+    spec["process"]["apparmorProfile"] = serde_json::json!("cri-containerd.apparmor.d");
+    spec["process"]["oomScoreAdj"] = serde_json::json!(321);
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let pid_file = env.dir.path().join("fields.pid");
+    let out = env.create("c", &b, &["--pid-file", pid_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("level=warning").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            r#"msg="process.apparmorProfile \"cri-containerd.apparmor.d\" not applied: the microVM's kernel has neither AppArmor nor SELinux (the VM isolates the container instead)""#
+        ),
+        "{stderr}"
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap(),
+        "321\n"
+    );
+    assert!(env.run(&["delete", "--force", "c"]).status.success());
+}
+
+/// Usage lines read as runc's (`runc create [command options] <container-id>`), not clap's
+/// `[container-id]...`.
+#[test]
+fn usage_lines_read_as_runc_s() {
+    let env = Env::new();
+    for (command, usage) in [
+        ("create", "Usage: vessel create [command options] <container-id>"),
+        ("run", "Usage: vessel run [command options] <container-id>"),
+        ("start", "Usage: vessel start <container-id>"),
+        ("state", "Usage: vessel state <container-id>"),
+        ("delete", "Usage: vessel delete [command options] <container-id>"),
+        ("kill", "Usage: vessel kill [command options] <container-id> [signal]"),
+        ("pause", "Usage: vessel pause <container-id>"),
+        ("resume", "Usage: vessel resume <container-id>"),
+        ("ps", "Usage: vessel ps [command options] <container-id> [ps options]"),
+        ("events", "Usage: vessel events [command options] <container-id>"),
+        ("update", "Usage: vessel update [command options] <container-id>"),
+    ] {
+        let out = env.run(&[command, "--help"]);
+        assert!(out.status.success(), "{command}");
+        let help = text(&out.stdout);
+        assert!(
+            help.lines().any(|l| l == usage),
+            "{command} --help lacks {usage:?}:\n{help}"
+        );
+    }
+    let out = env.run(&["exec", "--help"]);
+    let help = text(&out.stdout);
+    assert!(
+        help.contains(
+            "Usage: vessel exec [command options] <container-id> <command> [command options]  \
+             || -p process.json <container-id>"
+        ),
+        "{help}"
+    );
+}

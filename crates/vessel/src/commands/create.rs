@@ -54,8 +54,8 @@ impl CreateFlags {
 pub struct CreateArgs {
     #[command(flatten)]
     flags: CreateFlags,
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

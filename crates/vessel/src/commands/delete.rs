@@ -11,8 +11,8 @@ pub struct DeleteArgs {
     /// not an error.
     #[arg(short = 'f', long)]
     force: bool,
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

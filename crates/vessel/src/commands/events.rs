@@ -22,8 +22,8 @@ pub struct EventsArgs {
     /// Print one stats object and exit.
     #[arg(long)]
     stats: bool,
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

@@ -21,8 +21,8 @@ pub struct RunArgs {
     /// Do not become a child subreaper.
     #[arg(long)]
     no_subreaper: bool,
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

@@ -7,8 +7,8 @@ use super::{check_args, Arity, Context};
 /// Arguments of `vessel start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

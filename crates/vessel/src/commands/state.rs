@@ -9,8 +9,8 @@ use super::{check_args, Arity, Context};
 /// Arguments of `vessel state`.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 

@@ -73,8 +73,8 @@ pub struct UpdateArgs {
     /// Obsolete, ignored.
     #[arg(long, hide = true)]
     kernel_memory_tcp: Option<String>,
-    /// The container ID.
-    #[arg(value_name = "container-id")]
+    /// The container ID (hidden from the help, whose usage line names it, as runc's does).
+    #[arg(value_name = "container-id", hide = true)]
     args: Vec<String>,
 }
 
