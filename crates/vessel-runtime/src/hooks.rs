@@ -7,8 +7,10 @@
 //!   included, and `[path]` when absent;
 //! - `env` is the hook's whole environment; when absent the hook inherits Vessel's own (Go's
 //!   `exec.Cmd` with a nil `Env`, which is what runc passes for an absent `env`); the entries
-//!   reach the hook ordered by name, the last of a duplicated name winning (Go keeps their order
-//!   and also lets the last win), and an entry without `=` becomes `NAME=`;
+//!   reach the hook as Go's `exec.Cmd` passes them (os/exec `dedupEnv`, Go ≥1.21): in order, a
+//!   duplicated name kept once with its last value, at the place of its last entry; an entry
+//!   without `=` passed as it is (the hook's `getenv` does not find it), an empty one dropped,
+//!   one holding a NUL refused (`exec: environment variable contains NUL`);
 //! - stdin holds the state JSON, compact, with no trailing newline (Go's `json.Marshal` of
 //!   `specs.State`); stdout and stderr are captured and quoted in the error when the hook fails;
 //! - `timeout` (seconds) kills the hook when it expires: `hook ran past specified timeout of
@@ -345,6 +347,68 @@ pub fn run_warn(kind: HookKind, hooks: Option<&Hooks>, state: &HookState, cwd: O
     }
 }
 
+extern "C" {
+    /// The C library's environment of this process, which `execvp` passes on.
+    static mut environ: *const *const libc::c_char;
+}
+
+/// A hook's `env`, as Go's `exec.Cmd` would pass it to `execve` (see the module documentation),
+/// ready to become the child's `environ`.
+struct GoEnv {
+    /// The strings.
+    strings: Vec<std::ffi::CString>,
+    /// Their addresses, then 0: a `char *envp[]` (addresses kept as integers so the closure
+    /// holding them can cross threads).
+    pointers: Vec<usize>,
+}
+
+impl GoEnv {
+    /// Dedupes `env` as os/exec `dedupEnv` does; an entry holding a NUL is refused with Go's text.
+    fn new(env: &[String]) -> std::io::Result<GoEnv> {
+        if env.iter().any(|e| e.contains('\0')) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "exec: environment variable contains NUL",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<&String> = Vec::new();
+        for entry in env.iter().rev() {
+            match entry.find('=') {
+                // A bare entry is kept as is (Go leaves it for the program to ignore).
+                None if !entry.is_empty() => kept.push(entry),
+                None => {}
+                Some(i) => {
+                    if seen.insert(&entry[..i]) {
+                        kept.push(entry);
+                    }
+                }
+            }
+        }
+        kept.reverse();
+        let strings: Vec<std::ffi::CString> = kept
+            .into_iter()
+            .map(|e| std::ffi::CString::new(e.as_bytes()).expect("NUL refused above"))
+            .collect();
+        let mut pointers: Vec<usize> = strings.iter().map(|s| s.as_ptr() as usize).collect();
+        pointers.push(0);
+        Ok(GoEnv { strings, pointers })
+    }
+
+    /// The strings, in the order the hook gets them.
+    #[cfg(test)]
+    fn entries(&self) -> Vec<&str> {
+        self.strings.iter().map(|s| s.to_str().unwrap()).collect()
+    }
+
+    /// Makes the strings this process's environment. Only for a forked child about to exec.
+    fn install(&self) {
+        // SAFETY: only called in a single-threaded forked child, so nothing reads `environ`
+        // concurrently; the array is NULL-terminated and lives as long as `self`.
+        unsafe { environ = self.pointers.as_ptr() as *const *const libc::c_char };
+    }
+}
+
 /// Runs one hook to its end (see the module documentation).
 fn run_one(
     kind: HookKind,
@@ -369,10 +433,19 @@ fn run_one(
         command.arg0(&args[0]).args(&args[1..]);
     }
     if let Some(env) = hook.env() {
-        command.env_clear();
-        for entry in env {
-            let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
-            command.env(name, value);
+        let envp = GoEnv::new(env).map_err(spawn_error)?;
+        // std's `Command::env` can only pass `NAME=value` pairs, sorted by name; Go passes the
+        // strings as they are. So the child points `environ` at the strings before its exec
+        // (std leaves `environ` alone when no `env` call was made, and execs with it).
+        // SAFETY: the closure runs in the child between fork and exec, where only
+        // async-signal-safe work is allowed: it stores in `environ` a pointer to a
+        // NULL-terminated array built before the fork and owned by the closure (so alive until
+        // the exec), and neither allocates nor locks.
+        unsafe {
+            command.pre_exec(move || {
+                envp.install();
+                Ok(())
+            });
         }
     }
     if let Some(dir) = cwd {
@@ -604,12 +677,42 @@ mod tests {
             read("argv"),
             format!("my-hook\n-c\n{script}\nsh\n{}\n", out.display())
         );
-        // Exactly the hook's env, nothing inherited (std orders the variables by name).
-        assert_eq!(read("env"), "A=b c\nEMPTY=\nZ=last\n");
+        // Exactly the hook's env, nothing inherited, in its order.
+        assert_eq!(read("env"), "Z=last\nA=b c\nEMPTY=\n");
         assert_eq!(read("cwd"), format!("{}\n", cwd.path().display()));
         assert_eq!(
             read("stdin"),
             r#"{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"k":"v"}}"#
+        );
+    }
+
+    #[test]
+    fn env_reaches_the_hook_as_go_passes_it_bare_entries_included() {
+        let env = |e: &[&str]| e.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Go ≥1.21 `dedupEnv`: the last value of a name, at its last place; bare entries kept,
+        // empty ones dropped.
+        let go = GoEnv::new(&env(&["A=1", "BARE", "", "B=2", "A=3", "C="])).unwrap();
+        assert_eq!(go.entries(), ["BARE", "B=2", "A=3", "C="]);
+        assert_eq!(go.pointers.len(), 5);
+        assert_eq!(go.pointers.last(), Some(&0));
+        let err = GoEnv::new(&env(&["A=1", "B=x\0y"])).err().unwrap();
+        assert_eq!(err.to_string(), "exec: environment variable contains NUL");
+
+        // Through a real hook: /proc/<pid>/environ holds exactly those strings.
+        let dir = tempfile::tempdir().unwrap();
+        let script = "tr '\\0' '\\n' < /proc/$$/environ > \"$1/env\"";
+        let mut h = sh(script, dir.path());
+        h["env"] = serde_json::json!(["NAME", "A=1", "A=2", "PATH=/bin"]);
+        run(
+            HookKind::Prestart,
+            Some(&hooks("prestart", vec![hook(h)])),
+            &state(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("env")).unwrap(),
+            "NAME\nA=2\nPATH=/bin\n"
         );
     }
 
