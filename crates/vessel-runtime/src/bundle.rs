@@ -247,7 +247,8 @@ fn parse_spec(path: &Path, text: &str) -> Result<(Spec, Vec<UnknownCapability>),
         // unknown name.
         Err(e)
             if e.inner().classify() != serde_json::error::Category::Data
-                || !e.path().to_string().starts_with("process.capabilities.") =>
+                || !(e.path().to_string().starts_with("process.capabilities.")
+                    || e.path().to_string().starts_with("process.scheduler.flags")) =>
         {
             let field = known_field(e.path());
             return Err(parse_error(path, field, e.into_inner()));
@@ -262,11 +263,32 @@ fn parse_spec(path: &Path, text: &str) -> Result<(Spec, Vec<UnknownCapability>),
         Some(caps) => drop_unknown_capabilities(caps, "process.capabilities"),
         None => Vec::new(),
     };
+    if let Some(process) = value.get_mut("process") {
+        spec_scheduler_flag_names(process);
+    }
     let spec = serde_path_to_error::deserialize::<_, Spec>(value).map_err(|e| {
         let field = known_field(e.path());
         parse_error(path, field, e.into_inner())
     })?;
     Ok((spec, unknown))
+}
+
+/// Renames, in a process object's `scheduler.flags`, the two flags whose runtime-spec names
+/// oci-spec 0.8 does not take (`SCHED_FLAG_RESET_ON_FORK`, `SCHED_FLAG_DL_OVERRUN`; it reads
+/// `SCHED_RESET_ON_FORK` and `SCHED_FLAG_D_L_OVERRUN`) to the names it takes, so that a config
+/// using the spec's names parses. Used for config.json and for `exec`'s process.
+pub fn spec_scheduler_flag_names(process: &mut serde_json::Value) {
+    let Some(serde_json::Value::Array(flags)) = process.pointer_mut("/scheduler/flags") else {
+        return;
+    };
+    for flag in flags {
+        let renamed = match flag.as_str() {
+            Some("SCHED_FLAG_RESET_ON_FORK") => "SCHED_RESET_ON_FORK",
+            Some("SCHED_FLAG_DL_OVERRUN") => "SCHED_FLAG_D_L_OVERRUN",
+            _ => continue,
+        };
+        *flag = serde_json::Value::String(renamed.to_owned());
+    }
 }
 
 /// Removes from the five sets of a `capabilities` object (`field` is its path, for the report:
@@ -686,6 +708,30 @@ mod tests {
             r#""linux":{"personality":{"domain":"LINUX32"},"rootfsPropagation":"rslave"},"process":"#,
         );
         assert!(Bundle::load(bundle_with(&ok).path()).is_ok());
+    }
+
+    #[test]
+    fn scheduler_flags_with_the_runtime_spec_s_names_parse() {
+        let flags = GOOD.replace(
+            r#""cwd":"/","#,
+            r#""cwd":"/","scheduler":{"policy":"SCHED_DEADLINE","runtime":1000000,
+               "deadline":2000000,"period":2000000,
+               "flags":["SCHED_FLAG_RESET_ON_FORK","SCHED_FLAG_DL_OVERRUN","SCHED_FLAG_RECLAIM"]},"#,
+        );
+        let b = Bundle::load(bundle_with(&flags).path()).unwrap();
+        use oci_spec::runtime::LinuxSchedulerFlag as F;
+        let s = b.spec.process().as_ref().unwrap().scheduler().clone().unwrap();
+        assert_eq!(
+            s.flags().as_deref().unwrap(),
+            [F::SchedResetOnFork, F::SchedFlagDLOverrun, F::SchedFlagReclaim]
+        );
+        let (err, config) = load_error(&flags.replace("SCHED_FLAG_RECLAIM", "SCHED_FLAG_BOGUS"));
+        assert!(
+            err.starts_with(&format!(
+                "parse {config}: field process.scheduler.flags[2]: unknown variant `SCHED_FLAG_BOGUS`"
+            )),
+            "{err}"
+        );
     }
 
     #[test]

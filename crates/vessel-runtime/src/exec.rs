@@ -131,6 +131,7 @@ pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
     };
     let mut process: serde_json::Value = serde_json::from_str(&text).map_err(read_error)?;
     warn_unknown_capabilities(&mut process);
+    crate::bundle::spec_scheduler_flag_names(&mut process);
     let process: Process = serde_json::from_value(process).map_err(read_error)?;
     crate::validate::check_process(&process, "process").map_err(ExecError::InvalidFlag)?;
     Ok(process)
