@@ -720,10 +720,21 @@ mod tests {
         );
         let b = Bundle::load(bundle_with(&flags).path()).unwrap();
         use oci_spec::runtime::LinuxSchedulerFlag as F;
-        let s = b.spec.process().as_ref().unwrap().scheduler().clone().unwrap();
+        let s = b
+            .spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .scheduler()
+            .clone()
+            .unwrap();
         assert_eq!(
             s.flags().as_deref().unwrap(),
-            [F::SchedResetOnFork, F::SchedFlagDLOverrun, F::SchedFlagReclaim]
+            [
+                F::SchedResetOnFork,
+                F::SchedFlagDLOverrun,
+                F::SchedFlagReclaim
+            ]
         );
         let (err, config) = load_error(&flags.replace("SCHED_FLAG_RECLAIM", "SCHED_FLAG_BOGUS"));
         assert!(

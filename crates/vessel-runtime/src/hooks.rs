@@ -355,7 +355,8 @@ extern "C" {
 /// A hook's `env`, as Go's `exec.Cmd` would pass it to `execve` (see the module documentation),
 /// ready to become the child's `environ`.
 struct GoEnv {
-    /// The strings.
+    /// The strings, owned here so that `pointers` stay valid until the exec (read by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     strings: Vec<std::ffi::CString>,
     /// Their addresses, then 0: a `char *envp[]` (addresses kept as integers so the closure
     /// holding them can cross threads).
@@ -378,11 +379,8 @@ impl GoEnv {
                 // A bare entry is kept as is (Go leaves it for the program to ignore).
                 None if !entry.is_empty() => kept.push(entry),
                 None => {}
-                Some(i) => {
-                    if seen.insert(&entry[..i]) {
-                        kept.push(entry);
-                    }
-                }
+                Some(i) if seen.insert(&entry[..i]) => kept.push(entry),
+                Some(_) => {}
             }
         }
         kept.reverse();

@@ -157,7 +157,12 @@ fn set_up(
 /// `failed to update /proc/self/oom_score_adj: Permission denied` when lowering it without
 /// `CAP_SYS_RESOURCE`.
 fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), String> {
-    let Some(adj) = bundle.spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+    let Some(adj) = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj())
+    else {
         return Ok(());
     };
     std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {

@@ -91,9 +91,11 @@ pub fn check_linux(linux: &Linux) -> Result<(), String> {
         }
     }
     if linux.intel_rdt().is_some() {
-        return Err("intelRdt is specified in config, but Intel RDT is not supported or enabled \
+        return Err(
+            "intelRdt is specified in config, but Intel RDT is not supported or enabled \
                     (the microVM has no Intel RDT: remove linux.intelRdt from config.json)"
-            .to_owned());
+                .to_owned(),
+        );
     }
     Ok(())
 }
@@ -304,13 +306,17 @@ mod tests {
         let only = spec(serde_json::json!({"process": {"apparmorProfile": "docker-default"}}));
         assert_eq!(
             warnings(&only),
-            ["process.apparmorProfile \"docker-default\" not applied: the microVM's kernel has \
+            [
+                "process.apparmorProfile \"docker-default\" not applied: the microVM's kernel has \
               neither AppArmor nor SELinux (the VM isolates the container instead)"
-                .to_owned()]
+                    .to_owned()
+            ]
         );
         assert!(warnings(&spec(serde_json::json!({}))).is_empty());
         // Empty labels (what some callers write for "none") are no setting at all.
-        assert!(warnings(&spec(serde_json::json!({"process": {"apparmorProfile": ""}})))
-            .is_empty());
+        assert!(warnings(&spec(
+            serde_json::json!({"process": {"apparmorProfile": ""}})
+        ))
+        .is_empty());
     }
 }

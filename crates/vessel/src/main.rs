@@ -80,7 +80,9 @@ enum Command {
     /// Print the features this runtime supports, as JSON.
     Features(commands::features::FeaturesArgs),
     /// Run a new process in a container.
-    #[command(override_usage = "vessel exec [command options] <container-id> <command> [command options]  || -p process.json <container-id>")]
+    #[command(
+        override_usage = "vessel exec [command options] <container-id> <command> [command options]  || -p process.json <container-id>"
+    )]
     Exec(commands::exec::ExecArgs),
     /// List the processes of a container.
     #[command(override_usage = "vessel ps [command options] <container-id> [ps options]")]

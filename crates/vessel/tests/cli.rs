@@ -1016,17 +1016,35 @@ fn config_fields_runc_refuses_fail_create_and_labels_only_warn() {
 fn usage_lines_read_as_runc_s() {
     let env = Env::new();
     for (command, usage) in [
-        ("create", "Usage: vessel create [command options] <container-id>"),
+        (
+            "create",
+            "Usage: vessel create [command options] <container-id>",
+        ),
         ("run", "Usage: vessel run [command options] <container-id>"),
         ("start", "Usage: vessel start <container-id>"),
         ("state", "Usage: vessel state <container-id>"),
-        ("delete", "Usage: vessel delete [command options] <container-id>"),
-        ("kill", "Usage: vessel kill [command options] <container-id> [signal]"),
+        (
+            "delete",
+            "Usage: vessel delete [command options] <container-id>",
+        ),
+        (
+            "kill",
+            "Usage: vessel kill [command options] <container-id> [signal]",
+        ),
         ("pause", "Usage: vessel pause <container-id>"),
         ("resume", "Usage: vessel resume <container-id>"),
-        ("ps", "Usage: vessel ps [command options] <container-id> [ps options]"),
-        ("events", "Usage: vessel events [command options] <container-id>"),
-        ("update", "Usage: vessel update [command options] <container-id>"),
+        (
+            "ps",
+            "Usage: vessel ps [command options] <container-id> [ps options]",
+        ),
+        (
+            "events",
+            "Usage: vessel events [command options] <container-id>",
+        ),
+        (
+            "update",
+            "Usage: vessel update [command options] <container-id>",
+        ),
     ] {
         let out = env.run(&[command, "--help"]);
         assert!(out.status.success(), "{command}");

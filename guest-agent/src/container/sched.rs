@@ -35,7 +35,7 @@ pub enum SchedError {
     },
     /// `sched_setattr` failed.
     #[error("error setting scheduler (process.scheduler policy {policy})")]
-    SetScheduler {
+    ApplyScheduler {
         /// The policy as config.json names it.
         policy: String,
         /// The cause.
@@ -58,7 +58,7 @@ impl SchedError {
     pub fn io_error(&self) -> &io::Error {
         match self {
             SchedError::SetIoPriority { source, .. }
-            | SchedError::SetScheduler { source, .. }
+            | SchedError::ApplyScheduler { source, .. }
             | SchedError::SetPersonality { source, .. } => source,
         }
     }
@@ -137,7 +137,7 @@ pub fn apply_process<S: Syscall>(
     }
     if let Some(s) = scheduler {
         sys.sched_setattr(&sched_attr(s))
-            .map_err(|source| SchedError::SetScheduler {
+            .map_err(|source| SchedError::ApplyScheduler {
                 policy: s.policy().to_string(),
                 source,
             })?;
@@ -205,7 +205,10 @@ mod tests {
             (6, 1_000_000, 2_000_000, 3_000_000)
         );
         let batch: Scheduler = from(serde_json::json!({"policy": "SCHED_BATCH", "nice": -5}));
-        assert_eq!((sched_attr(&batch).policy, sched_attr(&batch).nice), (3, -5));
+        assert_eq!(
+            (sched_attr(&batch).policy, sched_attr(&batch).nice),
+            (3, -5)
+        );
     }
 
     #[test]
