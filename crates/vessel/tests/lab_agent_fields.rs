@@ -5,9 +5,9 @@
 //!
 //! 1. `lab_agent_fields_in_a_microvm`: one container for hostname, domainname, ids, umask, cwd,
 //!    env, rlimits, capabilities, noNewPrivileges, seccomp errno, masked and read-only paths,
-//!    mount options, sysctl, oomScoreAdj, cgroup limits and namespaces; then the VM powers off
-//!    on its own when the workload exits (the console shows the agent's orderly shutdown) and
-//!    the monitor is gone within a bound.
+//!    mount options, sysctl, oomScoreAdj, ioPriority, scheduler, personality, cgroup limits and
+//!    namespaces; then the VM powers off on its own when the workload exits (the console shows
+//!    the agent's orderly shutdown) and the monitor is gone within a bound.
 //! 2. `lab_agent_protocol_bad_input_bench_and_guest_loss`: one running container whose agent the
 //!    test also drives directly over the VM's vsock socket: specs that cannot be applied are
 //!    refused naming the field and leave nothing behind; the agent's own time from a request to
@@ -125,6 +125,10 @@ echo "tmp_mode=$(stat -c %a /tmp)"
 echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
 echo "msgmnb=$(cat /proc/sys/kernel/msgmnb)"
 echo "oom_score_adj=$(cat /proc/self/oom_score_adj)"
+echo "ionice=$(ionice -p $$)"
+# Fields 19 and 41 of /proc/<pid>/stat: nice and scheduling policy.
+echo "sched=$(cut -d' ' -f19,41 /proc/$$/stat)"
+echo "personality=$(cat /proc/$$/personality)"
 echo "cgroup=$(cat /proc/self/cgroup)"
 for f in memory.max pids.max cpu.max cpu.weight; do echo "$f=$(cat /sys/fs/cgroup/$f)"; done
 echo "pid=$$"
@@ -166,6 +170,8 @@ fn lab_agent_fields_in_a_microvm() {
                 "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1234, "hard": 2048}],
                 "noNewPrivileges": true,
                 "oomScoreAdj": 123,
+                "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 5},
+                "scheduler": {"policy": "SCHED_BATCH", "nice": 5},
                 "capabilities": {
                     "bounding": ["CAP_KILL", "CAP_CHOWN"],
                     "effective": ["CAP_KILL"],
@@ -175,6 +181,7 @@ fn lab_agent_fields_in_a_microvm() {
                 }
             },
             "linux": {
+                "personality": {"domain": "LINUX32"},
                 "sysctl": {"net.ipv4.ip_forward": "1", "kernel.msgmnb": "32768"},
                 "maskedPaths": ["/proc/kcore", "/etc/secret", "/secretdir"],
                 "readonlyPaths": ["/proc/sys", "/data"],
@@ -286,6 +293,11 @@ fn lab_agent_fields_in_a_microvm() {
         ("ip_forward", "1"),
         ("msgmnb", "32768"),
         ("oom_score_adj", "123"),
+        ("ionice", "best-effort: prio 5"),
+        // SCHED_BATCH is policy 3.
+        ("sched", "5 3"),
+        // PER_LINUX32.
+        ("personality", "00000008"),
         ("cgroup", "0::/"),
         ("memory.max", "67108864"),
         ("pids.max", "64"),
