@@ -712,8 +712,9 @@ impl Read for FdReader<'_> {
 type Prepared = (CString, Vec<CString>, Vec<CString>);
 
 /// The part shared by create and exec (runc `finalizeNamespace` and what follows): oom score,
-/// I/O priority and scheduler, rlimits, umask, seccomp (before the user switch without noNewPrivileges), user and
-/// capabilities, cwd, env, args[0] lookup, noNewPrivileges and seccomp (last with it).
+/// I/O priority and scheduler, rlimits, umask, seccomp (before the user switch without
+/// noNewPrivileges), user and capabilities, cwd, env, args[0] lookup, noNewPrivileges and
+/// seccomp (last with it).
 fn finish_process<S: Syscall>(
     sys: &S,
     p: &Process,
