@@ -376,8 +376,10 @@ impl Bundle {
             });
         }
         let rootfs = resolved;
+        // runc records the bundle as its working directory after `chdir` into it, i.e. its
+        // physical path: `..` and symlinks resolved.
         Ok(Bundle {
-            path,
+            path: physical,
             spec,
             rootfs,
             unknown_capabilities,

@@ -250,6 +250,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 sandbox: sandbox.kind().to_owned(),
                 cgroup: cgroup.clone(),
                 hooks: bundle.spec.hooks().clone(),
+                paused_from: None,
             };
             // Recorded now, as `creating` (which no command reports), so that a create killed
             // outright during its hooks leaves the monitor's PID for `delete`.

@@ -30,7 +30,8 @@ pub enum PauseError {
 pub fn pause(store: &StateStore, id: &str) -> Result<(), PauseError> {
     let _lock = store.lock(id)?;
     let mut record = store.load(id)?;
-    if !matches!(record.status(), Status::Running | Status::Created) {
+    let from = record.status();
+    if !matches!(from, Status::Running | Status::Created) {
         return Err(PauseError::PauseNotRunning);
     }
     let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
@@ -39,10 +40,13 @@ pub fn pause(store: &StateStore, id: &str) -> Result<(), PauseError> {
         source,
     })?;
     record.status = Status::Paused;
+    record.paused_from = Some(from);
     Ok(store.save(&record)?)
 }
 
-/// Thaws container `id` (only from `paused`); `state` then reports `running`.
+/// Thaws container `id` (only from `paused`); `state` then reports the status it was paused
+/// from: `running`, or `created` for a container paused before `start` (which `start` then
+/// runs, as runc's does).
 pub fn resume(store: &StateStore, id: &str) -> Result<(), PauseError> {
     let _lock = store.lock(id)?;
     let mut record = store.load(id)?;
@@ -54,6 +58,6 @@ pub fn resume(store: &StateStore, id: &str) -> Result<(), PauseError> {
         op: "resume",
         source,
     })?;
-    record.status = Status::Running;
+    record.status = record.paused_from.take().unwrap_or(Status::Running);
     Ok(store.save(&record)?)
 }

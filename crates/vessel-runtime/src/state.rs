@@ -173,6 +173,11 @@ pub struct ContainerRecord {
     /// (spec: later changes to config.json do not affect the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// While `paused`: the status `resume` returns to, `created` or `running` (runc derives it
+    /// after a resume from whether the container's init has run its process yet, so a container
+    /// paused before `start` is `created` again and can still be started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_from: Option<Status>,
 }
 
 impl ContainerRecord {
@@ -493,6 +498,7 @@ mod tests {
             sandbox: "host".into(),
             cgroup: None,
             hooks: None,
+            paused_from: None,
         }
     }
 

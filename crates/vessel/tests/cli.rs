@@ -545,12 +545,41 @@ fn delete_follows_runc_rules() {
 }
 
 #[test]
+fn state_records_the_bundle_s_physical_path_as_runc_does() {
+    let env = Env::new();
+    let bundle = env.bundle("b", "exec sleep 30");
+    std::fs::create_dir(env.dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(&bundle, env.dir.path().join("link")).unwrap();
+    let physical = bundle.canonicalize().unwrap();
+    // Given relative with `..` from another directory, then through a symlink.
+    for (id, given) in [("rel", "../b"), ("sym", "../link")] {
+        let mut c = env.cmd(&["create", "--bundle", given, id]);
+        c.current_dir(env.dir.path().join("sub"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        assert!(c.status().unwrap().success(), "create --bundle {given}");
+        assert_eq!(
+            env.state(id)["bundle"],
+            physical.to_str().unwrap(),
+            "--bundle {given}"
+        );
+        assert!(env.run(&["delete", "--force", id]).status.success());
+    }
+}
+
+#[test]
 fn pause_and_resume_follow_runc_states() {
     let env = Env::new();
     let bundle = env.bundle("b", "exec sleep 30");
     assert!(env.create("p", &bundle, &[]).status.success());
     assert_fails(&env.run(&["resume", "p"]), 1, "container not paused");
+    // Paused before start: resume gives `created` back, and start still runs the process.
+    assert!(env.run(&["pause", "p"]).status.success());
+    assert_eq!(env.state("p")["status"], "paused");
+    assert!(env.run(&["resume", "p"]).status.success());
+    assert_eq!(env.state("p")["status"], "created");
     assert!(env.run(&["start", "p"]).status.success());
+    assert_eq!(env.state("p")["status"], "running");
     assert!(env.run(&["pause", "p"]).status.success());
     assert_eq!(env.state("p")["status"], "paused");
     assert_fails(

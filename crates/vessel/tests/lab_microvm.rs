@@ -23,7 +23,9 @@ fn lab_run_busybox_in_a_microvm() {
                   grep -c ^processor /proc/cpuinfo; \
                   echo written-in-guest > /from-guest.txt; \
                   cat /from-host.txt; \
-                  cat /sys/class/bdi/$(mountpoint -d /)/read_ahead_kb; \
+                  while read -r _ _ dev _ mnt _; do \
+                    [ \"$mnt\" = / ] && cat /sys/class/bdi/$dev/read_ahead_kb; \
+                  done < /proc/self/mountinfo; \
                   echo to-stderr >&2; \
                   exit 3";
     let bundle = lab.bundle("bundle", script);
