@@ -508,8 +508,24 @@ fn relay_process(
     let status = waiter.wait(id, Some(exec_id));
     let _ = out.join();
     let _ = err.join();
+    exit_code(exec_id, status)
+}
+
+/// The exit code of a foreground exec whose wait ended with `status`: the process's own (code,
+/// or 128+N for a signal); 137, a SIGKILL, when the agent closed the connection instead, which
+/// it does only when the microVM ended (the monitor killed, the guest shut down) and with it
+/// every process in it, as the kernel SIGKILLs runc's exec'd processes when the container's init
+/// dies (its PID namespace ends: runc exec then exits 137 too); 255 for other failures.
+fn exit_code(
+    exec_id: &str,
+    status: Result<vessel_protocol::ExitStatus, vessel_protocol::client::ClientError>,
+) -> i32 {
     match status {
         Ok(s) => s.runc_code(),
+        Err(vessel_protocol::client::ClientError::CloseConnection { .. }) => {
+            log::info!("exec process {exec_id}: the microVM ended under it; reporting it killed");
+            128 + Signal::SIGKILL as i32
+        }
         Err(e) => {
             log::error!("wait for exec process {exec_id}: {}", chain(&e));
             255
@@ -588,13 +604,7 @@ fn relay_terminal_process(
     let _ = writeln!(report, "started");
     let status = waiter.wait(t.id, Some(t.exec_id));
     let _ = output.join();
-    match status {
-        Ok(s) => s.runc_code(),
-        Err(e) => {
-            log::error!("wait for exec process {}: {}", t.exec_id, chain(&e));
-            255
-        }
-    }
+    exit_code(t.exec_id, status)
 }
 
 /// Passes the host pty's new size (after a SIGWINCH) to the guest pty of an exec process.
@@ -715,6 +725,22 @@ fn spawn_guard(id: &str, exec_id: &str, address: &AgentAddress) -> nix::Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreground_exec_reports_its_status_or_a_kill_when_the_vm_ends() {
+        use vessel_protocol::client::ClientError;
+        use vessel_protocol::ExitStatus;
+        assert_eq!(exit_code("e", Ok(ExitStatus::Code(3))), 3);
+        assert_eq!(exit_code("e", Ok(ExitStatus::Signal(15))), 143);
+        // The agent closed the wait: the microVM ended, the process with it.
+        let closed = ClientError::CloseConnection {
+            during: "waiting for a response",
+        };
+        assert_eq!(exit_code("e", Err(closed)), 137);
+        let refused =
+            ClientError::ExchangeFrame(vessel_protocol::FrameError::CheckMagic { found: *b"HTTP" });
+        assert_eq!(exit_code("e", Err(refused)), 255);
+    }
 
     #[test]
     fn flags_override_the_bundle_process() {
