@@ -27,7 +27,7 @@ pub const MONITOR_SOCKET: &str = "monitor.sock";
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The ID is not valid (runc's `invalid container ID format`).
+    /// The ID is empty or not valid (runc's `container id cannot be empty`, `invalid container ID format`).
     #[error(transparent)]
     ValidateId(#[from] id::IdError),
     /// No `state.json` for this ID (runc's `container does not exist`, matched by callers).

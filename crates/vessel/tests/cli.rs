@@ -154,6 +154,12 @@ fn invalid_ids_are_refused() {
         assert_fails(&env.run(&["state", id]), 1, "invalid container ID format");
     }
     assert!(!env.root().join("..").join("b").join("state.json").exists());
+    assert_fails(
+        &env.create("", &bundle, &[]),
+        1,
+        "container id cannot be empty",
+    );
+    assert_fails(&env.run(&["state", ""]), 1, "container id cannot be empty");
 }
 
 #[test]

@@ -63,14 +63,35 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-/// One runc event line.
+/// One runc event (libcontainer/events.go `Event`): its keys in runc's order, `type`, `id`,
+/// then `data` when there is any.
+#[derive(serde::Serialize)]
+struct Event<'a, T: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+}
+
+/// One runc stats event line.
 fn stats_line(id: &str, stats: &vessel_runtime::guest::Stats) -> anyhow::Result<String> {
-    Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}).to_string())
+    let event = Event {
+        kind: "stats",
+        id,
+        data: Some(stats),
+    };
+    Ok(serde_json::to_string(&event)?)
 }
 
 /// runc's OOM event: no `data`.
 fn oom_line(id: &str) -> String {
-    serde_json::json!({"type": "oom", "id": id}).to_string()
+    let event: Event<'_, ()> = Event {
+        kind: "oom",
+        id,
+        data: None,
+    };
+    serde_json::to_string(&event).expect("two strings serialise")
 }
 
 fn print_line(line: &str) -> std::io::Result<()> {
@@ -141,13 +162,8 @@ pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
         Ok(0)
     };
     loop {
-        match vessel_runtime::guest::stats(&ctx.store, id) {
-            Ok(stats) => print_line(&stats_line(id, &stats)?)?,
-            // The stream ends when the container stops.
-            Err(_) if stopped(&ctx.store, id) => return end(),
-            Err(e) => log::warn!("events: {e:#}"),
-        }
-        // Sleep in short steps so that the end of the container ends the stream promptly.
+        // The first sample comes after one interval, as runc's `time.Tick` gives it. Sleep in
+        // short steps so that the end of the container ends the stream promptly.
         let deadline = std::time::Instant::now() + args.interval;
         loop {
             if stopped(&ctx.store, id) {
@@ -159,12 +175,29 @@ pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
             }
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
+        match vessel_runtime::guest::stats(&ctx.store, id) {
+            Ok(stats) => print_line(&stats_line(id, &stats)?)?,
+            // The stream ends when the container stops.
+            Err(_) if stopped(&ctx.store, id) => return end(),
+            Err(e) => log::warn!("events: {e:#}"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_keep_runc_s_key_order() {
+        assert_eq!(oom_line("c1"), r#"{"type":"oom","id":"c1"}"#);
+        let stats = vessel_runtime::guest::Stats::default();
+        let line = stats_line("c1", &stats).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"stats","id":"c1","data":{"#),
+            "{line}"
+        );
+    }
 
     #[test]
     fn parses_go_durations() {
