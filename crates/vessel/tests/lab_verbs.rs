@@ -55,11 +55,20 @@ fn lab_verbs_exec_signals_output_pause_update_and_oom() {
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(rc, 0);
     let lab = Lab::new();
+    // The workload never forks: the pids limit below leaves it no room, and BusyBox's shell
+    // exits when a fork fails. `read -t` on a FIFO opened read-write (no writer to wait for)
+    // is its 0.1 s sleep.
     let bundle = lab.bundle(
         "b",
-        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; read -t 0.1 x <> /tmp/tick; done",
     );
     let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    nix::unistd::mkfifo(
+        &rootfs.join("tmp/tick"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     // 100 MiB of random bytes for the output test, read by the guest over virtio-fs.
     let big = {
         let mut data = vec![0u8; 100 << 20];
