@@ -97,7 +97,7 @@ pub struct VsockUds {
 
 impl AgentConnector for VsockUds {
     fn connect(&self, port: u32) -> io::Result<UnixStream> {
-        let mut stream = UnixStream::connect(&self.path)?;
+        let mut stream = vessel_vmm::uds::connect(&self.path)?;
         stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
         // One byte at a time: whatever follows the line already belongs to the guest stream.
         let mut line = Vec::new();

@@ -14,6 +14,7 @@ pub mod host;
 pub mod image_cache;
 pub mod joined;
 pub mod vm;
+pub mod uds;
 pub mod vstate;
 
 use std::path::{Path, PathBuf};

@@ -444,8 +444,8 @@ fn fs_failure(tag: &str, e: &FsError) -> ExitReason {
     }
 }
 
-/// Binds the vsock Unix socket at `path`, replacing a stale socket file (never another kind of
-/// file).
+/// Binds the vsock Unix socket at `path` (of any length, see [`crate::uds`]), replacing a stale
+/// socket file (never another kind of file).
 fn bind_uds(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, VmmError> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -453,7 +453,7 @@ fn bind_uds(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, 
             let _ = std::fs::remove_file(path);
         }
     }
-    std::os::unix::net::UnixListener::bind(path).map_err(|source| VmmError::BindVsockUds {
+    crate::uds::bind(path).map_err(|source| VmmError::BindVsockUds {
         path: path.to_path_buf(),
         source,
     })
