@@ -266,11 +266,16 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
+    /// The socket sits where `<root>/<id>/vsock.sock` of a long root and ID would: past the 107
+    /// bytes `sun_path` holds.
     #[test]
     fn vsock_connect_handshake_keeps_following_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let container = dir.path().join("r".repeat(40)).join("f".repeat(64));
+        std::fs::create_dir_all(&container).unwrap();
+        let path = container.join(VSOCK_SOCKET);
+        assert!(path.as_os_str().len() > 108);
+        let listener = vessel_vmm::uds::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 13];

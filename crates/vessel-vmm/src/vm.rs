@@ -492,4 +492,27 @@ mod tests {
              queue notifications: Bad file descriptor (os error 9)"
         );
     }
+
+    #[test]
+    fn the_vsock_socket_binds_past_sun_path_replacing_a_stale_socket_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r".repeat(60)).join("i".repeat(64));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vsock.sock");
+        assert!(path.as_os_str().len() > crate::uds::SUN_PATH_LEN);
+        drop(bind_uds(&path).unwrap());
+        // The first listener's file is left behind, as after a crash: it is replaced.
+        let listener = bind_uds(&path).unwrap();
+        crate::uds::connect(&path).unwrap();
+        drop(listener);
+
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "keep").unwrap();
+        let err = bind_uds(&file).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
 }
