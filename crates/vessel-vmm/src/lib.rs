@@ -13,8 +13,8 @@ pub mod event_loop;
 pub mod host;
 pub mod image_cache;
 pub mod joined;
-pub mod vm;
 pub mod uds;
+pub mod vm;
 pub mod vstate;
 
 use std::path::{Path, PathBuf};

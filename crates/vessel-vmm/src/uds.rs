@@ -58,7 +58,10 @@ fn with_reachable_path<T>(path: &Path, op: impl FnOnce(&Path) -> io::Result<T>) 
         return op(path);
     }
     let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the socket path has no file name")
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket path has no file name",
+        )
     })?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -137,10 +140,7 @@ mod tests {
         // Removing the directory removes the socket with it.
         std::fs::remove_dir_all(tmp.path().join("d".repeat(120))).unwrap();
         assert!(!path.exists());
-        assert_eq!(
-            connect(&path).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(connect(&path).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

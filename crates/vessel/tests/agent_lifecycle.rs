@@ -1292,7 +1292,10 @@ fn a_long_id_under_a_long_root_goes_through_the_whole_lifecycle_and_leaves_nothi
         assert_eq!(state["id"], id);
 
         let out = agent
-            .vessel(&root, &["exec", id, "sh", "-c", "echo in $(hostname); exit 4"])
+            .vessel(
+                &root,
+                &["exec", id, "sh", "-c", "echo in $(hostname); exit 4"],
+            )
             .output()
             .unwrap();
         assert_eq!(
