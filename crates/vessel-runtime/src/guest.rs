@@ -264,7 +264,6 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixListener;
 
     /// The socket sits where `<root>/<id>/vsock.sock` of a long root and ID would: past the 107
     /// bytes `sun_path` holds.
