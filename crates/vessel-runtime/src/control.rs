@@ -106,7 +106,7 @@ pub fn ask_agent(socket: &Path, request: Request) -> Result<Response, ControlErr
 /// One exchange: `Ok(None)` for `ok`, `Ok(Some(_))` for an agent's answer.
 fn exchange(socket: &Path, request: &ControlRequest) -> Result<Option<Response>, ControlError> {
     let mut stream =
-        UnixStream::connect(socket).map_err(|source| ControlError::ConnectMonitor {
+        vessel_vmm::uds::connect(socket).map_err(|source| ControlError::ConnectMonitor {
             path: socket.to_owned(),
             source,
         })?;

@@ -97,7 +97,7 @@ pub struct VsockUds {
 
 impl AgentConnector for VsockUds {
     fn connect(&self, port: u32) -> io::Result<UnixStream> {
-        let mut stream = UnixStream::connect(&self.path)?;
+        let mut stream = vessel_vmm::uds::connect(&self.path)?;
         stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
         // One byte at a time: whatever follows the line already belongs to the guest stream.
         let mut line = Vec::new();
@@ -264,13 +264,17 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixListener;
 
+    /// The socket sits where `<root>/<id>/vsock.sock` of a long root and ID would: past the 107
+    /// bytes `sun_path` holds.
     #[test]
     fn vsock_connect_handshake_keeps_following_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let container = dir.path().join("r".repeat(40)).join("f".repeat(64));
+        std::fs::create_dir_all(&container).unwrap();
+        let path = container.join(VSOCK_SOCKET);
+        assert!(path.as_os_str().len() > 108);
+        let listener = vessel_vmm::uds::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 13];

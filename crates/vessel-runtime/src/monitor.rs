@@ -147,7 +147,7 @@ fn set_up(
             .map_err(|e| format!("redirect fd {fd} to /dev/null: {e}"))?;
     }
     let socket = config.dir.join(crate::state::MONITOR_SOCKET);
-    UnixListener::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+    vessel_vmm::uds::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
 }
 
 /// Writes `process.oomScoreAdj` to the monitor's own `/proc/self/oom_score_adj`, so that the

@@ -62,7 +62,8 @@ pub struct VmConfig {
     /// Guest vsock CID, at least `MIN_GUEST_CID`.
     pub vsock_cid: u32,
     /// Optional Unix socket path where other processes reach guest vsock ports
-    /// (`CONNECT <port>\n` -> `OK <local port>\n`).
+    /// (`CONNECT <port>\n` -> `OK <local port>\n`). Any length: a path longer than `sun_path`
+    /// holds is bound through its directory's fd ([`crate::uds`]).
     #[serde(default)]
     pub vsock_uds: Option<PathBuf>,
     /// Build the VM even when `host::probe()` says guests cannot run here (kvm_pvm). For

@@ -444,8 +444,8 @@ fn fs_failure(tag: &str, e: &FsError) -> ExitReason {
     }
 }
 
-/// Binds the vsock Unix socket at `path`, replacing a stale socket file (never another kind of
-/// file).
+/// Binds the vsock Unix socket at `path` (of any length, see [`crate::uds`]), replacing a stale
+/// socket file (never another kind of file).
 fn bind_uds(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, VmmError> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -453,7 +453,7 @@ fn bind_uds(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, 
             let _ = std::fs::remove_file(path);
         }
     }
-    std::os::unix::net::UnixListener::bind(path).map_err(|source| VmmError::BindVsockUds {
+    crate::uds::bind(path).map_err(|source| VmmError::BindVsockUds {
         path: path.to_path_buf(),
         source,
     })
@@ -491,5 +491,28 @@ mod tests {
             "device virtio-fs vessel failed: virtio-fs thread vessel-fs-vessel cannot wait for \
              queue notifications: Bad file descriptor (os error 9)"
         );
+    }
+
+    #[test]
+    fn the_vsock_socket_binds_past_sun_path_replacing_a_stale_socket_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r".repeat(60)).join("i".repeat(64));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vsock.sock");
+        assert!(path.as_os_str().len() > crate::uds::SUN_PATH_LEN);
+        drop(bind_uds(&path).unwrap());
+        // The first listener's file is left behind, as after a crash: it is replaced.
+        let listener = bind_uds(&path).unwrap();
+        crate::uds::connect(&path).unwrap();
+        drop(listener);
+
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "keep").unwrap();
+        let err = bind_uds(&file).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
     }
 }

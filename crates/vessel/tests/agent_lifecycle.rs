@@ -1200,3 +1200,158 @@ fn spawn_on_terminal(
     let child = cmd.spawn().unwrap();
     (child, std::fs::File::from(pty.master), pty.slave)
 }
+
+/// Every socket file under `dir`, recursively.
+fn sockets_under(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(sockets_under(&entry.path()));
+        } else if kind.is_socket() {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+/// Docker's runtime root plus a 64-character ID makes `<root>/<id>/vsock.sock` 109 bytes, past
+/// the 107 that `sun_path` holds (unix(7)); runc takes IDs of up to 255 characters (its
+/// `validateID` sets no length, the state directory's NAME_MAX does) under any `--root`. The
+/// monitor's control socket is bound and dialled through the directory's fd, so the whole
+/// lifecycle works, and `delete` leaves no file, socket or process behind.
+#[test]
+fn a_long_id_under_a_long_root_goes_through_the_whole_lifecycle_and_leaves_nothing() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+    let docker_id = "0123456789abcdef".repeat(4);
+    // Every character runc allows, NAME_MAX long.
+    let longest_id = format!("{}.{}9", "a".repeat(125), "B_+-".repeat(32));
+    assert_eq!((docker_id.len(), longest_id.len()), (64, 255));
+    for id in [docker_id.as_str(), longest_id.as_str()] {
+        // The agent double serves one container, as a VM's agent does.
+        let agent = Agent::start();
+        let bundle = agent.bundle("exec busybox sleep 600");
+        let root = agent
+            .dir
+            .path()
+            .join("var-run-docker-".repeat(4))
+            .join("runtime-runc/moby");
+        for name in ["monitor.sock", "vsock.sock"] {
+            let path = root.join(id).join(name);
+            assert!(path.as_os_str().len() > 108, "{}", path.display());
+        }
+        let pid_file = agent.dir.path().join("init.pid");
+        // The workload inherits create's stdio, so its stderr goes to a file, not a pipe.
+        let stderr = agent.dir.path().join("create.err");
+        let create = agent
+            .vessel(
+                &root,
+                &[
+                    "create",
+                    "--bundle",
+                    bundle.to_str().unwrap(),
+                    "--pid-file",
+                    pid_file.to_str().unwrap(),
+                    id,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            create.success(),
+            "create {}: {}",
+            id.len(),
+            std::fs::read_to_string(&stderr).unwrap()
+        );
+        let monitor: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        assert_eq!(
+            sockets_under(&root.join(id)),
+            vec![root.join(id).join("monitor.sock")]
+        );
+        let start = agent.vessel(&root, &["start", id]).output().unwrap();
+        assert!(
+            start.status.success(),
+            "{}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        let state = agent.vessel(&root, &["state", id]).output().unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+        assert_eq!(state["status"], "running");
+        assert_eq!(state["id"], id);
+
+        let out = agent
+            .vessel(
+                &root,
+                &["exec", id, "sh", "-c", "echo in $(hostname); exit 4"],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "in agent-test\n");
+        let ps = agent
+            .vessel(&root, &["ps", "--format", "json", id])
+            .output()
+            .unwrap();
+        let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+        assert_eq!(pids, vec![monitor]);
+
+        let kill = agent.vessel(&root, &["kill", id, "KILL"]).output().unwrap();
+        assert!(
+            kill.status.success(),
+            "{}",
+            String::from_utf8_lossy(&kill.stderr)
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(monitor), None);
+        wait_until("the container to stop", || {
+            let state = agent.vessel(&root, &["state", id]).output().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&state.stdout)
+                .is_ok_and(|s| s["status"] == "stopped")
+        });
+        let delete = agent.vessel(&root, &["delete", id]).output().unwrap();
+        assert!(
+            delete.status.success(),
+            "{}",
+            String::from_utf8_lossy(&delete.stderr)
+        );
+        assert!(!root.join(id).exists());
+        assert_eq!(sockets_under(&root), Vec::<PathBuf>::new());
+        assert_eq!(host_processes_with(id), Vec::<i32>::new());
+        assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), None).is_err());
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    // One character more than NAME_MAX fails as runc's mkdir does, and leaves nothing.
+    let agent = Agent::start();
+    let bundle = agent.bundle("true");
+    let root = agent.dir.path().join("root");
+    let too_long = "c".repeat(256);
+    let out = agent
+        .vessel(
+            &root,
+            &["create", "--bundle", bundle.to_str().unwrap(), &too_long],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("File name too long"), "{err}");
+    assert_eq!(sockets_under(&root), Vec::<PathBuf>::new());
+    assert!(!root.join(&too_long).exists());
+}

@@ -281,8 +281,8 @@ pub struct UnixAgent {
 impl AgentConnector for UnixAgent {
     fn connect(&self, port: u32) -> io::Result<UnixStream> {
         match port {
-            CONTROL_PORT => UnixStream::connect(&self.control),
-            STDIO_PORT => UnixStream::connect(&self.stdio),
+            CONTROL_PORT => vessel_vmm::uds::connect(&self.control),
+            STDIO_PORT => vessel_vmm::uds::connect(&self.stdio),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no agent port {port}"),
