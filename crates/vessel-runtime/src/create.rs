@@ -435,6 +435,14 @@ fn fork_monitor(
             }
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
+            // Its own mount namespace, while still single-threaded: the share's mounts then
+            // never appear on the host and go with the monitor (share::unshare_mount_namespace).
+            if let Err(e) = crate::share::unshare_mount_namespace() {
+                log::debug!(
+                    "the share's mounts stay in the host's mount namespace: {}",
+                    monitor::chain(&e)
+                );
+            }
             std::process::exit(monitor::run(config, sandbox, write));
         }
         ForkResult::Parent { child } => {

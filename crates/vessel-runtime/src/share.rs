@@ -54,6 +54,15 @@ const UNMOUNT_ROUNDS: usize = 16;
 /// Errors of [`prepare`] and [`remove`]. Paths are host paths.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
+    /// The monitor could not get a mount namespace of its own ([`unshare_mount_namespace`]).
+    #[error("{what}")]
+    Namespace {
+        /// The step that failed.
+        what: &'static str,
+        /// The cause (`EPERM` without `CAP_SYS_ADMIN`; `EINVAL` in a multi-threaded process).
+        #[source]
+        source: io::Error,
+    },
     /// The share directory or a mount point in it could not be created.
     #[error("create {path}")]
     CreateEntry {
@@ -231,6 +240,39 @@ pub fn is_readonly(m: &Mount) -> bool {
 
 fn options(m: &Mount) -> impl Iterator<Item = &str> {
     m.options().iter().flatten().map(String::as_str)
+}
+
+/// Moves the calling process into a mount namespace of its own (`unshare(CLONE_NEWNS)`, see
+/// mount_namespaces(7)) whose mounts receive the host's but never send any back (`/` made a
+/// recursive slave, as runc's default `rootfsPropagation`). The monitor calls it right after its
+/// fork, while still single-threaded, so that the share's bind mounts, which [`prepare`] makes
+/// in the monitor, exist only in its namespace: they are never seen on the host and vanish with
+/// the monitor even when it is killed outright (runc leaves no host mounts behind either). The
+/// VMM's file server serves the share from there. [`remove`] from the host (`delete`) then
+/// finds no mounts and removes the empty mount points, which detaches the monitor's mounts on
+/// them if it still runs (Linux 3.18+ lazily unmounts mounts on a removed directory in other
+/// namespaces).
+///
+/// Errors ([`ShareError::Namespace`]): `EPERM` without `CAP_SYS_ADMIN` (the caller then keeps
+/// the host's namespace, and the share's mounts are made there as before), `EINVAL` when the
+/// process has several threads.
+pub fn unshare_mount_namespace() -> Result<(), ShareError> {
+    let err = |what: &'static str| {
+        move |e: Errno| ShareError::Namespace {
+            what,
+            source: e.into(),
+        }
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(err("unshare the mount namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err("make / a recursive slave mount"))
 }
 
 /// The share directory of the container whose state directory is `state_dir`.

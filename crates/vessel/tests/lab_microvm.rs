@@ -139,6 +139,18 @@ fn lab_create_start_state_kill_delete() {
         assert!(Instant::now() < deadline, "no output from the workload");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The share's mounts live in the monitor's own mount namespace: none on the host while the
+    // container runs (so none can be left if the monitor is killed), the rootfs in the monitor's.
+    assert_eq!(
+        mounts_under(lab.dir.path()),
+        Vec::<String>::new(),
+        "the share is mounted in the host's namespace"
+    );
+    let monitor_mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        monitor_mounts.contains("/lab-life/share/rootfs "),
+        "the monitor's mounts:\n{monitor_mounts}"
+    );
 
     let denied = lab.cmd(&["delete", "lab-life"]).output().unwrap();
     assert_eq!(denied.status.code(), Some(1));

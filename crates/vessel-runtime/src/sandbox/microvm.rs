@@ -107,6 +107,10 @@ pub struct MicroVmSandbox {
     end: OnceLock<EndWatch>,
     /// Whether `pause` left the vCPUs paused (guarded with the VM's own lock held).
     vcpus_paused: Mutex<bool>,
+    /// The guest kernel and initramfs, looked up when the sandbox is made (in `create`, before
+    /// the monitor's fork): the monitor then works in a mount namespace of its own, where
+    /// `/proc/self/exe`, which the lookup starts from, may name another path.
+    artefacts: vessel_vmm::artefacts::Artefacts,
 }
 
 impl MicroVmSandbox {
@@ -124,6 +128,7 @@ impl MicroVmSandbox {
             stopping: Arc::new(AtomicBool::new(false)),
             end: OnceLock::new(),
             vcpus_paused: Mutex::new(false),
+            artefacts: vessel_vmm::artefacts::locate(),
         }
     }
 
@@ -157,7 +162,7 @@ impl MicroVmSandbox {
     }
 
     fn vm_config(&self, shared_dir: PathBuf) -> Result<VmConfig, SandboxError> {
-        let artefacts = vessel_vmm::artefacts::locate();
+        let artefacts = self.artefacts.clone();
         let kernel = artefacts.kernel.ok_or(SandboxError::FindArtefact {
             what: "guest kernel",
             file: vessel_vmm::artefacts::KERNEL_FILE,
