@@ -182,10 +182,9 @@ fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), String> {
 
 /// The C library's text of an OS error (`Permission denied`), without Rust's `(os error N)`.
 fn c_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
+        None => e.to_string(),
     }
 }
 

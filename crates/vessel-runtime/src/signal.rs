@@ -69,8 +69,8 @@ pub const TERMINATING: [Signal; 3] = [Signal::SIGHUP, Signal::SIGINT, Signal::SI
 /// queued is then delivered as usual (by default it ends the process).
 ///
 /// Meant for a single-threaded process (the mask is the calling thread's; another thread would
-/// still take the signal). A child spawned meanwhile starts with an empty mask (Rust's
-/// `Command` resets it), so it is not shielded.
+/// still take the signal). A child spawned meanwhile inherits the blocked mask (Rust's `Command`
+/// keeps it): whoever spawns one must reset it, as the hooks runner does.
 #[derive(Debug)]
 pub struct Interrupts {
     fd: SignalFd,

@@ -218,7 +218,7 @@ fn main() {
                 eprintln!("{message}");
             }
             // A create stopped by SIGHUP, SIGINT or SIGTERM during its hooks has cleaned up;
-            // it now dies of that signal, as runc (which does not catch it) would.
+            // it now dies of that signal, as a process that did not catch it would.
             let interrupted = err
                 .downcast_ref::<vessel_runtime::create::CreateError>()
                 .and_then(|e| e.interrupted())

@@ -162,17 +162,20 @@ impl MicroVmSandbox {
     }
 
     fn vm_config(&self, shared_dir: PathBuf) -> Result<VmConfig, SandboxError> {
-        let artefacts = self.artefacts.clone();
-        let kernel = artefacts.kernel.ok_or(SandboxError::FindArtefact {
+        let artefacts = &self.artefacts;
+        let kernel = artefacts.kernel.clone().ok_or(SandboxError::FindArtefact {
             what: "guest kernel",
             file: vessel_vmm::artefacts::KERNEL_FILE,
             var: "VESSEL_KERNEL",
         })?;
-        let initramfs = artefacts.initramfs.ok_or(SandboxError::FindArtefact {
-            what: "agent initramfs",
-            file: vessel_vmm::artefacts::INITRAMFS_FILE,
-            var: "VESSEL_INITRAMFS",
-        })?;
+        let initramfs = artefacts
+            .initramfs
+            .clone()
+            .ok_or(SandboxError::FindArtefact {
+                what: "agent initramfs",
+                file: vessel_vmm::artefacts::INITRAMFS_FILE,
+                var: "VESSEL_INITRAMFS",
+            })?;
         let mut config = VmConfig::new(kernel);
         config.vcpus = self.size.vcpus;
         config.memory_mib = u32::try_from(self.size.memory_mib).unwrap_or(u32::MAX);
