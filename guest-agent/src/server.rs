@@ -57,20 +57,54 @@ impl Listener {
     /// Accepts one connection. A vsock connection is wrapped in a `UnixStream`: only `read`,
     /// `write` and `shutdown` are used on it, which are the same system calls for both families.
     ///
+    /// Only the host may talk to the agent: a vsock connection whose peer is not the host's CID
+    /// (a process inside the guest, through loopback or the guest's own CID) is closed at once,
+    /// unanswered, and the next one is awaited ([`host_peer`], [`refused`]).
+    ///
     /// # Errors
     /// accept failed.
     pub fn accept(&self) -> io::Result<UnixStream> {
         match self {
             Listener::Unix(l) => Ok(l.accept()?.0),
-            Listener::Vsock(fd) => {
+            Listener::Vsock(fd) => loop {
                 let raw = nix::sys::socket::accept4(
                     std::os::fd::AsRawFd::as_raw_fd(fd),
                     nix::sys::socket::SockFlag::SOCK_CLOEXEC,
                 )?;
                 // SAFETY: accept4 returned a new connected socket fd that nothing else owns.
-                Ok(unsafe { UnixStream::from_raw_fd(raw) })
-            }
+                let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                let peer = nix::sys::socket::getpeername::<nix::sys::socket::VsockAddr>(raw)
+                    .map(|a| (a.cid(), a.port()));
+                match peer {
+                    Ok((cid, _)) if host_peer(cid) => return Ok(UnixStream::from(conn)),
+                    Ok((cid, port)) => refused(&format!("CID {cid} port {port}")),
+                    Err(e) => refused(&format!("a peer whose address cannot be read ({e})")),
+                }
+                // `conn` is dropped here: the peer sees the connection reset, and nothing of the
+                // protocol (not even the hello) was sent.
+            },
         }
+    }
+}
+
+/// Whether a vsock peer may speak the agent's protocol: the host (CID 2) alone. Processes in
+/// the guest reach the agent's ports only through vsock loopback (CID 1, or the guest's own
+/// CID), which the guest kernel is built without; this is the agent's own check all the same.
+pub fn host_peer(cid: u32) -> bool {
+    cid == libc::VMADDR_CID_HOST
+}
+
+/// Logs a refused connection: the first one, then one in 1,024 with the running count (a
+/// container probing the agent in a loop must not flood the console or the host's log).
+fn refused(peer: &str) {
+    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n % 1024 == 0 {
+        log::warn!(
+            "refused a vsock connection from {peer}: only the host may talk to the agent \
+             ({} refused so far)",
+            n + 1
+        );
     }
 }
 
@@ -144,6 +178,21 @@ pub fn serve(service: Arc<Service>, control: Listener, stdio: Listener, on_shutd
                 spawn_named("control", move || serve_control(s, c, on_shutdown));
             }
             Err(e) => log::warn!("accept control: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_peer;
+
+    #[test]
+    fn only_the_host_cid_is_served() {
+        assert!(host_peer(2));
+        // VMADDR_CID_HYPERVISOR, VMADDR_CID_LOCAL (loopback), the guest's own CID, another
+        // guest's, and VMADDR_CID_ANY.
+        for cid in [0, 1, 3, 4, 1000, u32::MAX] {
+            assert!(!host_peer(cid), "CID {cid} must be refused");
         }
     }
 }

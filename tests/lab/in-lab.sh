@@ -13,6 +13,7 @@ list=${1:?usage: in-lab.sh LIST}
 export VESSEL_KERNEL="$repo/build/share/vessel/vmlinux"
 export VESSEL_INITRAMFS="$repo/build/share/vessel/initramfs.cpio"
 export VESSEL_PROBE_INITRAMFS="$repo/build/share/vessel-test/probe-initramfs.cpio"
+export VESSEL_PROBE_BIN="$repo/target/x86_64-unknown-linux-gnu/release/vessel-guest-probe.stripped"
 export VESSEL_LAB=1
 failed=()
 

@@ -24,6 +24,8 @@
 //!   `PROBE dmesg <line>` per line: a boot timeline that costs nothing on the slow console;
 //!   with `probe.dmesg_min_us=<N>` as well, `initcall_debug`'s `calling` lines and the initcalls
 //!   that took less than N microseconds are left out (a long serial dump stalls the lab)
+//! - natively or inside a container, `vessel-guest-probe vsock-connect CID PORT` makes one
+//!   vsock connection attempt and prints its outcome as one `VSOCK ...` line ([`vsock_attempt`])
 //! - `PROBE done`, then it ends the VM with `reboot(RB_AUTOBOOT)`: with `reboot=k` and no ACPI
 //!   that is the i8042 reset the VMM reports as a guest shutdown (a power-off request would only
 //!   halt the CPUs, as the kernel has no power-off method without ACPI).
@@ -51,6 +53,17 @@ fn main() {
         }
         if mode == "fslat" {
             fslat::run(std::path::Path::new(dir));
+            return;
+        }
+    }
+    // Inside a container (not as /init): `vessel-guest-probe vsock-connect CID PORT`, one
+    // connection attempt reported as one `VSOCK` line (the agent's reachability tests).
+    if let [_, mode, cid, port] = args.as_slice() {
+        if mode == "vsock-connect" {
+            match (cid.parse(), port.parse()) {
+                (Ok(cid), Ok(port)) => println!("{}", vsock_attempt(cid, port)),
+                _ => println!("VSOCK usage: vsock-connect CID PORT (numbers)"),
+            }
             return;
         }
     }
@@ -509,6 +522,46 @@ fn host_initiated_echo() -> std::io::Result<usize> {
         total += n;
     }
     Ok(total)
+}
+
+/// One connection attempt to `cid`:`port` from wherever the probe runs, described as
+/// `VSOCK cid=<c> port=<p> refused <errno text>` or, when the connection opened,
+/// `VSOCK cid=<c> port=<p> connected first_bytes=<what arrived within 3 s, escaped>`.
+fn vsock_attempt(cid: u32, port: u32) -> String {
+    let head = format!("VSOCK cid={cid} port={port}");
+    let fd = match vsock_socket() {
+        Ok(fd) => fd,
+        Err(e) => return format!("{head} refused socket: {e}"),
+    };
+    // SAFETY: fd is ours; File closes it on drop.
+    let mut conn = unsafe { File::from_raw_fd(fd) };
+    let addr = vsock_addr(cid, port);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_vm of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_vm).cast(), len) };
+    if let Err(e) = check(rc, "connect") {
+        return format!("{head} refused {e}");
+    }
+    let tv = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt(2) on our own socket with a timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut buf = [0u8; 48];
+    let got = match conn.read(&mut buf) {
+        Ok(n) => buf[..n].escape_ascii().to_string(),
+        Err(e) => format!("(none: {e})"),
+    };
+    format!("{head} connected first_bytes={got}")
 }
 
 fn pattern(i: usize) -> u8 {
