@@ -314,7 +314,10 @@ pub fn make_controlling(fd: BorrowedFd<'_>) -> io::Result<()> {
 ///
 /// # Errors
 /// [`ConsoleError::SpawnRelay`] when a copy of a descriptor or a thread cannot be made.
-pub fn relay_terminal(slave: OwnedFd, stream: UnixStream) -> Result<JoinHandle<()>, ConsoleError> {
+pub fn relay_terminal(
+    slave: OwnedFd,
+    stream: UnixStream,
+) -> Result<crate::output::OutputRelay, ConsoleError> {
     let input = stream.try_clone().map_err(ConsoleError::SpawnRelay)?;
     let slave_in = File::from(slave.try_clone().map_err(ConsoleError::SpawnRelay)?);
     let slave_out = File::from(slave);
@@ -326,11 +329,7 @@ pub fn relay_terminal(slave: OwnedFd, stream: UnixStream) -> Result<JoinHandle<(
             let _ = input.shutdown(std::net::Shutdown::Write);
         })
         .map_err(ConsoleError::SpawnRelay)?;
-    std::thread::Builder::new()
-        .name("tty-output".into())
-        .spawn(move || {
-            let _ = vessel_protocol::stdio::relay(&stream, slave_out);
-        })
+    crate::output::OutputRelay::spawn("tty-output", stream, slave_out)
         .map_err(ConsoleError::SpawnRelay)
 }
 

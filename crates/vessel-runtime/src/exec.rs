@@ -490,12 +490,18 @@ fn relay_process(
         let _ = vessel_protocol::stdio::relay(stdin, &input);
         let _ = input.shutdown(Shutdown::Write);
     });
-    let out = std::thread::spawn(move || {
-        let _ = vessel_protocol::stdio::relay(&output, stdout);
-    });
-    let err = std::thread::spawn(move || {
-        let _ = vessel_protocol::stdio::relay(&errors, stderr);
-    });
+    let relays =
+        crate::output::OutputRelay::spawn("stdout-relay", output, stdout).and_then(|out| {
+            Ok([
+                out,
+                crate::output::OutputRelay::spawn("stderr-relay", errors, stderr)?,
+            ])
+        });
+    let Ok(outputs) = relays else {
+        let _ = writeln!(report, "error: spawn the output relays");
+        kill_guest(address, id, exec_id);
+        return 255;
+    };
     {
         let (address, id, exec_id) = (address.clone(), id.to_owned(), exec_id.to_owned());
         std::thread::spawn(move || {
@@ -506,8 +512,7 @@ fn relay_process(
     }
     let _ = writeln!(report, "started");
     let status = waiter.wait(id, Some(exec_id));
-    let _ = out.join();
-    let _ = err.join();
+    crate::output::finish_all(outputs);
     exit_code(exec_id, status)
 }
 
@@ -603,7 +608,7 @@ fn relay_terminal_process(
     }
     let _ = writeln!(report, "started");
     let status = waiter.wait(t.id, Some(t.exec_id));
-    let _ = output.join();
+    crate::output::finish_all([output]);
     exit_code(t.exec_id, status)
 }
 

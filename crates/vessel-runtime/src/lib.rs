@@ -20,6 +20,7 @@ pub mod id;
 pub mod kill;
 pub mod list;
 pub mod monitor;
+pub mod output;
 pub mod pause;
 pub mod procfs;
 pub mod proctitle;

@@ -56,49 +56,6 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-/// Waits until `pid` is gone (or a zombie); returns how long that took, or `None` after `limit`.
-fn gone_within(pid: i32, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while alive(pid) {
-        if t0.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(t0.elapsed())
-}
-
-fn wait_stopped(lab: &Lab, id: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while lab.state(id)["status"] != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "{id} did not stop within {limit:?}; console:\n{}",
-            lab.console(id)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Processes whose command line mentions `needle` (a leftover monitor would).
-fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me && alive(*pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect()
-}
-
 const FIELDS_SCRIPT: &str = r#"
 echo "hostname=$(hostname)"
 echo "domainname=$(cat /proc/sys/kernel/domainname)"

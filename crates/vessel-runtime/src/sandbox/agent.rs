@@ -12,7 +12,6 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 
 use vessel_protocol::{
     open_stdio, Client, CreateContainer, ExitStatus, Request, Response, StdioHeader, StreamKind,
@@ -21,6 +20,7 @@ use vessel_protocol::{
 
 use super::{Sandbox, SandboxError, Stdio, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
+use crate::output::OutputRelay;
 
 /// Opens connections to the agent.
 pub trait AgentConnector: Send + Sync {
@@ -37,7 +37,7 @@ pub struct AgentSandbox<C> {
     connector: C,
     control: Mutex<Option<Client<UnixStream>>>,
     id: Mutex<Option<String>>,
-    relays: Mutex<Vec<JoinHandle<()>>>,
+    relays: Mutex<Vec<OutputRelay>>,
 }
 
 impl<C: AgentConnector> AgentSandbox<C> {
@@ -110,17 +110,19 @@ fn pump(from: impl Read, to: impl Write) {
     let _ = vessel_protocol::stdio::relay(from, to);
 }
 
-fn spawn_relay(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, SandboxError> {
+fn spawn_relay(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), SandboxError> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .map_err(|e| SandboxError::Sys {
-            op: "spawn a stdio relay thread",
-            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
-        })
+        .map(drop)
+        .map_err(spawn_failed)
+}
+
+fn spawn_failed(e: io::Error) -> SandboxError {
+    SandboxError::Sys {
+        op: "spawn a stdio relay thread",
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+    }
 }
 
 impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
@@ -179,12 +181,10 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             pump(std::fs::File::from(stdin), &input);
             let _ = input.shutdown(Shutdown::Write);
         })?;
-        let out = spawn_relay("stdout-relay", move || {
-            pump(&output, std::fs::File::from(stdout))
-        })?;
-        let err = spawn_relay("stderr-relay", move || {
-            pump(&errors, std::fs::File::from(stderr))
-        })?;
+        let out = OutputRelay::spawn("stdout-relay", output, std::fs::File::from(stdout))
+            .map_err(spawn_failed)?;
+        let err = OutputRelay::spawn("stderr-relay", errors, std::fs::File::from(stderr))
+            .map_err(spawn_failed)?;
         self.relays.lock().expect("relay lock").extend([out, err]);
         Ok(())
     }
@@ -217,10 +217,10 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
                 op: "wait for the container's init",
                 source,
             })?;
-        // The caller's output is complete only when the relays have drained their streams.
-        for relay in self.relays.lock().expect("relay lock").drain(..) {
-            let _ = relay.join();
-        }
+        // The caller's output is complete once the relays have drained their streams; one
+        // that stalls (nobody reads, or the stream cannot end) is given up (crate::output).
+        let relays: Vec<OutputRelay> = self.relays.lock().expect("relay lock").drain(..).collect();
+        crate::output::finish_all(relays);
         Ok(match status {
             ExitStatus::Code(c) => WorkloadExit::Exited(c),
             ExitStatus::Signal(s) => WorkloadExit::Signaled(s),

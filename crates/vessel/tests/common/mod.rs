@@ -187,3 +187,96 @@ pub fn receive_console(listener: &std::os::unix::net::UnixListener) -> std::fs::
     );
     std::fs::File::from(master)
 }
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Waits until `pid` is gone (or a zombie); returns how long that took, or `None` after `limit`.
+pub fn gone_within(pid: i32, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while alive(pid) {
+        if t0.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(t0.elapsed())
+}
+
+/// Waits until `state` says `stopped`, or panics after `limit` with the console.
+pub fn wait_stopped(lab: &Lab, id: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while lab.state(id)["status"] != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "{id} did not stop within {limit:?}; console:\n{}",
+            lab.console(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes whose command line mentions `needle` (a leftover monitor would).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// Runs `cmd` to its end with output captured, or kills it and panics after `limit` (a
+/// regression must fail the test, not hang the lab).
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = status_within(&mut child, limit, what);
+    std::process::Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+/// Waits for `child` to exit, or kills it and panics after `limit`.
+pub fn status_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
