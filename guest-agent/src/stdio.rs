@@ -82,10 +82,57 @@ pub struct StdioRegistry {
     procs: Mutex<HashMap<ProcKey, ProcStdio>>,
 }
 
+/// How long [`relay_out`] waits for more output after a read before sending what it has.
+const GATHER_MS: u8 = 1;
+/// [`relay_out`] sends at once when it holds this much.
+const GATHER_UP_TO: usize = 32 * 1024;
+
+/// Relays a process's output (pipe, or pty master) to its stdio connection until end-of-file,
+/// an error (`EIO` from a pty master: the terminal was hung up, the end of output) or a closed
+/// connection.
+///
+/// Output is gathered before it is sent: after each read, more is read for as long as it keeps
+/// coming within [`GATHER_MS`], up to [`GATHER_UP_TO`] bytes. A process writing line by line (a
+/// terminal's line discipline makes every line its own write) would otherwise cost one vsock
+/// packet, and one round of guest exits and host wake-ups, per line: 50,000 lines through a
+/// terminal took 41 s in the lab. Interactive output waits at most one millisecond more.
 fn relay_out(mut from: File, mut to: UnixStream) {
-    // EIO from a pty master means the terminal was hung up: that is the end of output.
-    let _ = vessel_protocol::stdio::relay(&mut from, &mut to);
+    let mut buf = vec![0u8; vessel_protocol::stdio::RELAY_BUFFER];
+    loop {
+        let (n, end) = gather(&mut from, &mut buf);
+        if n > 0 && to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if end {
+            break;
+        }
+    }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Reads into `buf` as [`relay_out`] describes; returns the bytes read and whether the output
+/// has ended (end-of-file or an error, after those bytes).
+fn gather(from: &mut File, buf: &mut [u8]) -> (usize, bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut n = 0;
+    loop {
+        match from.read(&mut buf[n..]) {
+            Ok(0) => return (n, true),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return (n, true),
+        }
+        if n >= GATHER_UP_TO.min(buf.len()) {
+            return (n, false);
+        }
+        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(GATHER_MS)) {
+            // Readable, or hung up (the next read says which: data, 0 or EIO).
+            Ok(k) if k > 0 => {}
+            _ => return (n, false),
+        }
+    }
 }
 
 fn relay_in(mut from: UnixStream, to: Arc<Mutex<Option<File>>>) {
@@ -218,4 +265,66 @@ impl StdioRegistry {
 fn ack(mut conn: &UnixStream) {
     let ok: Result<(), RemoteError> = Ok(());
     let _ = vessel_protocol::write_message(&mut conn, &ok);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn output_written_line_by_line_is_sent_in_few_chunks_and_complete() {
+        let (r, w) = std::io::pipe().unwrap();
+        let (conn, mut peer) = UnixStream::pair().unwrap();
+        let relay = std::thread::spawn(move || relay_out(File::from(OwnedFd::from(r)), conn));
+        let writer = std::thread::spawn(move || {
+            let mut w = w;
+            // One line every 100 us: each write would be its own chunk if not gathered.
+            for i in 0..2_000 {
+                writeln!(w, "{i}").unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        // Count the chunks as they arrive: each read of the peer returns at most one chunk
+        // the relay wrote (a stream socket may merge them, never split a small one).
+        let mut all = Vec::new();
+        let mut reads = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = peer.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            reads += 1;
+            all.extend_from_slice(&buf[..k]);
+        }
+        writer.join().unwrap();
+        relay.join().unwrap();
+        let want: String = (0..2_000).map(|i| format!("{i}\n")).collect();
+        assert_eq!(String::from_utf8(all).unwrap(), want);
+        assert!(reads < 500, "{reads} chunks for 2,000 lines: not gathered");
+    }
+
+    #[test]
+    fn a_lone_line_goes_out_at_once() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let (conn, mut peer) = UnixStream::pair().unwrap();
+        let relay = std::thread::spawn(move || relay_out(File::from(OwnedFd::from(r)), conn));
+        let t0 = Instant::now();
+        w.write_all(b"prompt$ ").unwrap();
+        let mut got = [0u8; 8];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"prompt$ ");
+        // Sent while the writer is still open, well before any end.
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        drop(w);
+        relay.join().unwrap();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
 }

@@ -5,15 +5,16 @@
 //!    a detached exec and a foreground `run` whose stdout is a FIFO that is held open but never
 //!    read; once the pipes are full, `kill KILL` stops the container at once (runc: `state` says
 //!    `stopped` in a moment, `delete` returns at once), the exec's relay and the foreground `run`
-//!    end with 137, and `delete` leaves nothing (monitor, state directory, processes).
+//!    end with 137, and nothing is left (monitor, state directory, processes) after `delete`, or
+//!    after the foreground `run`, which deletes its container itself.
 //! 2. `lab_stdio_exec_tty_returns_when_its_process_exits`: `exec -t` of a process that leaves a
 //!    background child holding the pty returns the process's status at once; the child lives on.
 //! 3. `lab_stdio_console_socket_reader_sees_every_line_then_the_end`: the receiver of the init's
 //!    pty master reads all of 50,000 lines and then end-of-file promptly (a background child held
 //!    the guest pty too).
 //! 4. `lab_stdio_large_outputs_arrive_complete`: hundreds of thousands of lines on stdout and on
-//!    stderr at once, 100 MiB of binary output and lines through a terminal arrive complete, in
-//!    order, with the last line, in runs in a row.
+//!    stderr at once and 100 MiB of binary output arrive complete, in order, with the last line,
+//!    in 20 rounds in a row; lines through a terminal likewise in every fourth round.
 //!
 //! They need hardware-backed KVM: natively they print why they skip; `make test-lab` runs them.
 
@@ -193,8 +194,15 @@ fn lab_stdio_stalled_reader_does_not_keep_a_killed_container_alive() {
     assert!(kill.status.success(), "kill: {}", text(&kill.stderr));
     let status = status_within(&mut fg, STEP, "the foreground run");
     assert_eq!(status.code(), Some(137), "{status:?}");
-    wait_stopped(&lab, "s2", STEP);
-    delete_leaves_nothing(&lab, "s2", monitor);
+    // A foreground run deletes its container when it ends, as runc's.
+    assert!(!alive(monitor), "monitor {monitor} of s2 survived");
+    assert!(
+        !lab.root().join("s2").exists(),
+        "state directory of s2 left"
+    );
+    let left = processes_mentioning(" s2");
+    assert!(left.is_empty(), "processes of s2 left: {left:?}");
+    drop(fg_reader);
 }
 
 /// A pty pair for a command that needs the caller's terminal: (master, slave).
@@ -226,7 +234,10 @@ fn lab_stdio_exec_tty_returns_when_its_process_exits() {
             "t1",
             "sh",
             "-c",
-            "setsid sleep 300 & echo parent-done; exit 7",
+            // The child is in its own session before the parent ends (else the parent's
+            // exit, as session leader, would hang it up: SIGHUP, under runc as well).
+            "setsid sh -c 'touch /tmp/bg; exec sleep 300' & \
+             while [ ! -e /tmp/bg ]; do :; done; echo parent-done; exit 7",
         ])
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
@@ -372,8 +383,9 @@ fn lab_stdio_console_socket_reader_sees_every_line_then_the_end() {
     assert!(lab.cmd(&["delete", "c1"]).status().unwrap().success());
 }
 
-/// Runs count of exec rounds (each: lines on stdout and stderr at once, 100 MiB binary, lines
-/// through a terminal) in one container.
+/// `VESSEL_STDIO_ROUNDS` (default 20) rounds of execs in one container: lines on stdout and
+/// stderr at once and 100 MiB of binary in every round, 50,000 lines through a terminal in every
+/// fourth.
 #[test]
 fn lab_stdio_large_outputs_arrive_complete() {
     if !can_run_guests("lab_stdio_large_outputs_arrive_complete") {
@@ -439,6 +451,11 @@ fn lab_stdio_large_outputs_arrive_complete() {
         assert_eq!(out.stdout.len(), data.len(), "round {round}: binary length");
         assert!(out.stdout == data, "round {round}: binary output differs");
 
+        // Through a terminal, every 4th round (a terminal moves lines an order of magnitude
+        // slower than a pipe under the lab's emulation).
+        if round % 4 != 1 {
+            continue;
+        }
         let (mut master, slave) = pty();
         let mut exec = lab
             .cmd(&["exec", "-t", "l1", "sh", "-c", "seq 1 50000; echo LAST"])
