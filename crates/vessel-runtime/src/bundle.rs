@@ -496,24 +496,13 @@ mod tests {
         );
     }
 
-    /// The message of `Bundle::load`'s error with its causes, as the CLI prints it.
-    fn chain(err: &BundleError) -> String {
-        let mut out = err.to_string();
-        let mut cause = std::error::Error::source(err);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        out
-    }
-
     /// Loads a bundle whose config.json is `config`; returns the error chain and config.json's
     /// absolute path.
     fn load_error(config: &str) -> (String, String) {
         let dir = bundle_with(config);
         let err = Bundle::load(dir.path()).unwrap_err();
         let path = dir.path().canonicalize().unwrap().join("config.json");
-        (chain(&err), path.display().to_string())
+        (vessel_error::chain(&err), path.display().to_string())
     }
 
     #[test]

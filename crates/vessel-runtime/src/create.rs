@@ -440,7 +440,7 @@ fn fork_monitor(
             if let Err(e) = crate::share::unshare_mount_namespace() {
                 log::debug!(
                     "the share's mounts stay in the host's mount namespace: {}",
-                    monitor::chain(&e)
+                    vessel_error::chain(&e)
                 );
             }
             std::process::exit(monitor::run(config, sandbox, write));

@@ -27,8 +27,8 @@ use vessel_protocol::{
 use crate::bundle::Bundle;
 use crate::console::{self, ConsoleError, HostConsole, HostPty};
 use crate::guest::{AgentAddress, GuestError};
-use crate::monitor::chain;
 use crate::state::{self, StateError, StateStore};
+use vessel_error::chain;
 
 /// Directory under `<root>/<id>` where live exec relays register (one file per relay PID).
 pub const RELAYS_DIR: &str = "relays";
@@ -410,7 +410,7 @@ fn relay_main(
             })
             .map_err(|e| {
                 let op = "exec the process in the guest";
-                match crate::guest::refusal(op, e) {
+                match crate::sandbox::refusal(op, e) {
                     Ok(reason) => GuestError::StartProcess(reason),
                     Err(source) => GuestError::CallAgent { op, source },
                 }

@@ -14,34 +14,8 @@ use vessel_protocol::{Client, Request, Response, CONTROL_PORT};
 pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
 
 use crate::sandbox::agent::{AgentConnector, UnixAgent};
-use crate::sandbox::microvm::VSOCK_SOCKET;
 use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
-
-/// Splits an agent's refusal of a request that sets a process up (`create_container`,
-/// `exec`) from other failures: `Ok` with the agent's reason, which is what the user sees (as
-/// runc shows its init's error), after logging the protocol context (`op`, the request, the
-/// agent's code) at debug level; `Err` with anything else (agent unreachable, broken frame),
-/// whose context stays in the message.
-pub fn refusal(
-    op: &str,
-    error: vessel_protocol::ClientError,
-) -> Result<vessel_protocol::RemoteError, vessel_protocol::ClientError> {
-    match error {
-        vessel_protocol::ClientError::Refuse {
-            op: request,
-            source,
-        } => {
-            log::debug!(
-                "{op}: agent refused {request} ({}): {}",
-                source.code,
-                crate::monitor::chain(&source)
-            );
-            Ok(source)
-        }
-        other => Err(other),
-    }
-}
+use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET, VSOCK_SOCKET};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]

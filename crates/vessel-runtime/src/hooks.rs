@@ -342,7 +342,7 @@ pub fn run_warn(kind: HookKind, hooks: Option<&Hooks>, state: &HookState, cwd: O
     let input = state.to_json();
     for (index, hook) in kind.of(hooks).iter().enumerate() {
         if let Err(e) = run_one(kind, index, hook, &input, cwd, None) {
-            log::warn!("container {}: {}", state.id, crate::monitor::chain(&e));
+            log::warn!("container {}: {}", state.id, vessel_error::chain(&e));
         }
     }
 }
@@ -901,7 +901,7 @@ mod tests {
         let h = hook(serde_json::json!({"path": "/nonexistent/vessel-hook"}));
         let err = run_single(HookKind::CreateContainer, h).unwrap_err();
         assert_eq!(
-            crate::monitor::chain(&err),
+            vessel_error::chain(&err),
             "error running createContainer hook #0 /nonexistent/vessel-hook: start the hook: \
              No such file or directory (os error 2)"
         );

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::SigSet;
+use vessel_error::chain;
 
 use crate::bundle::Bundle;
 use crate::control::{self, ControlRequest, ControlResponse};
@@ -241,16 +242,4 @@ fn forward_signals(set: SigSet, sandbox: &dyn Sandbox, terminal: Option<OwnedFd>
             log::warn!("forward {sig} to the container: {}", chain(&e));
         }
     }
-}
-
-/// The error and its sources joined with `: `.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }

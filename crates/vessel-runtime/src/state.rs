@@ -23,6 +23,9 @@ use crate::{id, procfs};
 pub const STATE_FILE: &str = "state.json";
 /// Name of the monitor's control socket inside a container directory.
 pub const MONITOR_SOCKET: &str = "monitor.sock";
+/// Unix socket inside a container directory where other processes reach guest vsock ports
+/// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
+pub const VSOCK_SOCKET: &str = "vsock.sock";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]

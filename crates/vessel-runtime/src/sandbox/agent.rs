@@ -152,7 +152,7 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             let op = "create the container in the guest";
             client
                 .create(request)
-                .map_err(|e| match crate::guest::refusal(op, e) {
+                .map_err(|e| match super::refusal(op, e) {
                     Ok(reason) => SandboxError::StartProcess(reason),
                     Err(source) => SandboxError::CallAgent { op, source },
                 })?;

@@ -38,6 +38,7 @@ use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::bundle::Bundle;
 use crate::share;
 use crate::sizing::VmSize;
+use crate::state::VSOCK_SOCKET;
 
 /// How long a call that lost its agent connection waits for the VM's end to be noticed.
 const LOSS_GRACE: Duration = Duration::from_secs(2);
@@ -62,9 +63,6 @@ fn agent_ready_timeout() -> Duration {
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the state directory that receives the guest's serial console.
 pub const CONSOLE_LOG: &str = "console.log";
-/// Unix socket in the state directory where other processes reach guest vsock ports
-/// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
-pub const VSOCK_SOCKET: &str = "vsock.sock";
 
 /// Reaches the agent through the VM's vsock once the VM exists.
 #[derive(Default)]

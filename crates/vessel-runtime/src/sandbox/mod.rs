@@ -86,7 +86,7 @@ pub enum SandboxError {
     /// The guest agent refused to set the container's process up. The message is runc's for a
     /// failed container init (`unable to start container process`), the cause the agent's
     /// reason as runc prints it (`exec: "x": executable file not found in $PATH`); the protocol
-    /// context (which request, which code) goes to the debug log only ([`crate::guest::refusal`]).
+    /// context (which request, which code) goes to the debug log only ([`refusal`]).
     #[error("unable to start container process")]
     StartProcess(#[source] vessel_protocol::RemoteError),
     /// The guest agent could not be reached or refused a request.
@@ -215,6 +215,31 @@ pub trait Sandbox: Send + Sync {
             "a guest agent request",
             self.kind(),
         ))
+    }
+}
+
+/// Splits an agent's refusal of a request that sets a process up (`create_container`,
+/// `exec`) from other failures: `Ok` with the agent's reason, which is what the user sees (as
+/// runc shows its init's error), after logging the protocol context (`op`, the request, the
+/// agent's code) at debug level; `Err` with anything else (agent unreachable, broken frame),
+/// whose context stays in the message.
+pub fn refusal(
+    op: &str,
+    error: vessel_protocol::ClientError,
+) -> Result<vessel_protocol::RemoteError, vessel_protocol::ClientError> {
+    match error {
+        vessel_protocol::ClientError::Refuse {
+            op: request,
+            source,
+        } => {
+            log::debug!(
+                "{op}: agent refused {request} ({}): {}",
+                source.code,
+                vessel_error::chain(&source)
+            );
+            Ok(source)
+        }
+        other => Err(other),
     }
 }
 
