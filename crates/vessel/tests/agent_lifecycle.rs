@@ -910,7 +910,7 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
     // Accepted only after create exited, as containerd does.
     let mut master = receive_console(&listener);
     assert_eq!(
-        vessel_runtime::console::window_size(master.as_fd()).unwrap(),
+        vessel_runtime::host::console::window_size(master.as_fd()).unwrap(),
         (30, 100),
         "consoleSize on the host pty"
     );
@@ -959,7 +959,7 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
     );
     let mut exec_master = receive_console(&listener);
     assert_eq!(
-        vessel_runtime::console::window_size(exec_master.as_fd()).unwrap(),
+        vessel_runtime::host::console::window_size(exec_master.as_fd()).unwrap(),
         (30, 100),
         "the bundle's consoleSize for exec -t"
     );

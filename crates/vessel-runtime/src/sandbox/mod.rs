@@ -11,11 +11,13 @@
 pub mod agent;
 pub mod host;
 pub mod microvm;
+pub mod share;
+pub mod sizing;
 
 use std::os::fd::OwnedFd;
 
-use crate::bundle::Bundle;
-use crate::sizing::VmSize;
+use crate::host::bundle::Bundle;
+use crate::sandbox::sizing::VmSize;
 
 /// Environment variable that selects the host test double: `VESSEL_TEST_SANDBOX=host`.
 pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
@@ -38,7 +40,7 @@ pub enum SandboxError {
     },
     /// The container's virtio-fs share could not be prepared or taken down.
     #[error("prepare the container's file share")]
-    PrepareShare(#[source] crate::share::ShareError),
+    PrepareShare(#[source] crate::sandbox::share::ShareError),
     /// The microVM could not be built or started.
     #[error("start the microVM")]
     StartVm(#[source] vessel_vmm::VmmError),
@@ -109,7 +111,7 @@ pub enum SandboxError {
     },
     /// The terminal of the workload could not be relayed.
     #[error("relay the terminal")]
-    RelayTerminal(#[source] crate::console::ConsoleError),
+    RelayTerminal(#[source] crate::host::console::ConsoleError),
     /// A system call failed.
     #[error("{op}")]
     Sys {
@@ -156,7 +158,7 @@ pub struct Stdio {
 pub enum WorkloadIo {
     /// No terminal: the caller's fds 0-2, relayed to the process's pipes.
     Stdio(Stdio),
-    /// `process.terminal`: the slave of the host pty ([`crate::console`]), relayed to the pty
+    /// `process.terminal`: the slave of the host pty ([`crate::host::console`]), relayed to the pty
     /// the guest allocates for the process.
     Terminal(OwnedFd),
 }
@@ -255,7 +257,7 @@ pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 ///   `VESSEL_TEST_AGENT_CONTROL` and `VESSEL_TEST_AGENT_STDIO` ([`agent::UnixAgent`]), to test the
 ///   protocol path without a VM.
 ///
-/// `size` is the VM size worked out from the spec ([`crate::sizing`]); `state_dir` is the
+/// `size` is the VM size worked out from the spec ([`crate::sandbox::sizing`]); `state_dir` is the
 /// container's directory under `--root`. The test doubles ignore both.
 pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {

@@ -729,7 +729,7 @@ pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(crate::procfs::unescape_mountinfo)
+        .map(crate::host::procfs::unescape_mountinfo)
         .filter(|p| p.starts_with(dir))
         .collect())
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::FlockArg;
 use serde::{Deserialize, Serialize};
 
-use crate::{id, procfs};
+use crate::{host::id, host::procfs};
 
 /// Name of the record inside a container directory.
 pub const STATE_FILE: &str = "state.json";
@@ -100,7 +100,7 @@ pub enum StateError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: crate::share::ShareError,
+        source: crate::sandbox::share::ShareError,
     },
 }
 
@@ -171,7 +171,7 @@ pub struct ContainerRecord {
     /// The monitor's host cgroup (`linux.cgroupsPath`), `None` when it has none (rootless
     /// without permission, as runc).
     #[serde(default)]
-    pub cgroup: Option<crate::cgroup::CgroupRecord>,
+    pub cgroup: Option<crate::host::cgroup::CgroupRecord>,
     /// `hooks` of config.json as it was at create time, for the hooks `start` and `delete` run
     /// (spec: later changes to config.json do not affect the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,7 +436,7 @@ impl StateStore {
         let dir = self.container_dir(id)?;
         // The virtio-fs share holds bind mounts of the bundle's rootfs and mount sources:
         // unmount them first, or remove_dir_all would recurse into the host's files.
-        crate::share::remove(&dir).map_err(|source| StateError::RemoveShare {
+        crate::sandbox::share::remove(&dir).map_err(|source| StateError::RemoveShare {
             path: dir.clone(),
             source,
         })?;

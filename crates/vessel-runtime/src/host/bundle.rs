@@ -324,7 +324,7 @@ pub fn drop_unknown_capabilities(
 
 impl Bundle {
     /// Loads `<dir>/config.json` and checks it: `process` present, `process.cwd` absolute,
-    /// `process.args` not empty, the fields [`crate::validate::check_spec`] checks, `root.path`
+    /// `process.args` not empty, the fields [`crate::host::validate::check_spec`] checks, `root.path`
     /// set and existing.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let path = std::path::absolute(dir).map_err(|source| BundleError::ResolveBundle {
@@ -355,7 +355,7 @@ impl Bundle {
         let (spec, unknown_capabilities) = parse_spec(&config, &text)?;
         validate_process(&spec)?;
         validate_linux(&spec)?;
-        crate::validate::check_spec(&spec).map_err(BundleError::InvalidSpec)?;
+        crate::host::validate::check_spec(&spec).map_err(BundleError::InvalidSpec)?;
         let root = spec
             .root()
             .as_ref()

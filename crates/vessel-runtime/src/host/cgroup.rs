@@ -184,11 +184,11 @@ pub fn parse_mountinfo(text: &str) -> Layout {
         if fields.len() < 5 || rfields.len() < 3 {
             continue;
         }
-        let mountpoint = crate::procfs::unescape_mountinfo(fields[4]);
+        let mountpoint = crate::host::procfs::unescape_mountinfo(fields[4]);
         if !mountpoint.starts_with(CGROUP_ROOT) {
             continue;
         }
-        let mount_root = crate::procfs::unescape_mountinfo(fields[3])
+        let mount_root = crate::host::procfs::unescape_mountinfo(fields[3])
             .to_string_lossy()
             .into_owned();
         match rfields[0] {

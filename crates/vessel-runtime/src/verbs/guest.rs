@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use vessel_protocol::{Client, Request, Response, CONTROL_PORT};
 pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
 
+use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET, VSOCK_SOCKET};
 use crate::sandbox::agent::{AgentConnector, UnixAgent};
 use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET, VSOCK_SOCKET};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub enum GuestError {
         op: &'static str,
         /// The cause.
         #[source]
-        source: crate::control::ControlError,
+        source: crate::monitor::control::ControlError,
     },
     /// The agent answered with something else than the request calls for.
     #[error("{op}: unexpected answer from the agent")]
@@ -152,7 +152,7 @@ impl AgentAddress {
 
 /// Sends one control request to container `id`'s agent and returns the answer: straight
 /// through the vsock socket, or, while the container is paused (its vCPUs stopped), through the
-/// monitor, which lets the guest run for the request ([`crate::control::ask_agent`]).
+/// monitor, which lets the guest run for the request ([`crate::monitor::control::ask_agent`]).
 pub fn call(
     store: &StateStore,
     id: &str,
@@ -161,7 +161,7 @@ pub fn call(
 ) -> Result<Response, GuestError> {
     if store.load(id)?.status() == Status::Paused {
         let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
-        return crate::control::ask_agent(&socket, request)
+        return crate::monitor::control::ask_agent(&socket, request)
             .map_err(|source| GuestError::CallMonitor { op, source });
     }
     AgentAddress::of(store, id)?
