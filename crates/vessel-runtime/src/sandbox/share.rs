@@ -762,7 +762,10 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("skipped: share tests bind-mount and need root");
+        eprintln!(
+            "{}: skipped: share tests bind-mount and need root",
+            std::thread::current().name().unwrap_or("test")
+        );
         false
     }
 

@@ -463,7 +463,10 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("skipped: the virtio-fs thread unshares its mount namespace and needs root");
+        eprintln!(
+            "{}: skipped: the virtio-fs thread unshares its mount namespace and needs root",
+            std::thread::current().name().unwrap_or("test")
+        );
         false
     }
 
