@@ -108,8 +108,10 @@ test: deps test-unit test-lab-runner test-lab
 test-lab-runner: lab-kernel
 	tests/lab/selftest.sh
 
+# Tests that cannot run here (no KVM, not root) print `<name>: skipped: <why>`; --show-output
+# lets those lines through libtest's capture and tests/count-skips.sh counts them at the end.
 test-unit:
-	$(CARGO) test --workspace
+	set -o pipefail; $(CARGO) test --workspace -- --show-output 2>&1 | tests/count-skips.sh
 
 test-lab: artefacts lab-kernel probe-initramfs fixtures
 	tests/lab/e2e.sh

@@ -55,13 +55,7 @@ fn hello() -> Hello {
 
 fn run_init() -> ! {
     if let Err(e) = init::init_system() {
-        let mut msg = e.to_string();
-        let mut cur = std::error::Error::source(&e);
-        while let Some(c) = cur {
-            msg.push_str(&format!(": {c}"));
-            cur = c.source();
-        }
-        log::error!("{msg}");
+        log::error!("{}", vessel_error::chain(&e));
         init::power_off();
     }
     let listeners =

@@ -35,7 +35,10 @@ fn skip_reason() -> Option<&'static str> {
 macro_rules! require_root {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
+            eprintln!(
+                "{}: skipped: {why}",
+                std::thread::current().name().unwrap_or("test")
+            );
             return Ok(());
         }
     };
@@ -625,7 +628,11 @@ fn cgroup_join_freeze_thaw_and_removal() -> Result<()> {
     require_root!();
     let base = Path::new("/sys/fs/cgroup/unified");
     if !base.join("cgroup.procs").exists() {
-        eprintln!("skipped: needs a cgroup v2 hierarchy at {}", base.display());
+        eprintln!(
+            "{}: skipped: needs a cgroup v2 hierarchy at {}",
+            std::thread::current().name().unwrap_or("test"),
+            base.display()
+        );
         return Ok(());
     }
     let root = base.join(format!("vessel-test-{}", std::process::id()));

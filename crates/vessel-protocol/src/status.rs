@@ -96,12 +96,10 @@ impl RemoteError {
     /// Turns a local error into a remote one: `err`'s `Display` becomes the message and each
     /// `source()` below it becomes a [`RemoteCause`], in order.
     pub fn from_error(code: Code, err: &(dyn Error + 'static)) -> Self {
-        let mut messages = Vec::new();
-        let mut cur = err.source();
-        while let Some(e) = cur {
-            messages.push(e.to_string());
-            cur = e.source();
-        }
+        let messages: Vec<String> = vessel_error::causes(err)
+            .skip(1)
+            .map(|e| e.to_string())
+            .collect();
         let cause = messages.into_iter().rev().fold(None, |cause, message| {
             Some(Box::new(RemoteCause { message, cause }))
         });

@@ -6,34 +6,9 @@
 //! operation checks the live status first and persists state atomically under a lock.
 #![warn(missing_docs)]
 
-pub mod bundle;
-pub mod cgroup;
-pub mod console;
-pub mod control;
-pub mod create;
-pub mod delete;
-pub mod exec;
-pub mod features;
-pub mod guest;
-pub mod hooks;
-pub mod id;
-pub mod kill;
-pub mod list;
+pub mod host;
 pub mod monitor;
-pub mod output;
-pub mod pause;
-pub mod procfs;
-pub mod proctitle;
-pub mod run;
 pub mod sandbox;
-pub mod share;
-pub mod signal;
-pub mod sizing;
-pub mod spec;
-pub mod start;
-pub mod state;
-pub mod time;
-pub mod update;
-pub mod validate;
+pub mod verbs;
 
-pub use state::{StateStore, Status};
+pub use host::state::{StateStore, Status};

@@ -437,10 +437,7 @@ fn add_fs_devices(
 fn fs_failure(tag: &str, e: &FsError) -> ExitReason {
     ExitReason::DeviceFailed {
         device: format!("virtio-fs {tag}"),
-        error: std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(": "),
+        error: vessel_error::chain(e),
     }
 }
 

@@ -28,11 +28,17 @@ fn guest_kernel() -> Option<PathBuf> {
 fn lab() -> Option<(PathBuf, PathBuf, tempfile::TempDir)> {
     let verdict = vessel_vmm::host::probe().verdict;
     if !verdict.can_run_guests() {
-        eprintln!("skipping: {verdict} (run it in the lab: tests/guest-probe/lab.sh)");
+        eprintln!(
+            "{}: skipped: {verdict} (run it in the lab: tests/guest-probe/lab.sh)",
+            std::thread::current().name().unwrap_or("test")
+        );
         return None;
     }
     let Some(initramfs) = std::env::var_os("VESSEL_PROBE_INITRAMFS").map(PathBuf::from) else {
-        eprintln!("skipping: VESSEL_PROBE_INITRAMFS is not set (tests/guest-probe/lab.sh sets it)");
+        eprintln!(
+            "{}: skipped: VESSEL_PROBE_INITRAMFS is not set (tests/guest-probe/lab.sh sets it)",
+            std::thread::current().name().unwrap_or("test")
+        );
         return None;
     };
     let kernel = guest_kernel().expect("guest vmlinux under /var/cache/vessel/kernel");

@@ -43,11 +43,17 @@ fn noise(n: usize) -> Vec<u8> {
 fn lab_virtio_fs_share() {
     let verdict = vessel_vmm::host::probe().verdict;
     if !verdict.can_run_guests() {
-        eprintln!("skipping: {verdict} (run it in the lab: tests/guest-probe/lab.sh)");
+        eprintln!(
+            "{}: skipped: {verdict} (run it in the lab: tests/guest-probe/lab.sh)",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let Some(initramfs) = std::env::var_os("VESSEL_PROBE_INITRAMFS").map(PathBuf::from) else {
-        eprintln!("skipping: VESSEL_PROBE_INITRAMFS is not set (tests/guest-probe/lab.sh sets it)");
+        eprintln!(
+            "{}: skipped: VESSEL_PROBE_INITRAMFS is not set (tests/guest-probe/lab.sh sets it)",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     };
     let kernel = vessel_vmm::artefacts::locate()

@@ -106,7 +106,11 @@ fn refuses_hosts_that_cannot_boot_guests_unless_overridden() {
     let _one_at_a_time = serial();
     let report = vessel_vmm::host::probe();
     if report.verdict.can_run_guests() {
-        eprintln!("skipping: this host can run guests ({})", report.verdict);
+        eprintln!(
+            "{}: skipped: this host can run guests ({})",
+            std::thread::current().name().unwrap_or("test"),
+            report.verdict
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -162,7 +166,10 @@ fn fs_devices_take_the_next_slots_and_their_threads_end_at_teardown() {
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: the virtio-fs thread unshares its mount namespace and needs root");
+        eprintln!(
+            "{}: skipped: the virtio-fs thread unshares its mount namespace and needs root",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));

@@ -40,7 +40,7 @@ fn level_name(level: Level) -> &'static str {
 
 /// One log line, newline included.
 fn format_line(format: Format, level: Level, msg: &str) -> String {
-    let time = vessel_runtime::time::rfc3339_secs(std::time::SystemTime::now());
+    let time = vessel_runtime::host::time::rfc3339_secs(std::time::SystemTime::now());
     match format {
         // serde_json's map is ordered by key: level, msg, time, as logrus writes them.
         Format::Json => {

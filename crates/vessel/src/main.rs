@@ -122,7 +122,7 @@ fn default_root() -> PathBuf {
 
 fn print_version() {
     println!("vessel version {}", env!("CARGO_PKG_VERSION"));
-    println!("spec: {}", vessel_runtime::spec::OCI_VERSION);
+    println!("spec: {}", vessel_runtime::verbs::spec::OCI_VERSION);
 }
 
 /// Runs the subcommand; `root_explicit` says whether `--root` was given (a missing default root
@@ -220,14 +220,14 @@ fn main() {
             // A create stopped by SIGHUP, SIGINT or SIGTERM during its hooks has cleaned up;
             // it now dies of that signal, as a process that did not catch it would.
             let interrupted = err
-                .downcast_ref::<vessel_runtime::create::CreateError>()
+                .downcast_ref::<vessel_runtime::verbs::create::CreateError>()
                 .and_then(|e| e.interrupted())
                 .or_else(|| {
-                    err.downcast_ref::<vessel_runtime::run::RunError>()
+                    err.downcast_ref::<vessel_runtime::verbs::run::RunError>()
                         .and_then(|e| e.interrupted())
                 });
             if let Some(signal) = interrupted {
-                vessel_runtime::signal::die_of(signal);
+                vessel_runtime::host::signal::die_of(signal);
             }
             std::process::exit(code);
         }

@@ -118,7 +118,10 @@ impl Agent {
 #[test]
 fn create_start_output_exit_code_and_delete_through_the_agent() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -186,7 +189,10 @@ fn create_start_output_exit_code_and_delete_through_the_agent() {
 #[test]
 fn agent_refusals_read_as_runc_prints_them_with_the_context_in_the_debug_log() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     // (process patch, runc's text after `unable to start container process: `); each refused
@@ -315,7 +321,10 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -681,16 +690,26 @@ impl Drop for CgroupDir {
 #[test]
 fn pause_resume_and_guest_requests_while_paused_through_the_agent() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let Some(mount) = cgroup2_mount() else {
-        eprintln!("skipped: needs a cgroup2 mount for the agent's freezer");
+        eprintln!(
+            "{}: skipped: needs a cgroup2 mount for the agent's freezer",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     };
     let cgroups = CgroupDir(mount.join(format!("vessel-test-{}", std::process::id())));
     if let Err(e) = std::fs::create_dir_all(&cgroups.0) {
-        eprintln!("skipped: cannot create {}: {e}", cgroups.0.display());
+        eprintln!(
+            "{}: skipped: cannot create {}: {e}",
+            std::thread::current().name().unwrap_or("test"),
+            cgroups.0.display()
+        );
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -849,7 +868,10 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
     use std::io::Write;
     use std::os::fd::AsFd;
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -910,7 +932,7 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
     // Accepted only after create exited, as containerd does.
     let mut master = receive_console(&listener);
     assert_eq!(
-        vessel_runtime::console::window_size(master.as_fd()).unwrap(),
+        vessel_runtime::host::console::window_size(master.as_fd()).unwrap(),
         (30, 100),
         "consoleSize on the host pty"
     );
@@ -959,7 +981,7 @@ fn terminal_through_console_socket_exec_tty_and_runc_errors_through_the_agent() 
     );
     let mut exec_master = receive_console(&listener);
     assert_eq!(
-        vessel_runtime::console::window_size(exec_master.as_fd()).unwrap(),
+        vessel_runtime::host::console::window_size(exec_master.as_fd()).unwrap(),
         (30, 100),
         "the bundle's consoleSize for exec -t"
     );
@@ -1028,7 +1050,10 @@ fn output_without_terminal(mut cmd: Command) -> std::process::Output {
 #[test]
 fn foreground_run_and_exec_with_terminal_use_the_callers_terminal_through_the_agent() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let agent = Agent::start();
@@ -1227,7 +1252,10 @@ fn sockets_under(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_long_id_under_a_long_root_goes_through_the_whole_lifecycle_and_leaves_nothing() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
+mod common;
+
+use common::{text, VESSEL};
 
 /// A temporary root and bundle directory.
 struct Env {
@@ -89,10 +91,6 @@ impl Env {
         assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Makes this test process the subreaper of orphaned monitors, as containerd's shim and conmon
@@ -877,7 +875,10 @@ fn set_linux(bundle: &Path, linux: serde_json::Value) {
 #[test]
 fn monitor_lives_in_the_cgroups_path_until_delete() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        eprintln!(
+            "{}: skipped: needs root to create cgroups",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let env = Env::new();
@@ -940,7 +941,10 @@ fn monitor_lives_in_the_cgroups_path_until_delete() {
 #[test]
 fn bad_cgroups_path_fails_create_and_leaves_nothing() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create cgroups");
+        eprintln!(
+            "{}: skipped: needs root to create cgroups",
+            std::thread::current().name().unwrap_or("test")
+        );
         return;
     }
     let env = Env::new();

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const VESSEL: &str = env!("CARGO_BIN_EXE_vessel");
+mod common;
+
+use common::{text, VESSEL};
 
 /// The six kinds, in lifecycle order.
 const KINDS: [&str; 6] = [
@@ -134,10 +136,6 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn assert_ok(out: &Output, what: &str) {

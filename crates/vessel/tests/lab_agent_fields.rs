@@ -32,8 +32,8 @@ use vessel_protocol::{
     Client, ClientError, Code, CreateContainer, ExecProcess, ExitStatus, Request, Response,
     StdioConfig,
 };
-use vessel_runtime::guest::VsockUds;
 use vessel_runtime::sandbox::agent::AgentConnector;
+use vessel_runtime::verbs::guest::VsockUds;
 
 /// Upper bound for the monitor (and its VM) to end after `start` returns: the fields script
 /// runs about forty BusyBox commands, each a fork and exec in a nested guest under TCG.
@@ -495,8 +495,8 @@ fn lab_agent_protocol_bad_input_bench_and_guest_loss() {
     let vsock = agent(&lab, id);
     let rootfs = format!(
         "{}/{}",
-        vessel_runtime::share::GUEST_MOUNT,
-        vessel_runtime::share::ROOTFS_ENTRY
+        vessel_runtime::sandbox::share::GUEST_MOUNT,
+        vessel_runtime::sandbox::share::ROOTFS_ENTRY
     );
     let mut c = client(&vsock);
 

@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
-use vessel_runtime::console::window_size;
+use vessel_runtime::host::console::window_size;
 
 #[test]
 fn lab_terminal_console_socket_size_resize_and_exec() {

@@ -2,7 +2,7 @@
 //! the arguments of `ioprio_set(2)`, `sched_setattr(2)` and `personality(2)`, and applied as runc
 //! 1.2 applies them (libcontainer/init_linux.go `setIOPriority`, `setupScheduler`,
 //! `setupPersonality`; runc 1.1 ignored the first two). The host has already refused the values
-//! runc's validator refuses (vessel-runtime `validate.rs`); what is left to fail here is the
+//! runc's validator refuses (vessel-runtime `host/validate.rs`); what is left to fail here is the
 //! kernel's own say (`EPERM` for a realtime class without `CAP_SYS_NICE`/`CAP_SYS_ADMIN`).
 
 use std::io;

@@ -19,8 +19,8 @@ use vessel_protocol::{
 };
 
 use super::{Sandbox, SandboxError, Stdio, WorkloadExit, WorkloadIo};
-use crate::bundle::Bundle;
-use crate::output::OutputRelay;
+use crate::host::bundle::Bundle;
+use crate::host::output::OutputRelay;
 
 /// Opens connections to the agent.
 pub trait AgentConnector: Send + Sync {
@@ -152,7 +152,7 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             let op = "create the container in the guest";
             client
                 .create(request)
-                .map_err(|e| match crate::guest::refusal(op, e) {
+                .map_err(|e| match super::refusal(op, e) {
                     Ok(reason) => SandboxError::StartProcess(reason),
                     Err(source) => SandboxError::CallAgent { op, source },
                 })?;
@@ -162,7 +162,7 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
             WorkloadIo::Stdio(stdio) => stdio,
             WorkloadIo::Terminal(slave) => {
                 let tty = self.open_stream(id, StreamKind::Tty)?;
-                let output = crate::console::relay_terminal(slave, tty)
+                let output = crate::host::console::relay_terminal(slave, tty)
                     .map_err(SandboxError::RelayTerminal)?;
                 self.relays.lock().expect("relay lock").push(output);
                 return Ok(());
@@ -218,9 +218,9 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
                 source,
             })?;
         // The caller's output is complete once the relays have drained their streams; one
-        // that stalls (nobody reads, or the stream cannot end) is given up (crate::output).
+        // that stalls (nobody reads, or the stream cannot end) is given up (crate::host::output).
         let relays: Vec<OutputRelay> = self.relays.lock().expect("relay lock").drain(..).collect();
-        crate::output::finish_all(relays);
+        crate::host::output::finish_all(relays);
         Ok(match status {
             ExitStatus::Code(c) => WorkloadExit::Exited(c),
             ExitStatus::Signal(s) => WorkloadExit::Signaled(s),

@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
-use crate::bundle::Bundle;
+use crate::host::bundle::Bundle;
 
 /// `PATH` used when `process.env` has none (runc's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -2,7 +2,7 @@
 //! the monitor process, and is set up by the guest agent reached over virtio-vsock.
 //!
 //! Order of work (all in the monitor, see docs/design.md "Processes"):
-//! 1. `create_container`: prepare the virtio-fs share (`crate::share`: rootfs and bind sources
+//! 1. `create_container`: prepare the virtio-fs share (`crate::sandbox::share`: rootfs and bind sources
 //!    under `<state dir>/share`), boot the VM with that share (tag `vessel`), wait for the
 //!    agent's hello on vsock port 1024, then hand the spec, rewritten to the guest's paths, to
 //!    [`AgentSandbox`], which has the agent create the container and relays stdio.
@@ -35,9 +35,10 @@ use vessel_vmm::{EndWatch, SerialSink, Vm, VmConfig};
 
 use super::agent::{AgentConnector, AgentSandbox};
 use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
-use crate::bundle::Bundle;
-use crate::share;
-use crate::sizing::VmSize;
+use crate::host::bundle::Bundle;
+use crate::host::state::VSOCK_SOCKET;
+use crate::sandbox::share;
+use crate::sandbox::sizing::VmSize;
 
 /// How long a call that lost its agent connection waits for the VM's end to be noticed.
 const LOSS_GRACE: Duration = Duration::from_secs(2);
@@ -62,9 +63,6 @@ fn agent_ready_timeout() -> Duration {
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// File in the state directory that receives the guest's serial console.
 pub const CONSOLE_LOG: &str = "console.log";
-/// Unix socket in the state directory where other processes reach guest vsock ports
-/// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
-pub const VSOCK_SOCKET: &str = "vsock.sock";
 
 /// Reaches the agent through the VM's vsock once the VM exists.
 #[derive(Default)]
@@ -314,7 +312,10 @@ impl Sandbox for MicroVmSandbox {
         let config = self.vm_config(layout.dir.clone())?;
         self.boot_vm(config)?;
         let guest_bundle = Bundle {
-            spec: crate::sizing::guest_cpuset(&layout.guest_spec(&bundle.spec), self.size.vcpus),
+            spec: crate::sandbox::sizing::guest_cpuset(
+                &layout.guest_spec(&bundle.spec),
+                self.size.vcpus,
+            ),
             ..bundle.clone()
         };
         self.agent.create_container(id, &guest_bundle, io)

@@ -11,11 +11,13 @@
 pub mod agent;
 pub mod host;
 pub mod microvm;
+pub mod share;
+pub mod sizing;
 
 use std::os::fd::OwnedFd;
 
-use crate::bundle::Bundle;
-use crate::sizing::VmSize;
+use crate::host::bundle::Bundle;
+use crate::sandbox::sizing::VmSize;
 
 /// Environment variable that selects the host test double: `VESSEL_TEST_SANDBOX=host`.
 pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
@@ -38,7 +40,7 @@ pub enum SandboxError {
     },
     /// The container's virtio-fs share could not be prepared or taken down.
     #[error("prepare the container's file share")]
-    PrepareShare(#[source] crate::share::ShareError),
+    PrepareShare(#[source] crate::sandbox::share::ShareError),
     /// The microVM could not be built or started.
     #[error("start the microVM")]
     StartVm(#[source] vessel_vmm::VmmError),
@@ -86,7 +88,7 @@ pub enum SandboxError {
     /// The guest agent refused to set the container's process up. The message is runc's for a
     /// failed container init (`unable to start container process`), the cause the agent's
     /// reason as runc prints it (`exec: "x": executable file not found in $PATH`); the protocol
-    /// context (which request, which code) goes to the debug log only ([`crate::guest::refusal`]).
+    /// context (which request, which code) goes to the debug log only ([`refusal`]).
     #[error("unable to start container process")]
     StartProcess(#[source] vessel_protocol::RemoteError),
     /// The guest agent could not be reached or refused a request.
@@ -109,7 +111,7 @@ pub enum SandboxError {
     },
     /// The terminal of the workload could not be relayed.
     #[error("relay the terminal")]
-    RelayTerminal(#[source] crate::console::ConsoleError),
+    RelayTerminal(#[source] crate::host::console::ConsoleError),
     /// A system call failed.
     #[error("{op}")]
     Sys {
@@ -156,7 +158,7 @@ pub struct Stdio {
 pub enum WorkloadIo {
     /// No terminal: the caller's fds 0-2, relayed to the process's pipes.
     Stdio(Stdio),
-    /// `process.terminal`: the slave of the host pty ([`crate::console`]), relayed to the pty
+    /// `process.terminal`: the slave of the host pty ([`crate::host::console`]), relayed to the pty
     /// the guest allocates for the process.
     Terminal(OwnedFd),
 }
@@ -218,6 +220,31 @@ pub trait Sandbox: Send + Sync {
     }
 }
 
+/// Splits an agent's refusal of a request that sets a process up (`create_container`,
+/// `exec`) from other failures: `Ok` with the agent's reason, which is what the user sees (as
+/// runc shows its init's error), after logging the protocol context (`op`, the request, the
+/// agent's code) at debug level; `Err` with anything else (agent unreachable, broken frame),
+/// whose context stays in the message.
+pub fn refusal(
+    op: &str,
+    error: vessel_protocol::ClientError,
+) -> Result<vessel_protocol::RemoteError, vessel_protocol::ClientError> {
+    match error {
+        vessel_protocol::ClientError::Refuse {
+            op: request,
+            source,
+        } => {
+            log::debug!(
+                "{op}: agent refused {request} ({}): {}",
+                source.code,
+                vessel_error::chain(&source)
+            );
+            Ok(source)
+        }
+        other => Err(other),
+    }
+}
+
 /// With `VESSEL_TEST_SANDBOX=agent`: the agent's control socket (stands for vsock port 1024).
 pub const TEST_AGENT_CONTROL_ENV: &str = "VESSEL_TEST_AGENT_CONTROL";
 /// With `VESSEL_TEST_SANDBOX=agent`: the agent's stdio socket (stands for vsock port 1025).
@@ -230,7 +257,7 @@ pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 ///   `VESSEL_TEST_AGENT_CONTROL` and `VESSEL_TEST_AGENT_STDIO` ([`agent::UnixAgent`]), to test the
 ///   protocol path without a VM.
 ///
-/// `size` is the VM size worked out from the spec ([`crate::sizing`]); `state_dir` is the
+/// `size` is the VM size worked out from the spec ([`crate::sandbox::sizing`]); `state_dir` is the
 /// container's directory under `--root`. The test doubles ignore both.
 pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandbox>, SandboxError> {
     match std::env::var(TEST_SANDBOX_ENV) {

@@ -100,7 +100,10 @@ pub fn have_kvm() -> bool {
         .open("/dev/kvm")
         .is_ok();
     if !ok {
-        eprintln!("skipping: /dev/kvm cannot be opened");
+        eprintln!(
+            "{}: skipped: /dev/kvm cannot be opened",
+            std::thread::current().name().unwrap_or("test")
+        );
     }
     ok
 }

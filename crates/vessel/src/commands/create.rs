@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use vessel_runtime::create::{self, CreateOptions};
+use vessel_runtime::verbs::create::{self, CreateOptions};
 
 use super::{check_args, Arity, Context};
 

@@ -19,6 +19,6 @@ pub struct DeleteArgs {
 /// Deletes the container.
 pub fn run(ctx: &Context, args: DeleteArgs) -> anyhow::Result<i32> {
     check_args("delete", &args.args, &[Arity::Exact(1)])?;
-    vessel_runtime::delete::delete(&ctx.store, &args.args[0], args.force)?;
+    vessel_runtime::verbs::delete::delete(&ctx.store, &args.args[0], args.force)?;
     Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `vessel events [--interval DUR] [--stats] <id>` (runc events.go).
 //!
-//! The statistics come from the guest's cgroup through the agent (`vessel_runtime::guest::stats`),
+//! The statistics come from the guest's cgroup through the agent (`vessel_runtime::verbs::guest::stats`),
 //! one `{"type":"stats","id":...,"data":{...}}` line each. `--stats` prints one; otherwise one
 //! every `--interval` until the container stops, along with an `{"type":"oom","id":...}` line
 //! for each OOM kill in the guest cgroup (the agent's `wait_oom`, from `memory.events`).
@@ -75,7 +75,7 @@ struct Event<'a, T: serde::Serialize> {
 }
 
 /// One runc stats event line.
-fn stats_line(id: &str, stats: &vessel_runtime::guest::Stats) -> anyhow::Result<String> {
+fn stats_line(id: &str, stats: &vessel_runtime::verbs::guest::Stats) -> anyhow::Result<String> {
     let event = Event {
         kind: "stats",
         id,
@@ -113,7 +113,7 @@ fn stopped(store: &StateStore, id: &str) -> bool {
 fn watch_oom(store: &StateStore, id: &str) {
     let mut seen = None;
     loop {
-        match vessel_runtime::guest::wait_oom(store, id, seen) {
+        match vessel_runtime::verbs::guest::wait_oom(store, id, seen) {
             Ok((count, exited)) => {
                 if let Some(before) = seen {
                     for _ in before..count {
@@ -144,7 +144,7 @@ pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
         |s| (s == Status::Stopped).then(|| format!("container with id {id} is not running"));
     load_in_state(ctx, id, not_running)?;
     if args.stats {
-        let stats = vessel_runtime::guest::stats(&ctx.store, id)?;
+        let stats = vessel_runtime::verbs::guest::stats(&ctx.store, id)?;
         println!("{}", stats_line(id, &stats)?);
         return Ok(0);
     }
@@ -175,7 +175,7 @@ pub fn run(ctx: &Context, args: EventsArgs) -> anyhow::Result<i32> {
             }
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
-        match vessel_runtime::guest::stats(&ctx.store, id) {
+        match vessel_runtime::verbs::guest::stats(&ctx.store, id) {
             Ok(stats) => print_line(&stats_line(id, &stats)?)?,
             // The stream ends when the container stops.
             Err(_) if stopped(&ctx.store, id) => return end(),
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn events_keep_runc_s_key_order() {
         assert_eq!(oom_line("c1"), r#"{"type":"oom","id":"c1"}"#);
-        let stats = vessel_runtime::guest::Stats::default();
+        let stats = vessel_runtime::verbs::guest::Stats::default();
         let line = stats_line("c1", &stats).unwrap();
         assert!(
             line.starts_with(r#"{"type":"stats","id":"c1","data":{"#),

@@ -1,13 +1,13 @@
 //! `vessel exec [flags] <id> <cmd> [args...]` and `exec -p process.json <id>` (runc exec.go).
 //!
 //! The process comes from `-p` or from the bundle's `process` with the flags applied; the
-//! library forks a relay that runs it in the guest (`vessel_runtime::exec`). Any failure before
+//! library forks a relay that runs it in the guest (`vessel_runtime::verbs::exec`). Any failure before
 //! the process runs is `exec failed: ...` with exit 255, as in runc.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use vessel_runtime::exec::{ExecOptions, ProcessFlags};
+use vessel_runtime::verbs::exec::{ExecOptions, ProcessFlags};
 use vessel_runtime::Status;
 
 use super::{check_args, load_in_state, Arity, Context, ExitWith};
@@ -97,7 +97,7 @@ pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
     let opts = (|| -> anyhow::Result<ExecOptions> {
         load_in_state(ctx, id, |s| refuse(s, args.ignore_paused))?;
         let process = match &args.process {
-            Some(path) => vessel_runtime::exec::load_process_file(path)?,
+            Some(path) => vessel_runtime::verbs::exec::load_process_file(path)?,
             None => {
                 if args.args.len() < 2 {
                     anyhow::bail!("args must not be empty");
@@ -112,7 +112,7 @@ pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
                     no_new_privs: args.no_new_privs,
                     tty: args.tty,
                 };
-                vessel_runtime::exec::process_from_flags(&ctx.store, id, &flags)?
+                vessel_runtime::verbs::exec::process_from_flags(&ctx.store, id, &flags)?
             }
         };
         Ok(ExecOptions {
@@ -124,7 +124,7 @@ pub fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
         })
     })()
     .map_err(failed)?;
-    vessel_runtime::exec::exec(&ctx.store, &opts)
+    vessel_runtime::verbs::exec::exec(&ctx.store, &opts)
         .map_err(|e| failed(e.into()))
         .map_err(anyhow::Error::from)
 }

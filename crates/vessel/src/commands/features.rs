@@ -14,6 +14,6 @@ pub struct FeaturesArgs {
 /// Prints the features document.
 pub fn run(_ctx: &Context, args: FeaturesArgs) -> anyhow::Result<i32> {
     check_args("features", &args.args, &[Arity::Exact(0)])?;
-    println!("{}", vessel_runtime::features::to_json());
+    println!("{}", vessel_runtime::verbs::features::to_json());
     Ok(0)
 }

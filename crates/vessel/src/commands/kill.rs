@@ -23,9 +23,9 @@ pub fn run(ctx: &Context, args: KillArgs) -> anyhow::Result<i32> {
     // container is reported even when the signal is bad too.
     ctx.store.load(&args.args[0])?;
     let signal = match args.args.get(1) {
-        Some(raw) => vessel_runtime::signal::parse(raw)?,
+        Some(raw) => vessel_runtime::host::signal::parse(raw)?,
         None => libc::SIGTERM,
     };
-    vessel_runtime::kill::kill(&ctx.store, &args.args[0], signal, args.all)?;
+    vessel_runtime::verbs::kill::kill(&ctx.store, &args.args[0], signal, args.all)?;
     Ok(0)
 }

@@ -29,7 +29,7 @@ pub struct ListArgs {
 /// Prints the containers; `null` for none in JSON (runc prints a nil Go slice).
 pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<i32> {
     check_args("list", &args.args, &[Arity::Exact(0)])?;
-    let listing = vessel_runtime::list::list(&ctx.store, !ctx.root_explicit)?;
+    let listing = vessel_runtime::verbs::list::list(&ctx.store, !ctx.root_explicit)?;
     for (id, err) in &listing.failures {
         eprintln!("load container {id}: {err}");
     }
@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string(&states)?);
         }
     } else {
-        print!("{}", vessel_runtime::list::table(&states));
+        print!("{}", vessel_runtime::verbs::list::table(&states));
     }
     Ok(0)
 }

@@ -19,7 +19,7 @@ pub mod state;
 pub mod update;
 pub mod vmm;
 
-use vessel_runtime::state::ContainerRecord;
+use vessel_runtime::host::state::ContainerRecord;
 use vessel_runtime::{StateStore, Status};
 
 /// What every command gets from the global flags.

@@ -15,6 +15,6 @@ pub struct PauseArgs {
 /// Freezes the container.
 pub fn run(ctx: &Context, args: PauseArgs) -> anyhow::Result<i32> {
     check_args("pause", &args.args, &[Arity::Exact(1)])?;
-    vessel_runtime::pause::pause(&ctx.store, &args.args[0])?;
+    vessel_runtime::verbs::pause::pause(&ctx.store, &args.args[0])?;
     Ok(0)
 }

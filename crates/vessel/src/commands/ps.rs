@@ -26,7 +26,7 @@ pub struct PsArgs {
 }
 
 /// Formats the guest's processes like `ps -ef`, with a `PID` column (guest PIDs).
-fn format_table(list: &vessel_runtime::guest::ProcessList) -> String {
+fn format_table(list: &vessel_runtime::verbs::guest::ProcessList) -> String {
     let mut out = format!(
         "{:>8} {:>7} {:>7} {:>4} {:>8} {}\n",
         "UID", "PID", "PPID", "STAT", "TIME", "CMD"
@@ -50,13 +50,13 @@ pub fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<i32> {
         (s == Status::Stopped).then(|| "container not running".to_owned())
     })?;
     if args.format == Format::Json {
-        let mut pids = vessel_runtime::exec::relay_pids(&ctx.store, id)?;
+        let mut pids = vessel_runtime::verbs::exec::relay_pids(&ctx.store, id)?;
         pids.push(record.monitor_pid);
         pids.sort_unstable();
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
-    let list = vessel_runtime::guest::ps(&ctx.store, id)?;
+    let list = vessel_runtime::verbs::guest::ps(&ctx.store, id)?;
     print!("{}", format_table(&list));
     Ok(0)
 }
@@ -67,9 +67,9 @@ mod tests {
 
     #[test]
     fn table_has_a_pid_column() {
-        let list = vessel_runtime::guest::ProcessList {
+        let list = vessel_runtime::verbs::guest::ProcessList {
             pids: vec![1],
-            processes: vec![vessel_runtime::guest::ProcessInfo {
+            processes: vec![vessel_runtime::verbs::guest::ProcessInfo {
                 pid: 1,
                 ppid: 0,
                 uid: 0,

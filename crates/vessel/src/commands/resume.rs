@@ -15,6 +15,6 @@ pub struct ResumeArgs {
 /// Thaws the container.
 pub fn run(ctx: &Context, args: ResumeArgs) -> anyhow::Result<i32> {
     check_args("resume", &args.args, &[Arity::Exact(1)])?;
-    vessel_runtime::pause::resume(&ctx.store, &args.args[0])?;
+    vessel_runtime::verbs::pause::resume(&ctx.store, &args.args[0])?;
     Ok(0)
 }

@@ -2,7 +2,7 @@
 //! container, forwarding signals, returning its status.
 
 use clap::Args;
-use vessel_runtime::run::RunOptions;
+use vessel_runtime::verbs::run::RunOptions;
 
 use super::create::CreateFlags;
 use super::{check_args, Arity, Context};
@@ -32,7 +32,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
     let id = &args.args[0];
     let create = args.flags.options(ctx, id, args.detach);
     if args.detach {
-        vessel_runtime::run::create_and_start(&ctx.store, &create)?;
+        vessel_runtime::verbs::run::create_and_start(&ctx.store, &create)?;
         return Ok(0);
     }
     let opts = RunOptions {
@@ -40,5 +40,5 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
         keep: args.keep,
         no_subreaper: args.no_subreaper,
     };
-    Ok(vessel_runtime::run::run(&ctx.store, &opts)?)
+    Ok(vessel_runtime::verbs::run::run(&ctx.store, &opts)?)
 }

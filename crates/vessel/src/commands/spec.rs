@@ -22,6 +22,6 @@ pub struct SpecArgs {
 /// Writes the starter config.json.
 pub fn run(_ctx: &Context, args: SpecArgs) -> anyhow::Result<i32> {
     check_args("spec", &args.args, &[Arity::Exact(0)])?;
-    vessel_runtime::spec::write_spec(&args.bundle, args.rootless)?;
+    vessel_runtime::verbs::spec::write_spec(&args.bundle, args.rootless)?;
     Ok(0)
 }

@@ -15,6 +15,6 @@ pub struct StartArgs {
 /// Releases a created container.
 pub fn run(ctx: &Context, args: StartArgs) -> anyhow::Result<i32> {
     check_args("start", &args.args, &[Arity::Exact(1)])?;
-    vessel_runtime::start::start(&ctx.store, &args.args[0])?;
+    vessel_runtime::verbs::start::start(&ctx.store, &args.args[0])?;
     Ok(0)
 }

@@ -1,7 +1,7 @@
 //! `vessel update [flags] <id>` (runc update.go).
 //!
 //! `--resources FILE|-` (a JSON `LinuxResources`; every other flag is then ignored, as in runc)
-//! or the per-value flags make a partial `linux.resources`, which `vessel_runtime::update` merges
+//! or the per-value flags make a partial `linux.resources`, which `vessel_runtime::verbs::update` merges
 //! over the container's current ones, checks against the VM's size and has the agent apply to
 //! the guest cgroup.
 
@@ -153,7 +153,7 @@ fn resources_from_flags(args: &UpdateArgs) -> anyhow::Result<LinuxResources> {
     serde_json::from_value(Value::Object(r)).map_err(|e| anyhow::anyhow!("resources: {e}"))
 }
 
-/// Applies the new limits to the container's guest cgroup (`vessel_runtime::update`).
+/// Applies the new limits to the container's guest cgroup (`vessel_runtime::verbs::update`).
 pub fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<i32> {
     check_args("update", &args.args, &[Arity::Exact(1)])?;
     let id = &args.args[0];
@@ -178,7 +178,7 @@ pub fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<i32> {
         }
         None => resources_from_flags(&args)?,
     };
-    vessel_runtime::update::update(&ctx.store, id, &resources)?;
+    vessel_runtime::verbs::update::update(&ctx.store, id, &resources)?;
     Ok(0)
 }
 

@@ -145,7 +145,7 @@ pub fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) {
 pub fn resize_until_seen(master: &mut std::fs::File, seen: &mut String, rows: u16, cols: u16) {
     use std::io::Write;
     use std::os::fd::AsFd;
-    vessel_runtime::console::set_window_size(master.as_fd(), (rows, cols)).unwrap();
+    vessel_runtime::host::console::set_window_size(master.as_fd(), (rows, cols)).unwrap();
     let want = format!("{rows} {cols}\r\n");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !seen.contains(&want) {
@@ -174,7 +174,7 @@ pub fn resize_until_seen(master: &mut std::fs::File, seen: &mut String, rows: u1
 /// Accepts one connection on `listener` and receives the pty master as containerd does.
 pub fn receive_console(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
     let (conn, _) = listener.accept().unwrap();
-    let (name, master) = vessel_runtime::console::receive_master(&conn).unwrap();
+    let (name, master) = vessel_runtime::host::console::receive_master(&conn).unwrap();
     assert!(name.starts_with("/dev/"), "{name}");
     let link = std::fs::read_link(format!(
         "/proc/self/fd/{}",

@@ -151,7 +151,10 @@ mod tests {
     #[test]
     fn confined_thread_sees_only_the_share_and_the_host_sees_no_new_mount() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: confinement unshares a mount namespace and needs root");
+            eprintln!(
+                "{}: skipped: confinement unshares a mount namespace and needs root",
+                std::thread::current().name().unwrap_or("test")
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -301,7 +301,7 @@ fn wait_kick(kick: &EventFd) -> io::Result<()> {
 
 /// Logs the serving thread's death and hands it to the hook, or keeps it for one.
 fn report_death(slot: &Mutex<FailureSlot>, death: FsError) {
-    let what = error_chain(&death);
+    let what = vessel_error::chain(&death);
     log::error!("{what}: the guest's requests on this share will not be answered");
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
     slot.what = Some(what);
@@ -312,14 +312,6 @@ fn report_death(slot: &Mutex<FailureSlot>, death: FsError) {
         }
         None => slot.pending = Some(death),
     }
-}
-
-/// `e` and its causes, joined by `": "`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    std::iter::successors(Some(e), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted message).
@@ -471,7 +463,10 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("skipped: the virtio-fs thread unshares its mount namespace and needs root");
+        eprintln!(
+            "{}: skipped: the virtio-fs thread unshares its mount namespace and needs root",
+            std::thread::current().name().unwrap_or("test")
+        );
         false
     }
 

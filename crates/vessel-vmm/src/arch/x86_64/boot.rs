@@ -220,18 +220,18 @@ fn map_images(
     initramfs: Option<&Path>,
     cache: &ImageCache,
 ) -> Result<Images, String> {
-    let file = cache.open(kernel).map_err(|e| error_chain(&e))?;
+    let file = cache.open(kernel).map_err(|e| vessel_error::chain(&e))?;
     let mapped = elf_map::map_kernel(mem, &file, HIMEM_START)
         .map_err(|why| format!("{}: {why}", kernel.display()))?;
     let initramfs = match initramfs {
         None => None,
         Some(path) => {
-            let file = cache.open(path).map_err(|e| error_chain(&e))?;
+            let file = cache.open(path).map_err(|e| vessel_error::chain(&e))?;
             let size = file.metadata().map_err(|e| e.to_string())?.len();
             let (addr, _) =
                 initramfs_place(mem, size, mapped.kernel_end).map_err(|e| e.to_string())?;
             memory::map_file(mem, GuestAddress(addr), &file, 0, size)
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| vessel_error::chain(&e))?;
             Some((addr, size))
         }
     };
@@ -240,17 +240,6 @@ fn map_images(
         kernel_end: mapped.kernel_end,
         initramfs,
     })
-}
-
-/// `error: cause: cause...` for the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text = format!("{text}: {cause}");
-        next = cause.source();
-    }
-    text
 }
 
 /// [`load_images`] on a thread of its own (`vmm-loader`), so that reading the kernel and the

@@ -294,7 +294,11 @@ mod tests {
         let kernel = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../build/share/vessel/vmlinux");
         if !kernel.is_file() {
-            eprintln!("skipped: {} not built (make kernel)", kernel.display());
+            eprintln!(
+                "{}: skipped: {} not built (make kernel)",
+                std::thread::current().name().unwrap_or("test"),
+                kernel.display()
+            );
             return;
         }
         let file = File::open(&kernel).unwrap();

@@ -11,15 +11,15 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use crate::bundle::{Bundle, BundleError};
-use crate::cgroup::{self, CgroupError, CgroupRecord};
-use crate::console::{self, ConsoleError, HostPty, WindowSize};
-use crate::hooks::{self, HookKind, HookState, HooksError};
+use crate::host::bundle::{Bundle, BundleError};
+use crate::host::cgroup::{self, CgroupError, CgroupRecord};
+use crate::host::console::{self, ConsoleError, HostPty, WindowSize};
+use crate::host::hooks::{self, HookKind, HookState, HooksError};
+use crate::host::signal::Interrupts;
+use crate::host::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
 use crate::monitor::{self, MonitorConfig, REPORT_CREATED};
 use crate::sandbox::{self, SandboxError};
-use crate::signal::Interrupts;
-use crate::state::{self, ContainerLock, ContainerRecord, StateError, StateStore, Status};
-use crate::{procfs, sizing, time};
+use crate::{host::procfs, host::time, sandbox::sizing};
 
 /// Errors of [`create`].
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub enum CreateError {
 impl CreateError {
     /// The terminating signal (SIGHUP, SIGINT or SIGTERM) that stopped create during its hooks,
     /// if that is why it failed: everything is cleaned up by then, and the caller should end by
-    /// that signal ([`crate::signal::die_of`]) as a process that did not catch it would.
+    /// that signal ([`crate::host::signal::die_of`]) as a process that did not catch it would.
     pub fn interrupted(&self) -> Option<Signal> {
         match self {
             CreateError::RunHook(e) => e.interrupted(),
@@ -155,11 +155,12 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     if let Some(h) = bundle.spec.hooks() {
         hooks::validate(h)?;
     }
-    if let Some(warning) = crate::bundle::unknown_capabilities_warning(&bundle.unknown_capabilities)
+    if let Some(warning) =
+        crate::host::bundle::unknown_capabilities_warning(&bundle.unknown_capabilities)
     {
         log::warn!("{warning}");
     }
-    for warning in crate::validate::warnings(&bundle.spec) {
+    for warning in crate::host::validate::warnings(&bundle.spec) {
         log::warn!("{warning}");
     }
     console::check_terminal(
@@ -437,10 +438,10 @@ fn fork_monitor(
             let _ = nix::unistd::setsid();
             // Its own mount namespace, while still single-threaded: the share's mounts then
             // never appear on the host and go with the monitor (share::unshare_mount_namespace).
-            if let Err(e) = crate::share::unshare_mount_namespace() {
+            if let Err(e) = crate::sandbox::share::unshare_mount_namespace() {
                 log::debug!(
                     "the share's mounts stay in the host's mount namespace: {}",
-                    monitor::chain(&e)
+                    vessel_error::chain(&e)
                 );
             }
             std::process::exit(monitor::run(config, sandbox, write));

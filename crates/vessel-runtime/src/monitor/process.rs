@@ -1,7 +1,7 @@
 //! The monitor: the process `create` forks, whose PID goes in the pid-file. It owns the sandbox
 //! (the microVM), serves `<root>/<id>/monitor.sock`, and exits exactly when the container's init
 //! exits, with its code or 128+N (see docs/design.md "Processes"). It names itself after the
-//! container in `ps` (`vessel:<id>`, `vessel-monitor <id>`: [`crate::proctitle`]).
+//! container in `ps` (`vessel:<id>`, `vessel-monitor <id>`: [`crate::monitor::proctitle`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::SigSet;
+use vessel_error::chain;
 
-use crate::bundle::Bundle;
-use crate::control::{self, ControlRequest, ControlResponse};
+use crate::host::bundle::Bundle;
+use crate::monitor::control::{self, ControlRequest, ControlResponse};
 use crate::sandbox::{Sandbox, Stdio, WorkloadIo};
 
 /// Status the monitor exits with when it fails before the workload runs.
@@ -29,7 +30,7 @@ pub struct MonitorConfig {
     /// `<root>/<id>`, where the control socket goes.
     pub dir: PathBuf,
     /// The host cgroup the monitor moves into before it boots the sandbox.
-    pub cgroup: Option<crate::cgroup::CgroupRecord>,
+    pub cgroup: Option<crate::host::cgroup::CgroupRecord>,
     /// With `process.terminal`: the slave of the host pty whose master the caller gets. The
     /// monitor (a session leader) makes it its controlling terminal and relays it to the guest
     /// pty; SIGWINCH then means "the caller resized the master".
@@ -46,12 +47,12 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
     let mut report = std::fs::File::from(report);
     // `vessel:<id>` / `vessel-monitor <id>` in ps rather than the create command line; an
     // unprivileged monitor keeps the command line (debug log only).
-    if let Err(e) = crate::proctitle::set(&config.id) {
+    if let Err(e) = crate::monitor::proctitle::set(&config.id) {
         log::debug!("container {}: {}", config.id, chain(&e));
     }
     // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
     if let Some(cgroup) = &config.cgroup {
-        if let Err(e) = crate::cgroup::join(cgroup, std::process::id() as i32) {
+        if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
             let _ = writeln!(report, "error: {}", chain(&e));
             return EXIT_FAILED;
         }
@@ -60,7 +61,7 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
         let _ = writeln!(report, "error: {message}");
         return EXIT_FAILED;
     }
-    let forwarded = crate::signal::forwarded(&[]);
+    let forwarded = crate::host::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
     // them, by sigwait.
@@ -107,7 +108,7 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
             EXIT_FAILED
         }
     };
-    let _ = std::fs::remove_file(config.dir.join(crate::state::MONITOR_SOCKET));
+    let _ = std::fs::remove_file(config.dir.join(crate::host::state::MONITOR_SOCKET));
     let _answered = busy.lock();
     let _ = sandbox.shutdown();
     status
@@ -122,7 +123,7 @@ fn set_up(
 ) -> Result<UnixListener, String> {
     let io = match terminal {
         Some(slave) => {
-            crate::console::make_controlling(slave.as_fd()).map_err(|e| {
+            crate::host::console::make_controlling(slave.as_fd()).map_err(|e| {
                 format!("make the host pty the monitor's controlling terminal: {e}")
             })?;
             WorkloadIo::Terminal(slave)
@@ -146,7 +147,7 @@ fn set_up(
         nix::unistd::dup2(null.as_raw_fd(), fd)
             .map_err(|e| format!("redirect fd {fd} to /dev/null: {e}"))?;
     }
-    let socket = config.dir.join(crate::state::MONITOR_SOCKET);
+    let socket = config.dir.join(crate::host::state::MONITOR_SOCKET);
     vessel_vmm::uds::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
 }
 
@@ -227,7 +228,7 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
 fn forward_signals(set: SigSet, sandbox: &dyn Sandbox, terminal: Option<OwnedFd>) {
     while let Ok(sig) = set.wait() {
         if let (Some(tty), nix::sys::signal::Signal::SIGWINCH) = (&terminal, sig) {
-            let resized = crate::console::window_size(tty.as_fd())
+            let resized = crate::host::console::window_size(tty.as_fd())
                 .map_err(|e| chain(&e))
                 .and_then(|(rows, cols)| {
                     sandbox.resize_terminal(rows, cols).map_err(|e| chain(&e))
@@ -241,16 +242,4 @@ fn forward_signals(set: SigSet, sandbox: &dyn Sandbox, terminal: Option<OwnedFd>
             log::warn!("forward {sig} to the container: {}", chain(&e));
         }
     }
-}
-
-/// The error and its sources joined with `: `.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::spec::OCI_VERSION;
+use crate::verbs::spec::OCI_VERSION;
 
 /// The features document (runtime-spec specs-go/features `Features`).
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +17,7 @@ pub struct Features {
     /// Newest runtime-spec version accepted.
     pub oci_version_max: &'static str,
     /// Hook kinds run, as config.json names them (all six, as runc lists them; see
-    /// [`crate::hooks`] for where each runs).
+    /// [`crate::host::hooks`] for where each runs).
     pub hooks: Vec<&'static str>,
     /// Linux-specific features.
     pub linux: LinuxFeatures,
@@ -58,7 +58,7 @@ pub fn features() -> Features {
     Features {
         oci_version_min: "1.0.0",
         oci_version_max: OCI_VERSION,
-        hooks: crate::hooks::HookKind::ALL
+        hooks: crate::host::hooks::HookKind::ALL
             .iter()
             .map(|k| k.name())
             .collect(),
@@ -76,7 +76,7 @@ pub fn features() -> Features {
 
 /// The document as `features` prints it: JSON with a 4-space indent (runc features.go).
 pub fn to_json() -> String {
-    crate::spec::to_json_indented(&features(), b"    ")
+    crate::verbs::spec::to_json_indented(&features(), b"    ")
 }
 
 #[cfg(test)]

@@ -317,7 +317,7 @@ pub fn make_controlling(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn relay_terminal(
     slave: OwnedFd,
     stream: UnixStream,
-) -> Result<crate::output::OutputRelay, ConsoleError> {
+) -> Result<crate::host::output::OutputRelay, ConsoleError> {
     let input = stream.try_clone().map_err(ConsoleError::SpawnRelay)?;
     let slave_in = File::from(slave.try_clone().map_err(ConsoleError::SpawnRelay)?);
     let slave_out = File::from(slave);
@@ -329,7 +329,7 @@ pub fn relay_terminal(
             let _ = input.shutdown(std::net::Shutdown::Write);
         })
         .map_err(ConsoleError::SpawnRelay)?;
-    crate::output::OutputRelay::spawn("tty-output", stream, slave_out)
+    crate::host::output::OutputRelay::spawn("tty-output", stream, slave_out)
         .map_err(ConsoleError::SpawnRelay)
 }
 

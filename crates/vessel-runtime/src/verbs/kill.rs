@@ -1,7 +1,7 @@
 //! `kill`: send a signal to the container's init (runc kill.go).
 
-use crate::control::{self, ControlError, ControlRequest};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::monitor::control::{self, ControlError, ControlRequest};
 
 /// Errors of [`kill`].
 #[derive(Debug, thiserror::Error)]

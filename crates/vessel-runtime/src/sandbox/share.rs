@@ -729,27 +729,9 @@ pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+        .map(crate::host::procfs::unescape_mountinfo)
         .filter(|p| p.starts_with(dir))
         .collect())
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, proc(5)).
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Checks that `rel` is a plain relative path (no root, no `..`, no `.`), as every path of a
@@ -780,7 +762,10 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("skipped: share tests bind-mount and need root");
+        eprintln!(
+            "{}: skipped: share tests bind-mount and need root",
+            std::thread::current().name().unwrap_or("test")
+        );
         false
     }
 
@@ -1087,14 +1072,6 @@ mod tests {
         assert_eq!(m[1].options(), spec.mounts().as_ref().unwrap()[1].options());
         let json = serde_json::to_value(&layout).unwrap();
         assert_eq!(json["mounts"][0]["kind"], "file");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(
-            unescape_mountinfo(r"/a\040b\011c\134d"),
-            PathBuf::from("/a b\tc\\d")
-        );
     }
 
     #[test]

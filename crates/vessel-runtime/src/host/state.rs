@@ -17,12 +17,15 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::FlockArg;
 use serde::{Deserialize, Serialize};
 
-use crate::{id, procfs};
+use crate::{host::id, host::procfs};
 
 /// Name of the record inside a container directory.
 pub const STATE_FILE: &str = "state.json";
 /// Name of the monitor's control socket inside a container directory.
 pub const MONITOR_SOCKET: &str = "monitor.sock";
+/// Unix socket inside a container directory where other processes reach guest vsock ports
+/// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
+pub const VSOCK_SOCKET: &str = "vsock.sock";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +100,7 @@ pub enum StateError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: crate::share::ShareError,
+        source: crate::sandbox::share::ShareError,
     },
 }
 
@@ -168,7 +171,7 @@ pub struct ContainerRecord {
     /// The monitor's host cgroup (`linux.cgroupsPath`), `None` when it has none (rootless
     /// without permission, as runc).
     #[serde(default)]
-    pub cgroup: Option<crate::cgroup::CgroupRecord>,
+    pub cgroup: Option<crate::host::cgroup::CgroupRecord>,
     /// `hooks` of config.json as it was at create time, for the hooks `start` and `delete` run
     /// (spec: later changes to config.json do not affect the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -433,7 +436,7 @@ impl StateStore {
         let dir = self.container_dir(id)?;
         // The virtio-fs share holds bind mounts of the bundle's rootfs and mount sources:
         // unmount them first, or remove_dir_all would recurse into the host's files.
-        crate::share::remove(&dir).map_err(|source| StateError::RemoveShare {
+        crate::sandbox::share::remove(&dir).map_err(|source| StateError::RemoveShare {
             path: dir.clone(),
             source,
         })?;

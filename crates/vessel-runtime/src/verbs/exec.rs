@@ -2,7 +2,7 @@
 //!
 //! `vessel exec` forks a **relay** process (see docs/design.md "Exec"), whose PID goes in the
 //! pid-file. The relay talks to the guest agent itself, straight through the VM's vsock socket
-//! ([`crate::guest`]), not through the monitor: it sends `exec`, relays its fds 0-2 (the
+//! ([`crate::verbs::guest`]), not through the monitor: it sends `exec`, relays its fds 0-2 (the
 //! caller's) to the process's stdio streams, forwards the signals it receives to the guest
 //! process, and exits with the guest process's status (code, or 128+N). Before any thread exists
 //! it forks a **guard** that holds only a pipe from the relay: if the relay dies without saying
@@ -24,11 +24,11 @@ use vessel_protocol::{
     open_stdio, ExecProcess, Request, StdioConfig, StdioHeader, StreamKind, STDIO_PORT,
 };
 
-use crate::bundle::Bundle;
-use crate::console::{self, ConsoleError, HostConsole, HostPty};
-use crate::guest::{AgentAddress, GuestError};
-use crate::monitor::chain;
-use crate::state::{self, StateError, StateStore};
+use crate::host::bundle::Bundle;
+use crate::host::console::{self, ConsoleError, HostConsole, HostPty};
+use crate::host::state::{self, StateError, StateStore};
+use crate::verbs::guest::{AgentAddress, GuestError};
+use vessel_error::chain;
 
 /// Directory under `<root>/<id>` where live exec relays register (one file per relay PID).
 pub const RELAYS_DIR: &str = "relays";
@@ -50,7 +50,7 @@ pub enum ExecError {
     },
     /// The bundle's config.json could not be loaded.
     #[error("load the container's bundle")]
-    LoadBundle(#[source] crate::bundle::BundleError),
+    LoadBundle(#[source] crate::host::bundle::BundleError),
     /// A flag could not be applied to the process, or the process file has a value runc
     /// refuses (the message names the field).
     #[error("{0}")]
@@ -119,7 +119,7 @@ pub struct ExecOptions {
 }
 
 /// Reads a `process.json` (`exec -p`) and checks its fields as config.json's `process` is
-/// checked ([`crate::validate::check_process`]).
+/// checked ([`crate::host::validate::check_process`]).
 pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
     let text = std::fs::read_to_string(path).map_err(|source| ExecError::ReadProcess {
         path: path.to_owned(),
@@ -131,18 +131,18 @@ pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
     };
     let mut process: serde_json::Value = serde_json::from_str(&text).map_err(read_error)?;
     warn_unknown_capabilities(&mut process);
-    crate::bundle::spec_scheduler_flag_names(&mut process);
+    crate::host::bundle::spec_scheduler_flag_names(&mut process);
     let process: Process = serde_json::from_value(process).map_err(read_error)?;
-    crate::validate::check_process(&process, "process").map_err(ExecError::InvalidFlag)?;
+    crate::host::validate::check_process(&process, "process").map_err(ExecError::InvalidFlag)?;
     Ok(process)
 }
 
 /// Drops unknown names from the `capabilities` of the process JSON `process` with runc's warning
-/// (runc exec goes through the same `capabilities.New`; see [`crate::bundle::UnknownCapability`]).
+/// (runc exec goes through the same `capabilities.New`; see [`crate::host::bundle::UnknownCapability`]).
 fn warn_unknown_capabilities(process: &mut serde_json::Value) {
     if let Some(caps) = process.get_mut("capabilities") {
-        let unknown = crate::bundle::drop_unknown_capabilities(caps, "process.capabilities");
-        if let Some(warning) = crate::bundle::unknown_capabilities_warning(&unknown) {
+        let unknown = crate::host::bundle::drop_unknown_capabilities(caps, "process.capabilities");
+        if let Some(warning) = crate::host::bundle::unknown_capabilities_warning(&unknown) {
             log::warn!("{warning}");
         }
     }
@@ -219,7 +219,7 @@ fn apply_flags(base: Process, flags: &ProcessFlags) -> Result<Process, ExecError
 /// written. Foreground: forwards signals to the relay and returns its status. Must be called
 /// from a single-threaded process: it forks.
 ///
-/// With `process.terminal`, a host pty is allocated (see [`crate::console`]); the relay holds
+/// With `process.terminal`, a host pty is allocated (see [`crate::host::console`]); the relay holds
 /// its slave. Detached, the master goes to `--console-socket` before the pid-file is written;
 /// in the foreground, it is copied to and from this process's stdin/stdout, the caller's
 /// terminal is raw meanwhile, and SIGWINCH resizes the master to it (runc tty.go).
@@ -257,7 +257,7 @@ pub fn exec(store: &StateStore, opts: &ExecOptions) -> Result<i32, ExecError> {
     // Blocked before the fork, so the relay inherits the mask its forwarding thread relies on.
     // As runc (signals.go), SIGWINCH and SIGURG are not passed on by a foreground exec;
     // with a terminal, SIGWINCH resizes it.
-    let mut foreground = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
+    let mut foreground = crate::host::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
     if terminal {
         foreground.add(Signal::SIGWINCH);
     }
@@ -381,7 +381,7 @@ fn relay_main(
     let mut report = std::fs::File::from(report);
     // Its own session: the caller's terminal signals reach `vessel exec`, which forwards them.
     let _ = nix::unistd::setsid();
-    let forwarded = crate::signal::forwarded(&[]);
+    let forwarded = crate::host::signal::forwarded(&[]);
     let _ = forwarded.thread_block();
     let me = std::process::id();
     let nanos = std::time::SystemTime::now()
@@ -410,7 +410,7 @@ fn relay_main(
             })
             .map_err(|e| {
                 let op = "exec the process in the guest";
-                match crate::guest::refusal(op, e) {
+                match crate::sandbox::refusal(op, e) {
                     Ok(reason) => GuestError::StartProcess(reason),
                     Err(source) => GuestError::CallAgent { op, source },
                 }
@@ -491,10 +491,10 @@ fn relay_process(
         let _ = input.shutdown(Shutdown::Write);
     });
     let relays =
-        crate::output::OutputRelay::spawn("stdout-relay", output, stdout).and_then(|out| {
+        crate::host::output::OutputRelay::spawn("stdout-relay", output, stdout).and_then(|out| {
             Ok([
                 out,
-                crate::output::OutputRelay::spawn("stderr-relay", errors, stderr)?,
+                crate::host::output::OutputRelay::spawn("stderr-relay", errors, stderr)?,
             ])
         });
     let Ok(outputs) = relays else {
@@ -512,7 +512,7 @@ fn relay_process(
     }
     let _ = writeln!(report, "started");
     let status = waiter.wait(id, Some(exec_id));
-    crate::output::finish_all(outputs);
+    crate::host::output::finish_all(outputs);
     exit_code(exec_id, status)
 }
 
@@ -608,7 +608,7 @@ fn relay_terminal_process(
     }
     let _ = writeln!(report, "started");
     let status = waiter.wait(t.id, Some(t.exec_id));
-    crate::output::finish_all([output]);
+    crate::host::output::finish_all([output]);
     exit_code(t.exec_id, status)
 }
 
@@ -634,7 +634,7 @@ fn resize_guest(address: &AgentAddress, id: &str, exec_id: &str, slave: &OwnedFd
 
 fn register(relays: &Path) {
     let me = std::process::id();
-    if let Ok(stat) = crate::procfs::stat(me as i32) {
+    if let Ok(stat) = crate::host::procfs::stat(me as i32) {
         let _ = std::fs::create_dir_all(relays);
         let _ = std::fs::write(relays.join(me.to_string()), stat.start_time.to_string());
     }
@@ -650,7 +650,7 @@ pub fn relay_pids(store: &StateStore, id: &str) -> Result<Vec<i32>, StateError> 
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok());
         match (pid, start) {
-            (Ok(pid), Some(start)) if crate::procfs::is_alive(pid, start) => pids.push(pid),
+            (Ok(pid), Some(start)) if crate::host::procfs::is_alive(pid, start) => pids.push(pid),
             _ => {
                 let _ = std::fs::remove_file(entry.path());
             }

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use crate::state::{OciState, StateError, StateStore};
+use crate::host::state::{OciState, StateError, StateStore};
 
 /// Errors of [`list`].
 #[derive(Debug, thiserror::Error)]

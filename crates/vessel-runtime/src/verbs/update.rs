@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::LinuxResources;
 use serde_json::Value;
 
-use crate::bundle::Bundle;
-use crate::guest::{self, GuestError};
-use crate::sizing::{self, SizingError, VmSize};
-use crate::state::{self, StateError, StateStore, Status};
+use crate::host::bundle::Bundle;
+use crate::host::state::{self, StateError, StateStore, Status};
+use crate::sandbox::sizing::{self, SizingError, VmSize};
+use crate::verbs::guest::{self, GuestError};
 
 /// File under `<root>/<id>` holding the container's current `linux.resources` (JSON).
 pub const RESOURCES_FILE: &str = "resources.json";
@@ -36,7 +36,7 @@ pub enum UpdateError {
     NotRunning,
     /// The container's bundle could not be loaded (its VM size comes from it).
     #[error("load the container's bundle")]
-    LoadBundle(#[source] crate::bundle::BundleError),
+    LoadBundle(#[source] crate::host::bundle::BundleError),
     /// The VM size could not be worked out from the bundle.
     #[error("work out the container's VM size")]
     SizeVm(#[source] SizingError),

@@ -6,12 +6,12 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::AsFd;
 
-use crate::bundle::Bundle;
-use crate::console::{self, ConsoleError, HostConsole};
-use crate::create::{self, CreateError, CreateOptions};
-use crate::delete::{self, DeleteError};
-use crate::start::{self, StartError};
-use crate::state::StateStore;
+use crate::host::bundle::Bundle;
+use crate::host::console::{self, ConsoleError, HostConsole};
+use crate::host::state::StateStore;
+use crate::verbs::create::{self, CreateError, CreateOptions};
+use crate::verbs::delete::{self, DeleteError};
+use crate::verbs::start::{self, StartError};
 
 /// Errors of [`run`].
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
     let created = create_and_start(store, &create_opts)?;
     // Blocked before any thread exists, so that only the forwarding thread receives them;
     // SIGWINCH is never forwarded, only used to resize a terminal.
-    let mut set = crate::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
+    let mut set = crate::host::signal::forwarded(&[Signal::SIGWINCH, Signal::SIGURG]);
     if host.is_some() {
         set.add(Signal::SIGWINCH);
     }
@@ -147,7 +147,8 @@ pub fn run(store: &StateStore, opts: &RunOptions) -> Result<i32, RunError> {
                 }
                 continue;
             }
-            if let Err(e) = crate::kill::kill(&forward_store, &forward_id, sig as i32, false) {
+            if let Err(e) = crate::verbs::kill::kill(&forward_store, &forward_id, sig as i32, false)
+            {
                 log::warn!("forward {sig} to container {forward_id}: {e}");
             }
         }

@@ -324,7 +324,7 @@ pub fn drop_unknown_capabilities(
 
 impl Bundle {
     /// Loads `<dir>/config.json` and checks it: `process` present, `process.cwd` absolute,
-    /// `process.args` not empty, the fields [`crate::validate::check_spec`] checks, `root.path`
+    /// `process.args` not empty, the fields [`crate::host::validate::check_spec`] checks, `root.path`
     /// set and existing.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let path = std::path::absolute(dir).map_err(|source| BundleError::ResolveBundle {
@@ -355,7 +355,7 @@ impl Bundle {
         let (spec, unknown_capabilities) = parse_spec(&config, &text)?;
         validate_process(&spec)?;
         validate_linux(&spec)?;
-        crate::validate::check_spec(&spec).map_err(BundleError::InvalidSpec)?;
+        crate::host::validate::check_spec(&spec).map_err(BundleError::InvalidSpec)?;
         let root = spec
             .root()
             .as_ref()
@@ -496,24 +496,13 @@ mod tests {
         );
     }
 
-    /// The message of `Bundle::load`'s error with its causes, as the CLI prints it.
-    fn chain(err: &BundleError) -> String {
-        let mut out = err.to_string();
-        let mut cause = std::error::Error::source(err);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        out
-    }
-
     /// Loads a bundle whose config.json is `config`; returns the error chain and config.json's
     /// absolute path.
     fn load_error(config: &str) -> (String, String) {
         let dir = bundle_with(config);
         let err = Bundle::load(dir.path()).unwrap_err();
         let path = dir.path().canonicalize().unwrap().join("config.json");
-        (chain(&err), path.display().to_string())
+        (vessel_error::chain(&err), path.display().to_string())
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `pause` and `resume` (runc pause.go; libcontainer container_linux.go `Pause`/`Resume`).
 
-use crate::control::{self, ControlError, ControlRequest};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::monitor::control::{self, ControlError, ControlRequest};
 
 /// Errors of [`pause`] and [`resume`]; the state texts are runc's.
 #[derive(Debug, thiserror::Error)]

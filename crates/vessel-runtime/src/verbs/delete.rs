@@ -21,9 +21,9 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::hooks::{self, HookKind, HookState};
-use crate::procfs;
-use crate::state::{ContainerRecord, StateError, StateStore, Status};
+use crate::host::hooks::{self, HookKind, HookState};
+use crate::host::procfs;
+use crate::host::state::{ContainerRecord, StateError, StateStore, Status};
 
 /// Errors of [`delete`].
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum DeleteError {
     },
     /// The container's host cgroup could not be removed.
     #[error(transparent)]
-    RemoveCgroup(#[from] crate::cgroup::CgroupError),
+    RemoveCgroup(#[from] crate::host::cgroup::CgroupError),
     /// The monitor survived SIGKILL for 10 s (runc's text).
     #[error("container init still running")]
     KillInit,
@@ -72,7 +72,7 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
             // during its hooks): the container never existed, but its monitor may still run.
             kill_monitor(&r)?;
             if let Some(cgroup) = &r.cgroup {
-                crate::cgroup::remove(cgroup)?;
+                crate::host::cgroup::remove(cgroup)?;
             }
             store.remove(id)?;
             return missing();
@@ -99,7 +99,7 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     }
     // The monitor is gone: its cgroup can go (children first), then the state directory.
     if let Some(cgroup) = &record.cgroup {
-        crate::cgroup::remove(cgroup)?;
+        crate::host::cgroup::remove(cgroup)?;
     }
     store.remove(id)?;
     let state = HookState::of(&record, "stopped");

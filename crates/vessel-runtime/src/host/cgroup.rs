@@ -184,11 +184,13 @@ pub fn parse_mountinfo(text: &str) -> Layout {
         if fields.len() < 5 || rfields.len() < 3 {
             continue;
         }
-        let mountpoint = PathBuf::from(unescape(fields[4]));
+        let mountpoint = crate::host::procfs::unescape_mountinfo(fields[4]);
         if !mountpoint.starts_with(CGROUP_ROOT) {
             continue;
         }
-        let mount_root = unescape(fields[3]);
+        let mount_root = crate::host::procfs::unescape_mountinfo(fields[3])
+            .to_string_lossy()
+            .into_owned();
         match rfields[0] {
             "cgroup2" => v2.push(Hierarchy {
                 mountpoint,
@@ -227,24 +229,6 @@ pub fn parse_mountinfo(text: &str) -> Layout {
         hierarchies,
         unified: false,
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The cgroup path of this process in `hierarchy`, from `/proc/self/cgroup` text

@@ -1,7 +1,9 @@
-//! What the runtime reads from `/proc/<pid>/stat` (proc(5)): the state letter and the start
-//! time, which together tell whether a recorded PID is still the same live process.
+//! What the runtime reads from `/proc` (proc(5)): from `/proc/<pid>/stat` the state letter and
+//! the start time, which together tell whether a recorded PID is still the same live process;
+//! and the one unescaper of `/proc/<pid>/mountinfo` fields, for the share and the cgroup code.
 
 use std::io;
+use std::path::PathBuf;
 
 /// The fields of `/proc/<pid>/stat` that the runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,25 @@ pub fn is_alive(pid: i32, start_time: u64) -> bool {
         && matches!(stat(pid), Ok(s) if s.start_time == start_time && !matches!(s.state, 'Z' | 'X' | 'x'))
 }
 
+/// Undoes the octal escapes of a `/proc/<pid>/mountinfo` field (`\040` for a space, `\011`
+/// tab, `\012` newline, `\134` backslash; proc(5)).
+pub fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +118,13 @@ mod tests {
             parse_stat(7, "7 (x) S 1 2"),
             Err(ProcfsError::ParseStat { pid: 7, .. })
         ));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\011c\134d"),
+            PathBuf::from("/a b\tc\\d")
+        );
     }
 }

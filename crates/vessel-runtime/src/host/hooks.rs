@@ -28,8 +28,8 @@
 //! makes up for it: a SIGHUP, SIGINT or SIGTERM to Vessel while it waits kills the hook's group
 //! and fails the run, for the caller to clean up and then die of the signal. Where each kind runs (runc runs
 //! `createContainer` and `startContainer` inside the container) is described in
-//! docs/runc-compat.md and at the callers ([`crate::create`], [`crate::start`],
-//! [`crate::delete`]).
+//! docs/runc-compat.md and at the callers ([`crate::verbs::create`], [`crate::verbs::start`],
+//! [`crate::verbs::delete`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -46,8 +46,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Hook, Hooks};
 use serde::Serialize;
 
-use crate::signal::Interrupts;
-use crate::state::ContainerRecord;
+use crate::host::signal::Interrupts;
+use crate::host::state::ContainerRecord;
 
 /// Errors of this module. Run failures read as runc's (`error running hook #N: ...`), with the
 /// kind and the path named too.
@@ -304,7 +304,7 @@ pub fn run(
 /// [`run`], but a terminating signal queued on `interrupts` (one that arrived before or while a
 /// hook runs) kills that hook's process group, reaps the hook and fails with
 /// [`HooksError::Interrupted`]; no further hook starts. The caller holds `interrupts` across its
-/// whole clean-up and then ends the process by the signal ([`crate::signal::die_of`]).
+/// whole clean-up and then ends the process by the signal ([`crate::host::signal::die_of`]).
 pub fn run_interruptible(
     kind: HookKind,
     hooks: Option<&Hooks>,
@@ -342,7 +342,7 @@ pub fn run_warn(kind: HookKind, hooks: Option<&Hooks>, state: &HookState, cwd: O
     let input = state.to_json();
     for (index, hook) in kind.of(hooks).iter().enumerate() {
         if let Err(e) = run_one(kind, index, hook, &input, cwd, None) {
-            log::warn!("container {}: {}", state.id, crate::monitor::chain(&e));
+            log::warn!("container {}: {}", state.id, vessel_error::chain(&e));
         }
     }
 }
@@ -824,7 +824,7 @@ mod tests {
 
     /// Asserts that `pid` is gone, or a zombie waiting for init, within 2 s.
     fn assert_dies_soon(pid: i32) {
-        let dead = || match crate::procfs::stat(pid) {
+        let dead = || match crate::host::procfs::stat(pid) {
             Ok(_) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|s| {
                     s.rsplit(')')
@@ -892,7 +892,7 @@ mod tests {
             "0000000000000000\n"
         );
         // The hook was reaped; its child, in its group, is dead within a moment.
-        assert!(crate::procfs::stat(read("hook")).is_err());
+        assert!(crate::host::procfs::stat(read("hook")).is_err());
         assert_dies_soon(read("child"));
     }
 
@@ -901,7 +901,7 @@ mod tests {
         let h = hook(serde_json::json!({"path": "/nonexistent/vessel-hook"}));
         let err = run_single(HookKind::CreateContainer, h).unwrap_err();
         assert_eq!(
-            crate::monitor::chain(&err),
+            vessel_error::chain(&err),
             "error running createContainer hook #0 /nonexistent/vessel-hook: start the hook: \
              No such file or directory (os error 2)"
         );

@@ -13,35 +13,9 @@ use std::path::{Path, PathBuf};
 use vessel_protocol::{Client, Request, Response, CONTROL_PORT};
 pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
 
+use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET, VSOCK_SOCKET};
 use crate::sandbox::agent::{AgentConnector, UnixAgent};
-use crate::sandbox::microvm::VSOCK_SOCKET;
 use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
-
-/// Splits an agent's refusal of a request that sets a process up (`create_container`,
-/// `exec`) from other failures: `Ok` with the agent's reason, which is what the user sees (as
-/// runc shows its init's error), after logging the protocol context (`op`, the request, the
-/// agent's code) at debug level; `Err` with anything else (agent unreachable, broken frame),
-/// whose context stays in the message.
-pub fn refusal(
-    op: &str,
-    error: vessel_protocol::ClientError,
-) -> Result<vessel_protocol::RemoteError, vessel_protocol::ClientError> {
-    match error {
-        vessel_protocol::ClientError::Refuse {
-            op: request,
-            source,
-        } => {
-            log::debug!(
-                "{op}: agent refused {request} ({}): {}",
-                source.code,
-                crate::monitor::chain(&source)
-            );
-            Ok(source)
-        }
-        other => Err(other),
-    }
-}
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +52,7 @@ pub enum GuestError {
         op: &'static str,
         /// The cause.
         #[source]
-        source: crate::control::ControlError,
+        source: crate::monitor::control::ControlError,
     },
     /// The agent answered with something else than the request calls for.
     #[error("{op}: unexpected answer from the agent")]
@@ -178,7 +152,7 @@ impl AgentAddress {
 
 /// Sends one control request to container `id`'s agent and returns the answer: straight
 /// through the vsock socket, or, while the container is paused (its vCPUs stopped), through the
-/// monitor, which lets the guest run for the request ([`crate::control::ask_agent`]).
+/// monitor, which lets the guest run for the request ([`crate::monitor::control::ask_agent`]).
 pub fn call(
     store: &StateStore,
     id: &str,
@@ -187,7 +161,7 @@ pub fn call(
 ) -> Result<Response, GuestError> {
     if store.load(id)?.status() == Status::Paused {
         let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
-        return crate::control::ask_agent(&socket, request)
+        return crate::monitor::control::ask_agent(&socket, request)
             .map_err(|source| GuestError::CallMonitor { op, source });
     }
     AgentAddress::of(store, id)?

@@ -1,9 +1,9 @@
 //! `start`: release a created container through its monitor (runc start.go), with the
-//! `startContainer` hooks before and the `poststart` hooks after (see [`crate::hooks`]).
+//! `startContainer` hooks before and the `poststart` hooks after (see [`crate::host::hooks`]).
 
-use crate::control::{self, ControlError, ControlRequest};
-use crate::hooks::{self, HookKind, HookState, HooksError};
-use crate::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::host::hooks::{self, HookKind, HookState, HooksError};
+use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::monitor::control::{self, ControlError, ControlRequest};
 
 /// Errors of [`start`]; the state texts are runc's.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub fn start(store: &StateStore, id: &str) -> Result<(), StartError> {
     let created = record.clone();
     let stop_on_failure = |result: Result<(), HooksError>| {
         result.inspect_err(|_| {
-            let _ = crate::delete::kill_monitor(&created);
+            let _ = crate::verbs::delete::kill_monitor(&created);
         })
     };
     let hooks = created.hooks.as_ref();
