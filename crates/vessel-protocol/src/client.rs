@@ -6,8 +6,17 @@
 //! concurrent [`Request::Wait`]. An agent that dies or closes the connection surfaces as
 //! [`ClientError::CloseConnection`], never as a hang (as long as the stream itself reports EOF
 //! when the VM goes away).
+//!
+//! An agent that is alive but silent (a wedged agent, a hung guest kernel, a paused vCPU) is
+//! bounded too: every request but the ones that wait by design ([`Request::Wait`],
+//! [`Request::WaitOom`]) has a deadline ([`Deadlines`]) for its answer, and so has the hello. A
+//! missed deadline is [`ClientError::PassDeadline`], naming the request and the deadline; the
+//! connection is then out of step (a late answer may still arrive on it), so every later call
+//! on that client fails at once with the same error kind.
 
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use crate::frame::{read_message, write_message, FrameError};
 use crate::message::{
@@ -53,6 +62,14 @@ pub enum ClientError {
         /// The id received.
         got: u64,
     },
+    /// The agent did not answer in time; see the module documentation.
+    #[error("the agent did not answer {op} within {deadline:?}")]
+    PassDeadline {
+        /// The request's `op` (or `hello`).
+        op: &'static str,
+        /// The deadline that passed.
+        deadline: Duration,
+    },
     /// A response of the wrong kind for the request.
     #[error("unexpected response to {op}: {response:?}")]
     ExpectResponse {
@@ -61,6 +78,77 @@ pub enum ClientError {
         /// What came back.
         response: Box<Response>,
     },
+}
+
+/// How long the agent may answer in: see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// For the hello on a new connection.
+    pub hello: Duration,
+    /// For a quick request (start, signal, ps, stats, pause, resume, update, resize, ...).
+    pub control: Duration,
+    /// For a request that sets a process up (create, exec) or syncs the guest's file systems
+    /// (shutdown, delete).
+    pub setup: Duration,
+}
+
+impl Default for Deadlines {
+    /// 15 s for the hello and quick requests, 60 s for set-up: far beyond what a live agent
+    /// takes, even under the lab's emulation (a quick request answers in milliseconds there).
+    fn default() -> Deadlines {
+        Deadlines {
+            hello: Duration::from_secs(15),
+            control: Duration::from_secs(15),
+            setup: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Deadlines {
+    /// The deadline for the answer to `r`: `None` for the requests that wait by design.
+    pub fn of(&self, r: &Request) -> Option<Duration> {
+        match r {
+            Request::Wait { .. } | Request::WaitOom { .. } => None,
+            Request::CreateContainer(_)
+            | Request::Exec(_)
+            | Request::Shutdown
+            | Request::Delete { .. } => Some(self.setup),
+            _ => Some(self.control),
+        }
+    }
+}
+
+/// A stream whose reads and writes can be bounded in time.
+pub trait Deadline {
+    /// Bounds each later read and write by `d` (`None`: no bound).
+    ///
+    /// # Errors
+    /// The stream refused the setting.
+    fn set_deadline(&self, d: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Deadline for UnixStream {
+    fn set_deadline(&self, d: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(d)?;
+        self.set_write_timeout(d)
+    }
+}
+
+/// Whether `e` (a frame error) is a read or write that ran out of time.
+fn timed_out(e: &FrameError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The `op` name of a request, for messages.
@@ -92,20 +180,44 @@ pub struct Client<S> {
     stream: S,
     next_id: u64,
     hello: Hello,
+    deadlines: Deadlines,
+    /// The request whose deadline passed, and that deadline: the connection is out of step.
+    missed: Option<(&'static str, Duration)>,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Read + Write + Deadline> Client<S> {
     /// Reads the agent's hello from a freshly connected control stream and checks its version.
     ///
     /// # Errors
     /// [`ClientError::CloseConnection`] if the agent hangs up first, [`ClientError::CheckHello`]
     /// on anything but a matching hello, or a frame error.
-    pub fn handshake(mut stream: S) -> Result<Self, ClientError> {
-        let env: ResponseEnvelope = read_message(&mut stream)
-            .map_err(ClientError::ExchangeFrame)?
-            .ok_or(ClientError::CloseConnection {
+    pub fn handshake(stream: S) -> Result<Self, ClientError> {
+        Self::handshake_with(stream, Deadlines::default())
+    }
+
+    /// [`Client::handshake`] with other deadlines than the default ones.
+    ///
+    /// # Errors
+    /// As [`Client::handshake`].
+    pub fn handshake_with(mut stream: S, deadlines: Deadlines) -> Result<Self, ClientError> {
+        let frame_error = |e: FrameError| {
+            if timed_out(&e) {
+                ClientError::PassDeadline {
+                    op: "hello",
+                    deadline: deadlines.hello,
+                }
+            } else {
+                ClientError::ExchangeFrame(e)
+            }
+        };
+        stream
+            .set_deadline(Some(deadlines.hello))
+            .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
+        let env: ResponseEnvelope = read_message(&mut stream).map_err(frame_error)?.ok_or(
+            ClientError::CloseConnection {
                 during: "waiting for hello",
-            })?;
+            },
+        )?;
         let hello = match env.result {
             Ok(Response::Hello(h)) if env.id == 0 => h,
             other => {
@@ -126,6 +238,8 @@ impl<S: Read + Write> Client<S> {
             stream,
             next_id: 1,
             hello,
+            deadlines,
+            missed: None,
         })
     }
 
@@ -140,15 +254,32 @@ impl<S: Read + Write> Client<S> {
     /// [`ClientError::Refuse`] with the agent's typed error, or a transport error.
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         let op = op_name(&request);
+        if let Some((op, deadline)) = self.missed {
+            return Err(ClientError::PassDeadline { op, deadline });
+        }
         let id = self.next_id;
         self.next_id += 1;
-        write_message(&mut self.stream, &RequestEnvelope { id, request })
-            .map_err(ClientError::ExchangeFrame)?;
-        let env: ResponseEnvelope = read_message(&mut self.stream)
-            .map_err(ClientError::ExchangeFrame)?
-            .ok_or(ClientError::CloseConnection {
-                during: "waiting for a response",
-            })?;
+        let limit = self.deadlines.of(&request);
+        self.stream
+            .set_deadline(limit)
+            .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
+        let mut frame_error = |e: FrameError| match limit {
+            Some(deadline) if timed_out(&e) => {
+                self.missed = Some((op, deadline));
+                ClientError::PassDeadline { op, deadline }
+            }
+            _ => ClientError::ExchangeFrame(e),
+        };
+        if let Err(e) = write_message(&mut self.stream, &RequestEnvelope { id, request }) {
+            return Err(frame_error(e));
+        }
+        let env: ResponseEnvelope = match read_message(&mut self.stream) {
+            Ok(env) => env,
+            Err(e) => return Err(frame_error(e)),
+        }
+        .ok_or(ClientError::CloseConnection {
+            during: "waiting for a response",
+        })?;
         if env.id != id {
             return Err(ClientError::MatchId {
                 sent: id,
@@ -235,16 +366,34 @@ impl<S: Read + Write> Client<S> {
 /// # Errors
 /// [`ClientError::Refuse`] with the agent's typed error (for example `NotFound`), or a transport
 /// error.
-pub fn open_stdio<S: Read + Write>(
+pub fn open_stdio<S: Read + Write + Deadline>(
     stream: &mut S,
     header: &StdioHeader,
 ) -> Result<(), ClientError> {
-    write_message(stream, header).map_err(ClientError::ExchangeFrame)?;
+    // The acknowledgement is as quick as a hello; the raw bytes after it have no deadline.
+    let limit = Deadlines::default().hello;
+    let frame_error = |e: FrameError| {
+        if timed_out(&e) {
+            ClientError::PassDeadline {
+                op: "open_stdio",
+                deadline: limit,
+            }
+        } else {
+            ClientError::ExchangeFrame(e)
+        }
+    };
+    stream
+        .set_deadline(Some(limit))
+        .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
+    write_message(stream, header).map_err(frame_error)?;
     let ack: Result<(), RemoteError> = read_message(stream)
-        .map_err(ClientError::ExchangeFrame)?
+        .map_err(frame_error)?
         .ok_or(ClientError::CloseConnection {
             during: "waiting for the stdio acknowledgement",
         })?;
+    stream
+        .set_deadline(None)
+        .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
     ack.map_err(|source| ClientError::Refuse {
         op: "open_stdio",
         source,
@@ -316,6 +465,100 @@ mod tests {
             "{err:?}"
         );
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_agent_misses_its_deadline_and_the_client_says_so_from_then_on() {
+        let short = Deadlines {
+            hello: Duration::from_millis(300),
+            control: Duration::from_millis(300),
+            setup: Duration::from_millis(600),
+        };
+        // No hello at all (an agent that accepted and hangs): the handshake ends.
+        let (host, _guest) = UnixStream::pair().unwrap();
+        let t0 = std::time::Instant::now();
+        let err = Client::handshake_with(host, short).unwrap_err();
+        assert!(
+            matches!(err, ClientError::PassDeadline { op: "hello", deadline } if deadline == short.hello),
+            "{err:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+        // A hello, then silence: a quick request and a set-up request each get their deadline.
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let hello = ResponseEnvelope {
+            id: 0,
+            result: Ok(Response::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: "t".into(),
+                boot_to_ready_us: 0,
+                kernel_release: "test".into(),
+            })),
+        };
+        write_message(&mut guest, &hello).unwrap();
+        let mut c = Client::handshake_with(host, short).unwrap();
+        let t0 = std::time::Instant::now();
+        let err = c
+            .call(Request::Signal {
+                container_id: "c1".into(),
+                exec_id: None,
+                signal: 9,
+                all: false,
+            })
+            .unwrap_err();
+        let waited = t0.elapsed();
+        assert!(
+            matches!(err, ClientError::PassDeadline { op: "signal", deadline } if deadline == short.control),
+            "{err:?}"
+        );
+        assert!(
+            waited >= short.control && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the agent did not answer signal within 300ms"
+        );
+        // The request did reach the agent.
+        let env: RequestEnvelope = read_message(&mut guest).unwrap().unwrap();
+        assert!(matches!(env.request, Request::Signal { signal: 9, .. }));
+        // From now on the connection is out of step: a late answer must not be taken for the
+        // next request's, so every call fails at once.
+        let t0 = std::time::Instant::now();
+        let err = c
+            .call(Request::Ps {
+                container_id: "c1".into(),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::PassDeadline { op: "signal", .. }),
+            "{err:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn waiting_requests_have_no_deadline_and_the_others_do() {
+        let d = Deadlines::default();
+        let wait = Request::Wait {
+            container_id: "c".into(),
+            exec_id: None,
+        };
+        assert_eq!(d.of(&wait), None);
+        assert_eq!(
+            d.of(&Request::WaitOom {
+                container_id: "c".into(),
+                seen: None
+            }),
+            None
+        );
+        assert_eq!(d.of(&Request::Shutdown), Some(Duration::from_secs(60)));
+        assert_eq!(
+            d.of(&Request::Pause {
+                container_id: "c".into()
+            }),
+            Some(Duration::from_secs(15))
+        );
     }
 
     #[test]
