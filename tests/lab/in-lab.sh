@@ -30,6 +30,16 @@ check vessel-check-names-kvm-amd bash -c "'$repo/build/bin/vessel' check | grep 
 printf '{"vcpus": 2, "memory_mib": 128, "kernel": "%s", "initramfs": "%s", "vsock_cid": 3}' \
   "$VESSEL_KERNEL" "$VESSEL_PROBE_INITRAMFS" > /run/lab/probe-vm.json
 check vessel-vmm-config "$repo/build/bin/vessel" vmm --config /run/lab/probe-vm.json
+# The release binary has no test doubles: VESSEL_TEST_SANDBOX=host (no isolation) is refused.
+no_test_doubles() {
+  local d="$repo/target/lab-no-doubles"
+  rm -rf "$d"; "$repo/tests/fixtures/mkbundle.sh" busybox "$d/b" 'echo ran-on-the-host' >/dev/null || return 1
+  local out; out=$(VESSEL_TEST_SANDBOX=host "$repo/build/bin/vessel" --root "$d/root" run --bundle "$d/b" nd 2>&1)
+  local rc=$?; rm -rf "$d"
+  [ $rc -ne 0 ] && ! grep -q ran-on-the-host <<<"$out" && grep -q 'built without them (cargo feature test-doubles)' <<<"$out" \
+    || { echo "release vessel with VESSEL_TEST_SANDBOX=host: rc=$rc: $out"; return 1; }
+}
+check release-without-test-doubles no_test_doubles
 # Real clients through the runc contract: containerd 1.6's runc shim and podman 4.3 with conmon.
 if [ "${LAB_COMPAT:-1}" != 0 ]; then
   check containerd bash "$repo/tests/compat/containerd.sh"

@@ -386,11 +386,12 @@ pub fn open_stdio<S: Read + Write + Deadline>(
         .set_deadline(Some(limit))
         .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
     write_message(stream, header).map_err(frame_error)?;
-    let ack: Result<(), RemoteError> = read_message(stream)
-        .map_err(frame_error)?
-        .ok_or(ClientError::CloseConnection {
-            during: "waiting for the stdio acknowledgement",
-        })?;
+    let ack: Result<(), RemoteError> =
+        read_message(stream)
+            .map_err(frame_error)?
+            .ok_or(ClientError::CloseConnection {
+                during: "waiting for the stdio acknowledgement",
+            })?;
     stream
         .set_deadline(None)
         .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;

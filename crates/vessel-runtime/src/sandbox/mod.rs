@@ -9,6 +9,7 @@
 //! [`Sandbox::wait`] while its control thread calls `start`, `signal`, `pause` and so on.
 
 pub mod agent;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod host;
 pub mod microvm;
 pub mod share;
@@ -19,6 +20,11 @@ use std::os::fd::OwnedFd;
 use crate::host::bundle::Bundle;
 use crate::sandbox::sizing::VmSize;
 
+/// Whether this build has the test doubles (cargo feature `test-doubles`, which the test builds
+/// enable and release builds do not): without it `VESSEL_TEST_SANDBOX` is refused, the
+/// no-isolation host double is not compiled in, and only the microVM can run a workload.
+pub const TEST_DOUBLES: bool = cfg!(any(test, feature = "test-doubles"));
+
 /// Environment variable that selects the host test double: `VESSEL_TEST_SANDBOX=host`.
 pub const TEST_SANDBOX_ENV: &str = "VESSEL_TEST_SANDBOX";
 
@@ -28,6 +34,12 @@ pub enum SandboxError {
     /// `VESSEL_TEST_SANDBOX` holds a value that names no sandbox.
     #[error("unusable {TEST_SANDBOX_ENV} value {0:?} (known: \"host\", \"agent\")")]
     SelectSandbox(String),
+    /// `VESSEL_TEST_SANDBOX` is set in a build without the test doubles ([`TEST_DOUBLES`]).
+    #[error(
+        "{TEST_SANDBOX_ENV}={0} asks for a test double, and this vessel is built without them \
+         (cargo feature test-doubles): unset {TEST_SANDBOX_ENV} to run the workload in a microVM"
+    )]
+    FindTestDouble(String),
     /// The guest kernel or the agent initramfs was not found.
     #[error("{what} not found: set {var} or install {file} into <prefix>/share/vessel (make artefacts builds build/share/vessel)")]
     FindArtefact {
@@ -250,7 +262,8 @@ pub const TEST_AGENT_CONTROL_ENV: &str = "VESSEL_TEST_AGENT_CONTROL";
 /// With `VESSEL_TEST_SANDBOX=agent`: the agent's stdio socket (stands for vsock port 1025).
 pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 
-/// Picks the sandbox for a new container from the environment of `vessel create`/`run`:
+/// Picks the sandbox for a new container from the environment of `vessel create`/`run`; the
+/// test doubles only in a build with them ([`TEST_DOUBLES`]):
 /// - unset: the microVM (the default; the only choice outside tests);
 /// - `VESSEL_TEST_SANDBOX=host`: the host test double ([`host::HostSandbox`]);
 /// - `VESSEL_TEST_SANDBOX=agent`: a vessel-agent already serving on the Unix sockets named by
@@ -260,7 +273,13 @@ pub const TEST_AGENT_STDIO_ENV: &str = "VESSEL_TEST_AGENT_STDIO";
 /// `size` is the VM size worked out from the spec ([`crate::sandbox::sizing`]); `state_dir` is the
 /// container's directory under `--root`. The test doubles ignore both.
 pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandbox>, SandboxError> {
-    match std::env::var(TEST_SANDBOX_ENV) {
+    let choice = std::env::var(TEST_SANDBOX_ENV);
+    if !TEST_DOUBLES {
+        if let Ok(v) = choice {
+            return Err(SandboxError::FindTestDouble(v));
+        }
+    }
+    match choice {
         Ok(v) if v == "agent" => {
             let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
             match (path(TEST_AGENT_CONTROL_ENV), path(TEST_AGENT_STDIO_ENV)) {
@@ -275,6 +294,7 @@ pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandb
                 ))),
             }
         }
+        #[cfg(any(test, feature = "test-doubles"))]
         Ok(v) if v == "host" => {
             log::info!("{TEST_SANDBOX_ENV}=host: running the workload directly on the host (test double, no isolation)");
             Ok(Box::new(host::HostSandbox::new()))

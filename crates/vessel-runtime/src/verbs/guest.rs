@@ -116,11 +116,14 @@ pub enum AgentAddress {
 
 impl AgentAddress {
     /// The address for container `id` in `store`: its `vsock.sock`, or with
-    /// `VESSEL_TEST_SANDBOX=agent` the sockets named by the environment.
+    /// `VESSEL_TEST_SANDBOX=agent` the sockets named by the environment (in a build with the
+    /// test doubles only: [`crate::sandbox::TEST_DOUBLES`]).
     pub fn of(store: &StateStore, id: &str) -> Result<AgentAddress, GuestError> {
         let dir = store.container_dir(id)?;
         let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
-        if std::env::var(TEST_SANDBOX_ENV).is_ok_and(|v| v == "agent") {
+        if crate::sandbox::TEST_DOUBLES
+            && std::env::var(TEST_SANDBOX_ENV).is_ok_and(|v| v == "agent")
+        {
             if let (Some(control), Some(stdio)) =
                 (var(TEST_AGENT_CONTROL_ENV), var(TEST_AGENT_STDIO_ENV))
             {
