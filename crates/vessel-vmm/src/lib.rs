@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod artefacts;
 pub mod config;
+pub mod console_log;
 pub mod devices;
 pub mod event_loop;
 pub mod host;

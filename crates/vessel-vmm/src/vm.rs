@@ -2,7 +2,6 @@
 //! [`Vm::setup`] builds everything with the vCPUs parked before their first `KVM_RUN`,
 //! [`Vm::start`] also lets them run; `pause`, `resume`, `wait` and `stop` follow.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
@@ -461,10 +460,7 @@ fn open_sink(sink: &SerialSink) -> Result<Box<dyn Write + Send>, VmmError> {
         SerialSink::None => Box::new(std::io::sink()),
         SerialSink::Stderr => Box::new(std::io::LineWriter::new(std::io::stderr())),
         SerialSink::File(path) => Box::new(std::io::LineWriter::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            crate::console_log::RotatingLog::open(path, crate::console_log::CONSOLE_LOG_CAP)
                 .map_err(|source| VmmError::OpenSerial {
                     path: PathBuf::from(path),
                     source,
