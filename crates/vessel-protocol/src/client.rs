@@ -90,16 +90,21 @@ pub struct Deadlines {
     /// For a request that sets a process up (create, exec) or syncs the guest's file systems
     /// (shutdown, delete).
     pub setup: Duration,
+    /// For a SIGKILL (`signal` 9): short, as a host that has a VM to stop instead (the
+    /// microVM sandbox) does so when it passes.
+    pub kill: Duration,
 }
 
 impl Default for Deadlines {
-    /// 15 s for the hello and quick requests, 60 s for set-up: far beyond what a live agent
-    /// takes, even under the lab's emulation (a quick request answers in milliseconds there).
+    /// 15 s for the hello and quick requests, 60 s for set-up, 3 s for a SIGKILL: far beyond
+    /// what a live agent takes, even under the lab's emulation (a quick request answers in
+    /// milliseconds there).
     fn default() -> Deadlines {
         Deadlines {
             hello: Duration::from_secs(15),
             control: Duration::from_secs(15),
             setup: Duration::from_secs(60),
+            kill: Duration::from_secs(3),
         }
     }
 }
@@ -109,6 +114,7 @@ impl Deadlines {
     pub fn of(&self, r: &Request) -> Option<Duration> {
         match r {
             Request::Wait { .. } | Request::WaitOom { .. } => None,
+            Request::Signal { signal: 9, .. } => Some(self.kill),
             Request::CreateContainer(_)
             | Request::Exec(_)
             | Request::Shutdown
@@ -474,6 +480,7 @@ mod tests {
             hello: Duration::from_millis(300),
             control: Duration::from_millis(300),
             setup: Duration::from_millis(600),
+            kill: Duration::from_millis(200),
         };
         // No hello at all (an agent that accepted and hangs): the handshake ends.
         let (host, _guest) = UnixStream::pair().unwrap();
@@ -503,7 +510,7 @@ mod tests {
             .call(Request::Signal {
                 container_id: "c1".into(),
                 exec_id: None,
-                signal: 9,
+                signal: 15,
                 all: false,
             })
             .unwrap_err();
@@ -522,7 +529,7 @@ mod tests {
         );
         // The request did reach the agent.
         let env: RequestEnvelope = read_message(&mut guest).unwrap().unwrap();
-        assert!(matches!(env.request, Request::Signal { signal: 9, .. }));
+        assert!(matches!(env.request, Request::Signal { signal: 15, .. }));
         // From now on the connection is out of step: a late answer must not be taken for the
         // next request's, so every call fails at once.
         let t0 = std::time::Instant::now();
@@ -554,6 +561,14 @@ mod tests {
             None
         );
         assert_eq!(d.of(&Request::Shutdown), Some(Duration::from_secs(60)));
+        let signal = |signal| Request::Signal {
+            container_id: "c".into(),
+            exec_id: None,
+            signal,
+            all: false,
+        };
+        assert_eq!(d.of(&signal(9)), Some(Duration::from_secs(3)));
+        assert_eq!(d.of(&signal(15)), Some(Duration::from_secs(15)));
         assert_eq!(
             d.of(&Request::Pause {
                 container_id: "c".into()

@@ -1383,3 +1383,95 @@ fn a_long_id_under_a_long_root_goes_through_the_whole_lifecycle_and_leaves_nothi
     assert_eq!(sockets_under(&root), Vec::<PathBuf>::new());
     assert!(!root.join(&too_long).exists());
 }
+
+/// A silent agent (stopped with SIGSTOP: alive, connected, answering nothing) cannot hang the
+/// host side: a signal through the monitor fails within the protocol's deadline naming the
+/// request and the deadline, and once the agent answers again the monitor reconnects and the
+/// container is driven as usual.
+#[test]
+fn a_silent_agent_fails_requests_within_their_deadline_and_the_monitor_recovers() {
+    if let Some(reason) = skip_reason() {
+        eprintln!(
+            "{}: skipped: {reason}",
+            std::thread::current().name().unwrap_or("test")
+        );
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+    let agent = Agent::start();
+    let bundle = agent.bundle("sleep 600");
+    let root = agent.dir.path().join("root");
+    let pid_file = agent.dir.path().join("silent.pid");
+    let run = agent
+        .vessel(
+            &root,
+            &[
+                "run",
+                "-d",
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "silent",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(run.success());
+    let monitor =
+        nix::unistd::Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    let agent_pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+
+    let t0 = Instant::now();
+    let kill = common::output_within(
+        &mut agent.vessel(&root, &["kill", "silent", "TERM"]),
+        Duration::from_secs(40),
+        "kill TERM with a silent agent",
+    );
+    let took = t0.elapsed();
+    let stderr = common::text(&kill.stderr);
+    assert_eq!(kill.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the agent did not answer signal within 15s"),
+        "{stderr}"
+    );
+    assert!(took >= Duration::from_secs(15), "{took:?}");
+    let state = agent.vessel(&root, &["state", "silent"]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(state["status"], "running");
+
+    // The agent answers again (its late answer to the TERM is still queued on the old
+    // connection): the monitor reconnects and the next signal goes through.
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let kill = common::output_within(
+        &mut agent.vessel(&root, &["kill", "silent", "KILL"]),
+        Duration::from_secs(30),
+        "kill KILL once the agent is back",
+    );
+    assert!(kill.status.success(), "{}", common::text(&kill.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match nix::sys::wait::waitpid(monitor, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                // The TERM reached the init late, or the KILL did: either way it died of a
+                // signal the caller sent.
+                assert!(code == 143 || code == 137, "monitor exited {code}");
+                break;
+            }
+            other => panic!("monitor: {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the container did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(agent
+        .vessel(&root, &["delete", "silent"])
+        .status()
+        .unwrap()
+        .success());
+}

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vessel_protocol::{
@@ -36,6 +37,8 @@ pub trait AgentConnector: Send + Sync {
 pub struct AgentSandbox<C> {
     connector: C,
     control: Mutex<Option<Client<UnixStream>>>,
+    /// The agent missed a deadline on `control`: reconnect before the next call.
+    control_stale: AtomicBool,
     id: Mutex<Option<String>>,
     relays: Mutex<Vec<OutputRelay>>,
 }
@@ -46,6 +49,7 @@ impl<C: AgentConnector> AgentSandbox<C> {
         AgentSandbox {
             connector,
             control: Mutex::new(None),
+            control_stale: AtomicBool::new(false),
             id: Mutex::new(None),
             relays: Mutex::new(Vec::new()),
         }
@@ -73,15 +77,24 @@ impl<C: AgentConnector> AgentSandbox<C> {
             .ok_or(SandboxError::InvalidState("no container has been created"))
     }
 
-    /// Sends `request` on the control connection, expecting `Done`.
+    /// Sends `request` on the control connection, expecting `Done`. A connection on which the
+    /// agent missed a deadline is out of step (`vessel_protocol::client`): it is replaced by a
+    /// new one at the next call, so a guest that was only slow for a while can be driven again.
     fn call_done(&self, op: &'static str, request: Request) -> Result<(), SandboxError> {
         let mut control = self.control.lock().expect("control lock");
-        let client = control
-            .as_mut()
-            .ok_or(SandboxError::InvalidState("the sandbox is not booted"))?;
-        client
-            .call_done(request)
-            .map_err(|source| SandboxError::CallAgent { op, source })
+        if control.is_none() {
+            return Err(SandboxError::InvalidState("the sandbox is not booted"));
+        }
+        if self.control_stale.load(Ordering::SeqCst) {
+            *control = Some(self.client()?);
+            self.control_stale.store(false, Ordering::SeqCst);
+        }
+        let client = control.as_mut().expect("checked above");
+        let result = client.call_done(request);
+        if let Err(vessel_protocol::ClientError::PassDeadline { .. }) = &result {
+            self.control_stale.store(true, Ordering::SeqCst);
+        }
+        result.map_err(|source| SandboxError::CallAgent { op, source })
     }
 
     fn open_stream(&self, id: &str, stream: StreamKind) -> Result<UnixStream, SandboxError> {

@@ -105,6 +105,9 @@ pub struct MicroVmSandbox {
     end: OnceLock<EndWatch>,
     /// Whether `pause` left the vCPUs paused (guarded with the VM's own lock held).
     vcpus_paused: Mutex<bool>,
+    /// Set when a SIGKILL the agent did not take stopped the VM instead ([`Sandbox::signal`]):
+    /// the init then ended by SIGKILL.
+    killed: AtomicBool,
     /// The guest kernel and initramfs, looked up when the sandbox is made (in `create`, before
     /// the monitor's fork): the monitor then works in a mount namespace of its own, where
     /// `/proc/self/exe`, which the lookup starts from, may name another path.
@@ -126,6 +129,7 @@ impl MicroVmSandbox {
             stopping: Arc::new(AtomicBool::new(false)),
             end: OnceLock::new(),
             vcpus_paused: Mutex::new(false),
+            killed: AtomicBool::new(false),
             artefacts: vessel_vmm::artefacts::locate(),
         }
     }
@@ -291,6 +295,19 @@ impl MicroVmSandbox {
     }
 }
 
+/// Whether a failed call had an answer that stopping the VM would not change: the guest is
+/// already gone, or the agent refused the request (for a signal: the process has exited).
+fn lost_or_refused(e: &SandboxError) -> bool {
+    matches!(
+        e,
+        SandboxError::GuestLost { .. }
+            | SandboxError::CallAgent {
+                source: vessel_protocol::ClientError::Refuse { .. },
+                ..
+            }
+    )
+}
+
 impl Sandbox for MicroVmSandbox {
     fn kind(&self) -> &'static str {
         "microvm"
@@ -325,13 +342,37 @@ impl Sandbox for MicroVmSandbox {
         self.agent.start().map_err(|e| self.lost_or(e))
     }
 
+    /// A SIGKILL always works: when the agent does not take it (silent past its deadline, a
+    /// hung guest kernel, a broken connection), the VM is stopped instead, which ends the
+    /// container's init and everything else in the guest exactly as SIGKILL to a container's
+    /// init does (its PID namespace ends); [`Sandbox::wait`] then reports the SIGKILL.
     fn signal(&self, signal: i32, all: bool) -> Result<(), SandboxError> {
-        self.with_vcpus(signal == libc::SIGKILL, || self.agent.signal(signal, all))
-            .map_err(|e| self.lost_or(e))
+        let sent = self
+            .with_vcpus(signal == libc::SIGKILL, || self.agent.signal(signal, all))
+            .map_err(|e| self.lost_or(e));
+        match sent {
+            Err(e) if signal == libc::SIGKILL && !lost_or_refused(&e) => {
+                log::warn!(
+                    "SIGKILL through the agent failed ({}): stopping the microVM instead",
+                    vessel_error::chain(&e)
+                );
+                self.killed.store(true, Ordering::SeqCst);
+                if let Some(mut vm) = self.vm.lock().expect("vm lock").take() {
+                    vm.stop();
+                }
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn wait(&self) -> Result<WorkloadExit, SandboxError> {
-        self.agent.wait().map_err(|e| self.lost_or(e))
+        match self.agent.wait() {
+            Err(_) if self.killed.load(Ordering::SeqCst) => {
+                Ok(WorkloadExit::Signaled(libc::SIGKILL))
+            }
+            other => other.map_err(|e| self.lost_or(e)),
+        }
     }
 
     fn pause(&self) -> Result<(), SandboxError> {
