@@ -48,6 +48,15 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// A memory+swap limit without a memory limit (runc: `unable to set swap limit without
+    /// memory limit`).
+    #[error(
+        "linux.resources.memory.swap {swap} is set without memory.limit: set memory.limit too"
+    )]
+    SwapWithoutLimit {
+        /// memory+swap.
+        swap: i64,
+    },
     /// A memory swap value smaller than the limit.
     #[error("linux.resources.memory.swap {swap} is smaller than memory.limit {limit}")]
     CheckSwap {
@@ -112,39 +121,50 @@ fn limit(v: i64) -> String {
 /// # Errors
 /// [`CgroupError::CheckSwap`].
 pub fn resource_writes(r: &LinuxResources) -> Result<Vec<(&'static str, String)>, CgroupError> {
+    // Zero means "not set" for every numeric field below, as in runc's cgroup v2 code (fs2):
+    // Docker sends zeros for everything the user left alone (`cpu.shares: 0`, `quota: 0`, ...).
+    let set = |v: Option<i64>| v.filter(|v| *v != 0);
     let mut w = Vec::new();
     if let Some(m) = r.memory() {
-        if let Some(l) = m.limit() {
+        if let Some(l) = set(m.limit()) {
             w.push(("memory.max", limit(l)));
         }
-        if let Some(res) = m.reservation() {
+        if let Some(res) = set(m.reservation()) {
             w.push(("memory.low", limit(res)));
         }
-        if let Some(swap) = m.swap() {
-            let v = match (swap, m.limit()) {
-                (s, _) if s < 0 => "max".to_string(),
-                (s, Some(l)) if l >= 0 => {
-                    if s < l {
-                        return Err(CgroupError::CheckSwap { swap: s, limit: l });
-                    }
-                    (s - l).to_string()
-                }
-                (s, _) => s.to_string(),
-            };
+        // runc's ConvertMemorySwapToCgroupV2Value: memory+swap in the spec, swap alone in v2.
+        let swap = match (m.swap().unwrap_or(0), m.limit().unwrap_or(0)) {
+            (0, -1) => Some("max".to_string()),
+            (0, _) => None,
+            (s, _) if s < 0 => Some("max".to_string()),
+            (s, l) if l <= 0 => return Err(CgroupError::SwapWithoutLimit { swap: s }),
+            (s, l) if s < l => return Err(CgroupError::CheckSwap { swap: s, limit: l }),
+            (s, l) => Some((s - l).to_string()),
+        };
+        if let Some(v) = swap {
             w.push(("memory.swap.max", v));
         }
     }
     if let Some(c) = r.cpu() {
-        if let Some(s) = c.shares() {
+        if let Some(s) = c.shares().filter(|s| *s != 0) {
             w.push(("cpu.weight", shares_to_weight(s).to_string()));
         }
-        if c.quota().is_some() || c.period().is_some() {
-            let q = c
-                .quota()
-                .filter(|q| *q > 0)
-                .map_or("max".into(), |q| q.to_string());
-            let p = c.period().unwrap_or(100_000);
-            w.push(("cpu.max", format!("{q} {p}")));
+        let (quota, period) = (c.quota().unwrap_or(0), c.period().unwrap_or(0));
+        if quota != 0 || period != 0 {
+            // A period of 0 keeps the kernel's (runc writes the quota alone then).
+            let q = if quota > 0 {
+                quota.to_string()
+            } else {
+                "max".to_string()
+            };
+            w.push((
+                "cpu.max",
+                if period != 0 {
+                    format!("{q} {period}")
+                } else {
+                    q
+                },
+            ));
         }
         if let Some(b) = c.burst() {
             w.push(("cpu.max.burst", b.to_string()));
@@ -152,14 +172,14 @@ pub fn resource_writes(r: &LinuxResources) -> Result<Vec<(&'static str, String)>
         if let Some(i) = c.idle() {
             w.push(("cpu.idle", i.to_string()));
         }
-        if let Some(cpus) = c.cpus() {
+        if let Some(cpus) = c.cpus().as_ref().filter(|c| !c.is_empty()) {
             w.push(("cpuset.cpus", cpus.clone()));
         }
-        if let Some(mems) = c.mems() {
+        if let Some(mems) = c.mems().as_ref().filter(|m| !m.is_empty()) {
             w.push(("cpuset.mems", mems.clone()));
         }
     }
-    if let Some(p) = r.pids() {
+    if let Some(p) = r.pids().as_ref().filter(|p| p.limit() != 0) {
         w.push((
             "pids.max",
             if p.limit() > 0 {
@@ -169,7 +189,12 @@ pub fn resource_writes(r: &LinuxResources) -> Result<Vec<(&'static str, String)>
             },
         ));
     }
-    if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
+    if let Some(weight) = r
+        .block_io()
+        .as_ref()
+        .and_then(|b| b.weight())
+        .filter(|w| *w != 0)
+    {
         let v = 1 + (u64::from(weight).saturating_sub(10) * 9999) / 990;
         w.push(("io.weight", format!("default {v}")));
     }
@@ -333,6 +358,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zeros_mean_unset_as_docker_sends_them() {
+        // What Docker 20.10 puts in linux.resources for `docker run` with no limits.
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":0,"reservation":0,"swap":0,"disableOOMKiller":false},
+                "cpu":{"shares":0,"quota":0,"period":0,"realtimeRuntime":0,
+                       "realtimePeriod":0,"cpus":"","mems":""},
+                "pids":{"limit":0},"blockIO":{"weight":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(resource_writes(&r).unwrap(), Vec::new());
+        // A quota without a period keeps the kernel's period, as runc writes it.
+        let r: LinuxResources =
+            serde_json::from_str(r#"{"cpu":{"shares":0,"quota":50000,"period":0}}"#).unwrap();
+        assert_eq!(
+            resource_writes(&r).unwrap(),
+            vec![("cpu.max", "50000".to_string())]
+        );
+    }
+
+    #[test]
     fn resources_convert_like_runc() {
         let r: LinuxResources = serde_json::from_str(
             r#"{"memory":{"limit":104857600,"reservation":52428800,"swap":209715200},
@@ -368,10 +413,25 @@ mod tests {
             vec![
                 ("memory.max", "max".to_string()),
                 ("memory.swap.max", "max".into()),
-                ("cpu.max", "max 100000".into()),
+                ("cpu.max", "max".into()),
                 ("pids.max", "max".into()),
             ]
         );
+        // An unlimited memory with swap left alone: both unlimited (runc).
+        let r: LinuxResources = serde_json::from_str(r#"{"memory":{"limit":-1}}"#).unwrap();
+        assert_eq!(
+            resource_writes(&r).unwrap(),
+            vec![
+                ("memory.max", "max".to_string()),
+                ("memory.swap.max", "max".into())
+            ]
+        );
+        let swap_alone: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"swap":209715200}}"#).unwrap();
+        assert!(matches!(
+            resource_writes(&swap_alone).unwrap_err(),
+            CgroupError::SwapWithoutLimit { swap: 209715200 }
+        ));
         let bad: LinuxResources =
             serde_json::from_str(r#"{"memory":{"limit":100,"swap":50}}"#).unwrap();
         assert!(matches!(

@@ -133,12 +133,17 @@ pub fn size_vm(spec: &Spec, max_vcpus: u32) -> Result<VmSize, SizingError> {
         Some(n) => n as u32,
         None => {
             let quota = cpu.and_then(|c| c.quota()).unwrap_or(0);
+            // Zero means unset (Docker sends `period: 0` and `cpus: ""` for no limit).
             let period = cpu
                 .and_then(|c| c.period())
+                .filter(|p| *p > 0)
                 .unwrap_or(DEFAULT_CFS_PERIOD_US);
-            if quota > 0 && period > 0 {
+            if quota > 0 {
                 (quota as u64).div_ceil(period) as u32
-            } else if let Some(cpus) = cpu.and_then(|c| c.cpus().as_deref()) {
+            } else if let Some(cpus) = cpu
+                .and_then(|c| c.cpus().as_deref())
+                .filter(|c| !c.is_empty())
+            {
                 count_cpuset(cpus)?
             } else {
                 1
@@ -179,6 +184,30 @@ mod tests {
                 memory_mib: DEFAULT_MEMORY_MIB
             }
         );
+    }
+
+    #[test]
+    fn docker_zeros_mean_the_default_size() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {
+                "memory": {"limit": 0, "reservation": 0, "swap": 0},
+                "cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+                "pids": {"limit": 0}
+            }}
+        }))
+        .unwrap();
+        let size = size_vm(&spec, 8).unwrap();
+        assert_eq!((size.vcpus, size.memory_mib), (1, DEFAULT_MEMORY_MIB));
+        // A quota with a period of 0 counts against the default period.
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {"cpu": {"quota": 250000, "period": 0}}}
+        }))
+        .unwrap();
+        assert_eq!(size_vm(&spec, 8).unwrap().vcpus, 3);
     }
 
     #[test]
