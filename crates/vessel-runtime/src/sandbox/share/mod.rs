@@ -20,6 +20,7 @@
 //! resolved (symlinks followed, as runc's bind mounts do) before they are opened; a source inside
 //! the share itself is refused. [`remove`] unmounts everything under the share (lazily when busy)
 //! and removes only the empty mount points it created, never recursing into a mounted tree;
+//! [`prepare`] calls it on every failure.
 //!
 //! One file per concern: [`layout`] (what the share holds and the guest's view of the spec),
 //! [`mount`] (building and removing the share's mounts), [`mountinfo`] (what is mounted).
