@@ -218,7 +218,10 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
                         })
                 }
             };
-            result.unwrap_or_else(|e| ControlResponse::Error { message: chain(&e) })
+            result.unwrap_or_else(|e| ControlResponse::Error {
+                message: chain(&e),
+                code: e.code(),
+            })
         });
     }
 }
