@@ -15,8 +15,8 @@
 //!    program runs, or a `Failed` frame if `execve` failed.
 //!
 //! One file per concern: this one is the setup process itself (the steps above and the errors
-//! it reports); [`protocol`] the messages and fd passing between it and the agent,
-//! [`namespaces`] entering the container's namespaces, [`terminal`] the process's pty.
+//! it reports); `protocol.rs` the messages and fd passing between it and the agent,
+//! `namespaces.rs` entering the container's namespaces, `terminal.rs` the process's pty.
 
 mod namespaces;
 mod protocol;

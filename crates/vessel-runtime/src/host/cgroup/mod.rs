@@ -20,8 +20,8 @@
 //! `create` fails). Which `linux.resources` are applied to the host cgroup, and why memory is
 //! not, is in docs/design.md "Host cgroup".
 //!
-//! One file per concern: [`path`] (the host's hierarchies and the directory `cgroupsPath`
-//! names in each), [`limits`] (which `linux.resources` go to which cgroup file), [`fs`]
+//! One file per concern: `path.rs` (the host's hierarchies and the directory `cgroupsPath`
+//! names in each), `limits.rs` (which `linux.resources` go to which cgroup file), `fs.rs`
 //! (creating, joining and removing the directories).
 
 mod fs;

@@ -22,8 +22,8 @@
 //! and removes only the empty mount points it created, never recursing into a mounted tree;
 //! [`prepare`] calls it on every failure.
 //!
-//! One file per concern: [`layout`] (what the share holds and the guest's view of the spec),
-//! [`mount`] (building and removing the share's mounts), [`mountinfo`] (what is mounted).
+//! One file per concern: `layout.rs` (what the share holds and the guest's view of the spec),
+//! `mount.rs` (building and removing the share's mounts), `mountinfo.rs` (what is mounted).
 
 mod layout;
 mod mount;

@@ -11,7 +11,7 @@
 //! list it.
 //!
 //! This file turns flags or a `process.json` into the process and forks the relay; the relay
-//! and its guard are in [`relay`].
+//! and its guard are in `relay.rs`.
 
 mod relay;
 
