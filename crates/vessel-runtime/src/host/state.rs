@@ -482,10 +482,11 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: &str, pid: i32, start: u64) -> ContainerRecord {
+    /// A running container's record with monitor `pid` started at `start`; other tests use it.
+    pub(crate) fn record(id: &str, pid: i32, start: u64) -> ContainerRecord {
         ContainerRecord {
             id: id.into(),
             oci_version: "1.0.2".into(),

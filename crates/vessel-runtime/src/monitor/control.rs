@@ -2,13 +2,18 @@
 //! response line per connection. Only Vessel's own commands speak it (start, kill, pause, ...,
 //! and agent requests of `ps`, `events` and `update` while the container is paused, when only
 //! the monitor can let the guest answer).
+//!
+//! A refusal keeps its kind: next to the message (the error chain, printed as it is) goes the
+//! failure's [`Code`] when it has one (the guest agent's typed status code, see
+//! [`crate::sandbox::SandboxError::code`]), so the verbs can act on it. A reply without a code
+//! (from a monitor started before codes were sent) still parses, with none.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vessel_protocol::{Request, Response};
+use vessel_protocol::{Code, Request, Response};
 
 /// A request to the monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +50,9 @@ pub enum ControlResponse {
     Error {
         /// What went wrong.
         message: String,
+        /// The kind of failure, when it has one; absent from old monitors' replies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<Code>,
     },
     /// The agent's answer to [`ControlRequest::Agent`].
     Answer {
@@ -81,8 +89,24 @@ pub enum ControlError {
         line: String,
     },
     /// The monitor refused or failed the request.
-    #[error("{0}")]
-    Refused(String),
+    #[error("{message}")]
+    RefuseRequest {
+        /// The monitor's error chain, as it is printed.
+        message: String,
+        /// The kind of failure, when it has one (the guest agent's status code).
+        code: Option<Code>,
+    },
+}
+
+impl ControlError {
+    /// The kind of failure the monitor reported ([`ControlError::RefuseRequest`]); `None` when
+    /// it had none or the monitor could not be asked.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ControlError::RefuseRequest { code, .. } => *code,
+            _ => None,
+        }
+    }
 }
 
 /// Sends `request` to the monitor listening at `socket` and waits for its answer.
@@ -124,7 +148,9 @@ fn exchange(socket: &Path, request: &ControlRequest) -> Result<Option<Response>,
     match serde_json::from_str(&answer) {
         Ok(ControlResponse::Ok) => Ok(None),
         Ok(ControlResponse::Answer { response }) => Ok(Some(*response)),
-        Ok(ControlResponse::Error { message }) => Err(ControlError::Refused(message)),
+        Ok(ControlResponse::Error { message, code }) => {
+            Err(ControlError::RefuseRequest { message, code })
+        }
         Err(_) if answer.is_empty() => Err(exchange(io::ErrorKind::UnexpectedEof.into())),
         Err(_) => Err(ControlError::ParseResponse { line: answer }),
     }
@@ -141,6 +167,7 @@ pub fn serve_one(
         Ok(request) => handle(request),
         Err(e) => ControlResponse::Error {
             message: format!("parse control request: {e}"),
+            code: Some(Code::InvalidArgument),
         },
     };
     let mut out = serde_json::to_string(&response).expect("response always serialises");
@@ -168,6 +195,7 @@ mod tests {
                         ControlRequest::Start => ControlResponse::Ok,
                         _ => ControlResponse::Error {
                             message: "nope".into(),
+                            code: Some(Code::NotFound),
                         },
                     }
                 })
@@ -185,6 +213,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "nope");
+        assert_eq!(err.code(), Some(Code::NotFound));
+        assert!(matches!(
+            err,
+            ControlError::RefuseRequest {
+                code: Some(Code::NotFound),
+                ..
+            }
+        ));
         assert_eq!(
             server.join().unwrap(),
             vec![
@@ -200,5 +236,41 @@ mod tests {
             call(&sock, &ControlRequest::Start),
             Err(ControlError::ConnectMonitor { .. })
         ));
+    }
+
+    #[test]
+    fn a_refusal_carries_its_code_and_old_replies_still_parse() {
+        let coded = ControlResponse::Error {
+            message: "pause container: agent refused pause: container c1 not found".into(),
+            code: Some(Code::NotFound),
+        };
+        let line = serde_json::to_string(&coded).unwrap();
+        assert_eq!(
+            line,
+            r#"{"result":"error","message":"pause container: agent refused pause: container c1 not found","code":"not_found"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlResponse>(&line).unwrap(),
+            coded
+        );
+        // A monitor that predates codes.
+        let old: ControlResponse =
+            serde_json::from_str(r#"{"result":"error","message":"nope"}"#).unwrap();
+        assert_eq!(
+            old,
+            ControlResponse::Error {
+                message: "nope".into(),
+                code: None
+            }
+        );
+        // No code, no field: the reply is the old one.
+        let plain = ControlResponse::Error {
+            message: "nope".into(),
+            code: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"result":"error","message":"nope"}"#
+        );
     }
 }

@@ -6,4 +6,4 @@ pub mod control;
 pub mod process;
 pub mod proctitle;
 
-pub use process::{run, MonitorConfig, REPORT_CREATED};
+pub use process::{run, MonitorConfig, MonitorError, REPORT_CREATED};

@@ -4,7 +4,7 @@
 //! container in `ps` (`vessel:<id>`, `vessel-monitor <id>`: [`crate::monitor::proctitle`]).
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -14,11 +14,84 @@ use nix::sys::signal::SigSet;
 use vessel_error::chain;
 
 use crate::host::bundle::Bundle;
+use crate::host::cgroup::CgroupError;
 use crate::monitor::control::{self, ControlRequest, ControlResponse};
-use crate::sandbox::{Sandbox, Stdio, WorkloadIo};
+use crate::sandbox::{Sandbox, SandboxError, Stdio, WorkloadIo};
 
 /// Status the monitor exits with when it fails before the workload runs.
 const EXIT_FAILED: i32 = 1;
+
+/// Errors of the monitor before the container is created; `create` prints their chain (the
+/// report pipe's `error: <message>`).
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// The monitor could not move into `linux.cgroupsPath`.
+    #[error(transparent)]
+    JoinCgroup(CgroupError),
+    /// `process.oomScoreAdj` could not be applied. runc's text, with the C library's text of
+    /// the error inside the message (not a cause after it), as runc's nsexec prints it.
+    #[error(
+        "failed to update /proc/self/oom_score_adj: {} (process.oomScoreAdj {adj}, applied to \
+         the container's VM on the host{})",
+        c_text(.error),
+        oom_fix(.error)
+    )]
+    UpdateOomScoreAdj {
+        /// The value asked for.
+        adj: i32,
+        /// The write's error.
+        error: io::Error,
+    },
+    /// The forwarded signals could not be blocked before any thread exists.
+    #[error("block signals in the monitor")]
+    BlockSignals,
+    /// The terminal's slave could not be duplicated for the resize relay.
+    #[error("duplicate the terminal")]
+    DuplicateTerminal(#[source] io::Error),
+    /// The host pty could not become the monitor's controlling terminal.
+    #[error("make the host pty the monitor's controlling terminal")]
+    ControlTerminal(#[source] io::Error),
+    /// The caller's standard I/O could not be duplicated for the workload.
+    #[error("duplicate standard i/o")]
+    DuplicateStdio(#[source] io::Error),
+    /// The sandbox did not boot.
+    #[error(transparent)]
+    BootSandbox(SandboxError),
+    /// The sandbox did not create the container.
+    #[error(transparent)]
+    CreateContainer(SandboxError),
+    /// `/dev/null` could not be opened.
+    #[error("open /dev/null")]
+    OpenDevNull(#[source] io::Error),
+    /// One of the monitor's fds 0-2 could not be pointed at `/dev/null`.
+    #[error("redirect fd {fd} to /dev/null")]
+    RedirectStdio {
+        /// The descriptor.
+        fd: i32,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// The control socket could not be bound.
+    #[error("bind {path}")]
+    BindControlSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl MonitorError {
+    /// The kind of failure, when the sandbox's error has one ([`SandboxError::code`]).
+    pub fn code(&self) -> Option<vessel_protocol::Code> {
+        match self {
+            MonitorError::BootSandbox(e) | MonitorError::CreateContainer(e) => e.code(),
+            _ => None,
+        }
+    }
+}
 
 /// What the monitor needs to know about its container.
 #[derive(Debug)]
@@ -45,6 +118,10 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
+    let mut fail = |e: MonitorError| {
+        let _ = writeln!(report, "error: {}", chain(&e));
+        EXIT_FAILED
+    };
     // `vessel:<id>` / `vessel-monitor <id>` in ps rather than the create command line; an
     // unprivileged monitor keeps the command line (debug log only).
     if let Err(e) = crate::monitor::proctitle::set(&config.id) {
@@ -53,36 +130,30 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
     // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
     if let Some(cgroup) = &config.cgroup {
         if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
-            let _ = writeln!(report, "error: {}", chain(&e));
-            return EXIT_FAILED;
+            return fail(MonitorError::JoinCgroup(e));
         }
     }
-    if let Err(message) = apply_oom_score_adj(&config.bundle) {
-        let _ = writeln!(report, "error: {message}");
-        return EXIT_FAILED;
+    if let Err(e) = apply_oom_score_adj(&config.bundle) {
+        return fail(e);
     }
     let forwarded = crate::host::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
     // them, by sigwait.
     if forwarded.thread_block().is_err() {
-        let _ = writeln!(report, "error: block signals in the monitor");
-        return EXIT_FAILED;
+        return fail(MonitorError::BlockSignals);
     }
     let terminal = config.terminal.take();
     let resize_from = match terminal.as_ref().map(|t| t.try_clone()).transpose() {
         Ok(t) => t,
-        Err(e) => {
-            let _ = writeln!(report, "error: duplicate the terminal: {e}");
-            return EXIT_FAILED;
-        }
+        Err(e) => return fail(MonitorError::DuplicateTerminal(e)),
     };
     let listener = match set_up(&config, terminal, sandbox.as_ref()) {
         Ok(l) => l,
-        Err(message) => {
-            let _ = writeln!(report, "error: {message}");
+        Err(e) => {
+            let status = fail(e);
             let _ = sandbox.shutdown();
-            return EXIT_FAILED;
+            return status;
         }
     };
     if writeln!(report, "{REPORT_CREATED}").is_err() {
@@ -120,35 +191,32 @@ fn set_up(
     config: &MonitorConfig,
     terminal: Option<OwnedFd>,
     sandbox: &dyn Sandbox,
-) -> Result<UnixListener, String> {
+) -> Result<UnixListener, MonitorError> {
     let io = match terminal {
         Some(slave) => {
-            crate::host::console::make_controlling(slave.as_fd()).map_err(|e| {
-                format!("make the host pty the monitor's controlling terminal: {e}")
-            })?;
+            crate::host::console::make_controlling(slave.as_fd())
+                .map_err(MonitorError::ControlTerminal)?;
             WorkloadIo::Terminal(slave)
         }
-        None => {
-            WorkloadIo::Stdio(take_stdio().map_err(|e| format!("duplicate standard i/o: {e}"))?)
-        }
+        None => WorkloadIo::Stdio(take_stdio().map_err(MonitorError::DuplicateStdio)?),
     };
-    sandbox.boot().map_err(|e| chain(&e))?;
+    sandbox.boot().map_err(MonitorError::BootSandbox)?;
     sandbox
         .create_container(&config.id, &config.bundle, io)
-        .map_err(|e| chain(&e))?;
+        .map_err(MonitorError::CreateContainer)?;
     // The workload owns the caller's stdio now; the monitor must neither write to it nor keep
     // copies that would delay the caller's EOF.
     let null = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| format!("open /dev/null: {e}"))?;
+        .map_err(MonitorError::OpenDevNull)?;
     for fd in 0..=2 {
         nix::unistd::dup2(null.as_raw_fd(), fd)
-            .map_err(|e| format!("redirect fd {fd} to /dev/null: {e}"))?;
+            .map_err(|source| MonitorError::RedirectStdio { fd, source })?;
     }
-    let socket = config.dir.join(crate::host::state::MONITOR_SOCKET);
-    vessel_vmm::uds::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+    let path = config.dir.join(crate::host::state::MONITOR_SOCKET);
+    vessel_vmm::uds::bind(&path).map_err(|source| MonitorError::BindControlSocket { path, source })
 }
 
 /// Writes `process.oomScoreAdj` to the monitor's own `/proc/self/oom_score_adj`, so that the
@@ -157,7 +225,7 @@ fn set_up(
 /// applies it to the process inside the VM too. Fails as runc's nsexec does, with its text:
 /// `failed to update /proc/self/oom_score_adj: Permission denied` when lowering it without
 /// `CAP_SYS_RESOURCE`.
-fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), String> {
+fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), MonitorError> {
     let Some(adj) = bundle
         .spec
         .process()
@@ -166,23 +234,23 @@ fn apply_oom_score_adj(bundle: &Bundle) -> Result<(), String> {
     else {
         return Ok(());
     };
-    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-        let fix = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                ": a value below the caller's needs CAP_SYS_RESOURCE; run as root or raise it"
-            }
-            _ => "",
-        };
-        format!(
-            "failed to update /proc/self/oom_score_adj: {} (process.oomScoreAdj {adj}, applied \
-             to the container's VM on the host{fix})",
-            c_text(&e)
-        )
-    })
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+        .map_err(|error| MonitorError::UpdateOomScoreAdj { adj, error })
+}
+
+/// What [`MonitorError::UpdateOomScoreAdj`] suggests: `EACCES` means lowering it without the
+/// capability.
+fn oom_fix(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            ": a value below the caller's needs CAP_SYS_RESOURCE; run as root or raise it"
+        }
+        _ => "",
+    }
 }
 
 /// The C library's text of an OS error (`Permission denied`), without Rust's `(os error N)`.
-fn c_text(e: &std::io::Error) -> String {
+fn c_text(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
         None => e.to_string(),
@@ -218,7 +286,10 @@ fn serve(listener: UnixListener, sandbox: &dyn Sandbox, busy: &Mutex<()>) {
                         })
                 }
             };
-            result.unwrap_or_else(|e| ControlResponse::Error { message: chain(&e) })
+            result.unwrap_or_else(|e| ControlResponse::Error {
+                message: chain(&e),
+                code: e.code(),
+            })
         });
     }
 }
@@ -241,5 +312,55 @@ fn forward_signals(set: SigSet, sandbox: &dyn Sandbox, terminal: Option<OwnedFd>
         if let Err(e) = sandbox.signal(sig as i32, false) {
             log::warn!("forward {sig} to the container: {}", chain(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_the_monitor_always_reported_them() {
+        let denied = MonitorError::UpdateOomScoreAdj {
+            adj: -500,
+            error: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            chain(&denied),
+            "failed to update /proc/self/oom_score_adj: Permission denied (process.oomScoreAdj \
+             -500, applied to the container's VM on the host: a value below the caller's needs \
+             CAP_SYS_RESOURCE; run as root or raise it)"
+        );
+        let invalid = MonitorError::UpdateOomScoreAdj {
+            adj: 5000,
+            error: io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        assert_eq!(
+            chain(&invalid),
+            "failed to update /proc/self/oom_score_adj: Invalid argument (process.oomScoreAdj \
+             5000, applied to the container's VM on the host)"
+        );
+        let bind = MonitorError::BindControlSocket {
+            path: "/run/vessel/c1/monitor.sock".into(),
+            source: io::Error::from_raw_os_error(libc::EADDRINUSE),
+        };
+        assert_eq!(
+            chain(&bind),
+            format!(
+                "bind /run/vessel/c1/monitor.sock: {}",
+                io::Error::from_raw_os_error(libc::EADDRINUSE)
+            )
+        );
+        let redirect = MonitorError::RedirectStdio {
+            fd: 1,
+            source: nix::errno::Errno::EBADF,
+        };
+        assert_eq!(
+            chain(&redirect),
+            format!("redirect fd 1 to /dev/null: {}", nix::errno::Errno::EBADF)
+        );
+        let boot = MonitorError::BootSandbox(SandboxError::InvalidState("twice"));
+        assert_eq!(chain(&boot), "twice");
+        assert_eq!(boot.code(), Some(vessel_protocol::Code::FailedPrecondition));
     }
 }

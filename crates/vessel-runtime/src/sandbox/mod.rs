@@ -135,6 +135,20 @@ pub enum SandboxError {
     },
 }
 
+impl SandboxError {
+    /// The kind of failure, for callers that act on it: the guest agent's typed status code
+    /// when the agent refused the request (found anywhere in the cause chain), `FailedPrecondition`
+    /// for a call out of order; `None` for host-side failures, which have no code.
+    pub fn code(&self) -> Option<vessel_protocol::Code> {
+        if let SandboxError::InvalidState(_) = self {
+            return Some(vessel_protocol::Code::FailedPrecondition);
+        }
+        vessel_error::causes(self)
+            .find_map(|e| e.downcast_ref::<vessel_protocol::RemoteError>())
+            .map(|remote| remote.code)
+    }
+}
+
 /// How the container's init ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkloadExit {
@@ -310,6 +324,26 @@ pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandb
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_the_agents_wherever_it_refused() {
+        use vessel_protocol::{ClientError, Code, RemoteError};
+        let refused = SandboxError::CallAgent {
+            op: "pause the container",
+            source: ClientError::Refuse {
+                op: "pause",
+                source: RemoteError::new(Code::NotFound, "container c1 not found"),
+            },
+        };
+        assert_eq!(refused.code(), Some(Code::NotFound));
+        let start = SandboxError::StartProcess(RemoteError::new(Code::InvalidArgument, "exec"));
+        assert_eq!(start.code(), Some(Code::InvalidArgument));
+        assert_eq!(
+            SandboxError::InvalidState("the sandbox is not booted").code(),
+            Some(Code::FailedPrecondition)
+        );
+        assert_eq!(SandboxError::FindExecutable("x".into()).code(), None);
+    }
 
     #[test]
     fn exit_codes_follow_shell_convention() {

@@ -1,5 +1,7 @@
 //! `kill`: send a signal to the container's init (runc kill.go).
 
+use vessel_protocol::Code;
+
 use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
 use crate::monitor::control::{self, ControlError, ControlRequest};
 
@@ -21,6 +23,17 @@ pub enum KillError {
         #[source]
         source: ControlError,
     },
+}
+
+impl KillError {
+    /// The kind of failure the monitor reported, for example the guest agent's `NotFound`
+    /// ([`ControlError::code`]); `None` for the other errors.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            KillError::SendSignal { source, .. } => source.code(),
+            _ => None,
+        }
+    }
 }
 
 /// Sends `signal` to container `id`'s init, or to all its processes with `all`. With `all`, a

@@ -16,3 +16,76 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod update;
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use vessel_error::chain;
+    use vessel_protocol::Code;
+
+    use crate::host::state::{StateStore, Status, MONITOR_SOCKET};
+    use crate::monitor::control::{self, ControlError, ControlResponse};
+    use crate::verbs::{kill, pause, start};
+
+    /// A created container whose monitor (this test process, so it is alive) refuses every
+    /// request as a monitor does when the guest agent answered `NotFound`.
+    #[test]
+    fn start_kill_and_pause_keep_the_agents_code_and_their_messages() {
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let (dir, lock) = store.create_dir("c1").unwrap();
+        drop(lock);
+        let me = std::process::id() as i32;
+        let start = crate::host::procfs::stat(me).unwrap().start_time;
+        let mut record = crate::host::state::tests::record("c1", me, start);
+        record.status = Status::Created;
+        store.save(&record).unwrap();
+        let listener = UnixListener::bind(dir.join(MONITOR_SOCKET)).unwrap();
+        let monitor = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let (mut stream, _) = listener.accept().unwrap();
+                control::serve_one(&mut stream, |_| ControlResponse::Error {
+                    message: "agent refused: container c1 not found".into(),
+                    code: Some(Code::NotFound),
+                })
+                .unwrap();
+            }
+        });
+        let refused = |e: &ControlError| {
+            matches!(
+                e,
+                ControlError::RefuseRequest {
+                    code: Some(Code::NotFound),
+                    ..
+                }
+            )
+        };
+
+        let e = start::start(&store, "c1").unwrap_err();
+        assert!(matches!(&e, start::StartError::ReleaseWorkload(c) if refused(c)));
+        assert_eq!(e.code(), Some(Code::NotFound));
+        assert_eq!(
+            chain(&e),
+            "start container: agent refused: container c1 not found"
+        );
+
+        let e = kill::kill(&store, "c1", 9, false).unwrap_err();
+        assert!(matches!(&e, kill::KillError::SendSignal { signal: 9, source } if refused(source)));
+        assert_eq!(e.code(), Some(Code::NotFound));
+        assert_eq!(
+            chain(&e),
+            "send signal 9: agent refused: container c1 not found"
+        );
+
+        let e = pause::pause(&store, "c1").unwrap_err();
+        assert!(matches!(&e, pause::PauseError::Freeze { op: "pause", source } if refused(source)));
+        assert_eq!(e.code(), Some(Code::NotFound));
+        assert_eq!(
+            chain(&e),
+            "pause container: agent refused: container c1 not found"
+        );
+        monitor.join().unwrap();
+        assert_eq!(store.load("c1").unwrap().status, Status::Created);
+    }
+}

@@ -1,5 +1,7 @@
 //! `pause` and `resume` (runc pause.go; libcontainer container_linux.go `Pause`/`Resume`).
 
+use vessel_protocol::Code;
+
 use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
 use crate::monitor::control::{self, ControlError, ControlRequest};
 
@@ -24,6 +26,17 @@ pub enum PauseError {
         #[source]
         source: ControlError,
     },
+}
+
+impl PauseError {
+    /// The kind of failure the monitor reported, for example the guest agent's `NotFound`
+    /// ([`ControlError::code`]); `None` for the other errors.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            PauseError::Freeze { source, .. } => source.code(),
+            _ => None,
+        }
+    }
 }
 
 /// Freezes container `id` (from `running` or `created`); `state` then reports `paused`.

@@ -1,6 +1,8 @@
 //! `start`: release a created container through its monitor (runc start.go), with the
 //! `startContainer` hooks before and the `poststart` hooks after (see [`crate::host::hooks`]).
 
+use vessel_protocol::Code;
+
 use crate::host::hooks::{self, HookKind, HookState, HooksError};
 use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
 use crate::monitor::control::{self, ControlError, ControlRequest};
@@ -26,6 +28,17 @@ pub enum StartError {
     /// A `startContainer` or `poststart` hook failed; the container was stopped.
     #[error(transparent)]
     RunHook(#[from] HooksError),
+}
+
+impl StartError {
+    /// The kind of failure the monitor reported, for example the guest agent's `NotFound`
+    /// ([`ControlError::code`]); `None` for the other errors.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            StartError::ReleaseWorkload(e) => e.code(),
+            _ => None,
+        }
+    }
 }
 
 /// Starts container `id`: only from `created`; records `running`.

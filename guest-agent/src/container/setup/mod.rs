@@ -13,20 +13,24 @@
 //!    (or [`SetupReport::Failed`] with a typed error), and blocks reading one byte;
 //! 4. on [`START`], C `execve`s; the socket is close-on-exec, so the agent reads EOF once the
 //!    program runs, or a `Failed` frame if `execve` failed.
+//!
+//! One file per concern: this one is the setup process itself (the steps above and the errors
+//! it reports); `protocol.rs` the messages and fd passing between it and the agent,
+//! `namespaces.rs` entering the container's namespaces, `terminal.rs` the process's pty.
+
+mod namespaces;
+mod protocol;
+mod terminal;
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process};
+use oci_spec::runtime::{LinuxSeccomp, Process};
 use seccompiler::BpfProgram;
-use serde::{Deserialize, Serialize};
 use vessel_protocol::{read_message, write_message, Code, CreateContainer, RemoteError};
 
 use super::process::{self, Credentials, ProcessError};
@@ -34,51 +38,12 @@ use super::rootfs::{self, RootfsError};
 use super::sched::{self, SchedError};
 use super::seccomp::{self, SeccompError};
 use super::syscall::{LinuxSyscall, Syscall};
+use namespaces::{enter_new_namespaces, join_namespaces};
+use protocol::{receive_fds, report};
+use terminal::setup_terminal;
 
-/// The byte the agent sends to let a prepared process `execve`.
-pub const START: u8 = b'S';
-
-/// What the setup process is asked to build.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SetupRequest {
-    /// A container's init process, in new namespaces.
-    Create {
-        /// The container.
-        config: Box<CreateContainer>,
-        /// The container's cgroup directory, if the agent manages one.
-        cgroup: Option<PathBuf>,
-    },
-    /// An additional process in the namespaces of `init_pid`.
-    Exec {
-        /// Agent-namespace PID of the container's init.
-        init_pid: i32,
-        /// The process.
-        process: Box<Process>,
-        /// The container's `linux.seccomp`, applied to exec'd processes too (as runc does).
-        seccomp: Option<LinuxSeccomp>,
-        /// The container's cgroup directory.
-        cgroup: Option<PathBuf>,
-    },
-}
-
-/// What the setup and container processes report back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SetupReport {
-    /// The container process exists; PID in the agent's PID namespace.
-    Forked {
-        /// The PID.
-        pid: i32,
-    },
-    /// A new user namespace exists: the agent writes its id maps, then sends one byte
-    /// (1 = written).
-    MapIds,
-    /// The process has a terminal: the pty master follows as one byte with `SCM_RIGHTS`.
-    Console,
-    /// Everything is set up; the process waits for [`START`].
-    Ready,
-    /// Setup (or the `execve`) failed.
-    Failed(RemoteError),
-}
+pub use namespaces::write_id_maps;
+pub use protocol::{read_report, send_start, spawn, SetupReport, SetupRequest, START};
 
 /// Errors of container setup, each with a [`Code`] for the host.
 #[derive(Debug, thiserror::Error)]
@@ -204,23 +169,9 @@ impl SetupError {
     }
 }
 
-fn step(step: impl Into<String>) -> impl FnOnce(io::Error) -> SetupError {
+pub(super) fn step(step: impl Into<String>) -> impl FnOnce(io::Error) -> SetupError {
     let step = step.into();
     move |source| SetupError::Step { step, source }
-}
-
-/// The clone flag of a namespace type.
-pub fn namespace_flag(t: LinuxNamespaceType) -> CloneFlags {
-    match t {
-        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
-        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
-        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
-        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
-        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
-        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
-    }
 }
 
 /// Entry point of `vessel-agent __setup`: never returns.
@@ -259,36 +210,6 @@ fn run() -> Result<(), SetupError> {
         report(&mut sock, &SetupReport::Failed(e.to_remote()));
     }
     Ok(())
-}
-
-/// Receives one byte carrying exactly `want` fds (`SCM_RIGHTS`) on socket `sock`.
-fn receive_fds(sock: RawFd, want: usize) -> io::Result<Vec<OwnedFd>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut out = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed `fd` in this process for us.
-                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if out.len() != want {
-        return Err(io::Error::other(format!(
-            "expected {want} fds, got {}",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
-fn report(sock: &mut File, r: &SetupReport) {
-    // Nothing more can be done if the agent is gone: the process exits after this anyway.
-    let _ = write_message(sock, r);
 }
 
 /// Steps of S: cgroup, namespaces, fork. Returns in S only.
@@ -338,156 +259,6 @@ fn setup_parent(sock: &mut File, req: SetupRequest) -> Result<(), SetupError> {
             unsafe { libc::_exit(1) }
         }
     }
-}
-
-/// Unshares every namespace of `linux.namespaces` without a path and joins those with one.
-/// Returns whether a new network namespace was made (its `lo` must be brought up).
-fn enter_new_namespaces(sock: &mut File, c: &CreateContainer) -> Result<bool, SetupError> {
-    let mut namespaces = c
-        .linux
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
-    // The user namespace comes first: it owns the others.
-    namespaces.sort_by_key(|ns| ns.typ() != LinuxNamespaceType::User);
-    let mut flags = CloneFlags::empty();
-    for ns in &namespaces {
-        let t = ns.typ();
-        match ns.path() {
-            Some(p) => {
-                let f = std::fs::File::open(p).map_err(|source| SetupError::EnterNamespace {
-                    op: "open",
-                    what: format!("{t} ({})", p.display()),
-                    source,
-                })?;
-                nix::sched::setns(&f, namespace_flag(t)).map_err(|e| {
-                    SetupError::EnterNamespace {
-                        op: "setns",
-                        what: format!("{t} ({})", p.display()),
-                        source: e.into(),
-                    }
-                })?;
-            }
-            None if t == LinuxNamespaceType::User => enter_new_user_namespace(sock)?,
-            None => flags |= namespace_flag(t),
-        }
-    }
-    if !flags.contains(CloneFlags::CLONE_NEWNS) {
-        return Err(SetupError::CheckNamespaces {
-            reason: "a new mount namespace (\"mount\") is required".into(),
-        });
-    }
-    if c.hostname.as_deref().is_some_and(|h| !h.is_empty())
-        && !flags.contains(CloneFlags::CLONE_NEWUTS)
-    {
-        return Err(SetupError::CheckNamespaces {
-            reason: "unable to set hostname without a private UTS namespace".into(),
-        });
-    }
-    nix::sched::unshare(flags).map_err(|e| SetupError::EnterNamespace {
-        op: "unshare",
-        what: format!("{flags:?}"),
-        source: e.into(),
-    })?;
-    let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
-    if new_net {
-        crate::net::bring_up_lo().map_err(step("bring up lo in the new network namespace"))?;
-    }
-    Ok(new_net)
-}
-
-/// Unshares a user namespace, has the agent write its uid and gid maps (only a process outside
-/// it may write more than one range), then becomes root in it (runc's nsexec does the same).
-fn enter_new_user_namespace(sock: &mut File) -> Result<(), SetupError> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| SetupError::EnterNamespace {
-        op: "unshare",
-        what: "user".into(),
-        source: e.into(),
-    })?;
-    write_message(sock, &SetupReport::MapIds)
-        .map_err(|e| SetupError::ExchangeMessage(io::Error::other(e)))?;
-    let mut ack = [0u8; 1];
-    sock.read_exact(&mut ack)
-        .map_err(SetupError::ExchangeMessage)?;
-    if ack[0] != 1 {
-        return Err(SetupError::CheckNamespaces {
-            reason: "the agent could not write linux.uidMappings/gidMappings".into(),
-        });
-    }
-    let sys = LinuxSyscall;
-    sys.setgid(0)
-        .map_err(step("become gid 0 in the user namespace"))?;
-    sys.setuid(0)
-        .map_err(step("become uid 0 in the user namespace"))?;
-    Ok(())
-}
-
-/// Agent side: writes `/proc/<pid>/uid_map` and `gid_map` from the container's mappings, each
-/// in one `write(2)` as the kernel requires, and answers the setup process (1 = done).
-///
-/// # Errors
-/// A map could not be written (the setup process is told, and fails).
-pub fn write_id_maps(
-    sock: &mut UnixStream,
-    pid: u32,
-    linux: Option<&oci_spec::runtime::Linux>,
-) -> io::Result<()> {
-    let format = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
-        maps.map(|m| {
-            m.iter()
-                .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    let uid = format(linux.and_then(|l| l.uid_mappings().as_ref()));
-    let gid = format(linux.and_then(|l| l.gid_mappings().as_ref()));
-    let result = std::fs::write(format!("/proc/{pid}/uid_map"), uid)
-        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), gid));
-    sock.write_all(&[u8::from(result.is_ok())])?;
-    result
-}
-
-/// Joins the namespaces of `pid` that differ from this process's (mount last).
-fn join_namespaces(pid: i32) -> Result<(), SetupError> {
-    use std::os::unix::fs::MetadataExt;
-    let kinds = [
-        ("user", CloneFlags::CLONE_NEWUSER),
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
-    // Open them all first: after joining the mount namespace /proc may be another one.
-    let mut files = Vec::new();
-    for (name, flag) in kinds {
-        let path = format!("/proc/{pid}/ns/{name}");
-        let theirs = std::fs::metadata(&path).map_err(|source| SetupError::EnterNamespace {
-            op: "stat",
-            what: path.clone(),
-            source,
-        })?;
-        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
-        if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {
-            continue;
-        }
-        let f = std::fs::File::open(&path).map_err(|source| SetupError::EnterNamespace {
-            op: "open",
-            what: path.clone(),
-            source,
-        })?;
-        files.push((path, f, flag));
-    }
-    for (path, f, flag) in files {
-        nix::sched::setns(&f, flag).map_err(|e| SetupError::EnterNamespace {
-            op: "setns",
-            what: path,
-            source: e.into(),
-        })?;
-    }
-    Ok(())
 }
 
 /// The container's init (C), up to and including the `execve`. Returns only on failure.
@@ -609,106 +380,6 @@ fn compile_seccomp(s: Option<&LinuxSeccomp>) -> Result<Vec<BpfProgram>, SetupErr
     })
 }
 
-/// Allocates the process's terminal inside the container, as runc does: a pty from the
-/// container's `/dev/ptmx`, its slave as fds 0-2 and controlling terminal of a new session,
-/// sized from `process.consoleSize`; the master goes to the agent ([`SetupReport::Console`]).
-/// Returns the slave's path.
-fn setup_terminal(sock: &mut File, p: &Process) -> Result<PathBuf, SetupError> {
-    use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(|e| step("open /dev/ptmx in the container")(e.into()))?;
-    nix::pty::grantpt(&master).map_err(|e| step("grantpt")(e.into()))?;
-    nix::pty::unlockpt(&master).map_err(|e| step("unlockpt")(e.into()))?;
-    let name = nix::pty::ptsname_r(&master).map_err(|e| step("ptsname")(e.into()))?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&name)
-        .map_err(step(format!("open terminal {name}")))?;
-    if let Some(size) = p.console_size() {
-        crate::tty::set_window_size(slave.as_raw_fd(), size.height() as u16, size.width() as u16)
-            .map_err(step("set process.consoleSize"))?;
-    }
-    // The report and the master go in ONE sendmsg: the setup parent writes to this socket too
-    // (`Forked`), and a separate fd-carrying byte could land after its frame.
-    let mut frame = Vec::new();
-    write_message(&mut frame, &SetupReport::Console)
-        .map_err(|e| SetupError::ExchangeMessage(io::Error::other(e)))?;
-    send_fds_with(sock.as_raw_fd(), &frame, &[master.as_raw_fd()])
-        .map_err(SetupError::ExchangeMessage)?;
-    drop(master);
-    nix::unistd::setsid().map_err(|e| step("setsid")(e.into()))?;
-    for fd in 0..3 {
-        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(|e| step("dup2 terminal")(e.into()))?;
-    }
-    drop(slave);
-    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the open terminal.
-    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
-        return Err(step("make the terminal the controlling tty")(
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(PathBuf::from(name))
-}
-
-/// Sends `fds` with one byte (`SCM_RIGHTS`) on socket `sock`.
-fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
-    send_fds_with(sock, &[0u8], fds)
-}
-
-/// Sends `data` and `fds` (`SCM_RIGHTS`) in one `sendmsg` on socket `sock`: on a Unix stream
-/// socket the kernel keeps one such message whole, never interleaved with another writer's.
-fn send_fds_with(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [io::IoSlice::new(data)];
-    let n = sendmsg::<()>(
-        sock,
-        &iov,
-        &[ControlMessage::ScmRights(fds)],
-        MsgFlags::empty(),
-        None,
-    )?;
-    if n != data.len() {
-        return Err(io::Error::other(format!(
-            "sent {n} of {} bytes with the fds",
-            data.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Reads from a setup socket with `recvmsg`, keeping the fds that arrive with the bytes (a
-/// [`SetupReport::Console`] carries the pty master). A plain `read` would close them.
-struct FdReader<'a> {
-    sock: &'a UnixStream,
-    fds: &'a mut Vec<OwnedFd>,
-}
-
-impl Read for FdReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let msg = recvmsg::<()>(
-            self.sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        let n = msg.bytes;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for fd in fds {
-                    // SAFETY: the kernel just installed `fd` in this process for us.
-                    self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        Ok(n)
-    }
-}
-
 type Prepared = (CString, Vec<CString>, Vec<CString>);
 
 /// The part shared by create and exec (runc `finalizeNamespace` and what follows): oom score,
@@ -817,39 +488,34 @@ fn reset_signals() {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
-/// Agent side: spawns the setup process and hands it `stdio` and `req`. Returns the socket to
-/// read [`SetupReport`]s from, and the setup process's PID.
-///
-/// # Errors
-/// The spawn or the hand-over failed.
-pub fn spawn(exe: &Path, stdio: [OwnedFd; 3], req: &SetupRequest) -> io::Result<(UnixStream, u32)> {
-    let (mut ours, theirs) = UnixStream::pair()?;
-    let child = std::process::Command::new(exe)
-        .arg("__setup")
-        .stdin(OwnedFd::from(theirs))
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let raw: Vec<RawFd> = stdio.iter().map(AsRawFd::as_raw_fd).collect();
-    send_fds(ours.as_raw_fd(), &raw)?;
-    drop(stdio);
-    write_message(&mut ours, req).map_err(io::Error::other)?;
-    ours.flush()?;
-    Ok((ours, child.id()))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reads the next report; `None` at EOF. Fds that came with it (the pty master of a
-/// [`SetupReport::Console`]) are appended to `fds`.
-///
-/// # Errors
-/// A broken or garbled stream.
-pub fn read_report(sock: &UnixStream, fds: &mut Vec<OwnedFd>) -> io::Result<Option<SetupReport>> {
-    read_message(&mut FdReader { sock, fds }).map_err(io::Error::other)
-}
-
-/// Sends [`START`].
-///
-/// # Errors
-/// The process is gone.
-pub fn send_start(sock: &mut UnixStream) -> io::Result<()> {
-    sock.write_all(&[START])
+    #[test]
+    fn setup_errors_cross_the_wire_with_the_code_of_their_cause() {
+        let denied = SetupError::EnterNamespace {
+            op: "setns",
+            what: "network (/proc/7/ns/net)".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        let remote = denied.to_remote();
+        assert_eq!(remote.code, Code::PermissionDenied);
+        assert_eq!(
+            remote.chain()[0],
+            "setns network (/proc/7/ns/net) namespace"
+        );
+        assert_eq!(remote.chain().len(), 2);
+        let missing = step("write linux.sysctl a=1")(io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(missing.code(), Code::InvalidArgument);
+        let field = SetupError::CheckField {
+            field: "root.path".into(),
+            reason: "/r is not a directory".into(),
+        };
+        assert_eq!(field.code(), Code::InvalidArgument);
+        assert_eq!(field.to_string(), "root.path: /r is not a directory");
+        let fork = SetupError::Fork(io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(fork.code(), Code::Internal);
+    }
 }

@@ -1,247 +1,23 @@
-//! The per-container share: one host directory, `<root>/<id>/share/`, that the VMM serves to the
-//! guest over virtio-fs and from which the guest agent builds the container's root and bind
-//! mounts.
-//!
-//! Layout (names relative to the share):
-//!
-//! ```text
-//! share/              a private bind mount of itself (nothing propagates in or out)
-//!   rootfs/           the bundle's root.path, rbind, writable even with root.readonly: like
-//!                     runc, the agent creates missing mount targets first and makes the root
-//!                     read-only last, in the guest
-//!   mounts/<n>        the source of OCI mount <n> (index in config.json "mounts") when that
-//!                     mount is a bind or rbind mount: a directory or a file, like its source,
-//!                     read-only when its options say "ro"
-//! ```
-//!
-//! Every mount point is created and reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
-//! from the share's own directory descriptor and mounted on through `/proc/self/fd`, so a symlink
-//! or `..` planted in the state directory cannot redirect a mount outside the share. Sources are
-//! resolved (symlinks followed, as runc's bind mounts do) before they are opened; a source inside
-//! the share itself is refused. [`remove`] unmounts everything under the share (lazily when busy)
-//! and removes only the empty mount points it created, never recursing into a mounted tree;
-//! [`prepare`] calls it on every failure.
+//! The share's mounts: the monitor's own mount namespace, the private bind mounts that build the
+//! share beneath its directory descriptor, and their teardown.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
-use oci_spec::runtime::{Mount, Spec};
-use serde::{Deserialize, Serialize};
+use oci_spec::runtime::Spec;
 
-/// Name of the share directory inside a container's state directory.
-pub const SHARE_DIR: &str = "share";
-/// Entry of the bundle's root file system, relative to the share.
-pub const ROOTFS_ENTRY: &str = "rootfs";
-/// Directory of the bind-mount sources, relative to the share.
-pub const MOUNTS_DIR: &str = "mounts";
-
-/// The virtio-fs tag of the share (`VmConfig` fs entry; the guest mounts it by this name).
-pub const TAG: &str = "vessel";
-/// Where the agent mounts the share in the guest (docs/design.md, "File sharing").
-pub const GUEST_MOUNT: &str = "/run/vessel/shared";
+use super::layout::{is_bind, is_readonly, is_recursive, EntryKind, ShareEntry, ShareLayout};
+use super::{mounts_under, share_dir, MountIndex, ShareError, MOUNTS_DIR, ROOTFS_ENTRY, SHARE_DIR};
 
 /// How many rounds of unmounting [`remove`] tries before it reports what is still mounted.
 const UNMOUNT_ROUNDS: usize = 16;
-
-/// Errors of [`prepare`] and [`remove`]. Paths are host paths.
-#[derive(Debug, thiserror::Error)]
-pub enum ShareError {
-    /// The monitor could not get a mount namespace of its own ([`unshare_mount_namespace`]).
-    #[error("{what}")]
-    Namespace {
-        /// The step that failed.
-        what: &'static str,
-        /// The cause (`EPERM` without `CAP_SYS_ADMIN`; `EINVAL` in a multi-threaded process).
-        #[source]
-        source: io::Error,
-    },
-    /// The share directory or a mount point in it could not be created.
-    #[error("create {path}")]
-    CreateEntry {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A path inside the share resolves outside it (a symlink or `..`), or cannot be reached.
-    #[error("{path} escapes the share or cannot be reached beneath it")]
-    EscapeShare {
-        /// The path that was refused.
-        path: PathBuf,
-        /// The cause (`EXDEV` or `ELOOP` for an escape).
-        #[source]
-        source: io::Error,
-    },
-    /// A bind-mount source or the rootfs cannot be resolved or opened.
-    #[error("resolve source {path} of mount {index}")]
-    ResolveSource {
-        /// Index of the mount in config.json (`None` for the rootfs).
-        index: MountIndex,
-        /// The source as given (joined to the bundle when relative).
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A bind-mount source lies inside the share, which would expose other entries.
-    #[error("source {path} of mount {index} is inside the share {share}")]
-    SourceInShare {
-        /// Index of the mount in config.json.
-        index: MountIndex,
-        /// The resolved source.
-        path: PathBuf,
-        /// The share directory.
-        share: PathBuf,
-    },
-    /// A mount or a change of its propagation or flags failed.
-    #[error("{what} {path}")]
-    Mount {
-        /// What was being done (`bind`, `make private`, `make read-only`).
-        what: &'static str,
-        /// The mount point.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// `/proc/self/mountinfo` could not be read.
-    #[error("read /proc/self/mountinfo")]
-    ReadMountinfo(#[source] io::Error),
-    /// Something under the share stays mounted after every unmount attempt.
-    #[error("{path} is still mounted after {rounds} unmount rounds")]
-    StillMounted {
-        /// The first remaining mount point.
-        path: PathBuf,
-        /// Rounds tried.
-        rounds: usize,
-    },
-    /// A mount point or the share directory could not be removed.
-    #[error("remove {path}")]
-    RemoveEntry {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Which entry an error is about: the rootfs or OCI mount `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountIndex {
-    /// The bundle's `root.path`.
-    Rootfs,
-    /// `mounts[n]` of config.json.
-    Mount(usize),
-}
-
-impl std::fmt::Display for MountIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MountIndex::Rootfs => f.write_str("root"),
-            MountIndex::Mount(n) => write!(f, "#{n}"),
-        }
-    }
-}
-
-/// What an entry of the share is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    /// A directory: the agent bind-mounts it onto a directory.
-    Dir,
-    /// Anything else (regular file, socket, device node): the agent bind-mounts it onto a file.
-    File,
-}
-
-/// One bind or rbind mount of the spec, as found in the share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShareEntry {
-    /// Index of the mount in config.json `mounts`.
-    pub index: usize,
-    /// Path relative to the share root (`mounts/<index>`), plain components only.
-    pub path: String,
-    /// Directory or file.
-    pub kind: EntryKind,
-    /// Mounted read-only in the share (the mount's options contain `ro`).
-    pub readonly: bool,
-}
-
-/// What the agent needs to build the container from the share: where the rootfs is and where
-/// each bind mount's source is. Serialisable so it can travel in the create request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShareLayout {
-    /// The share on the host (`<root>/<id>/share`, symlinks resolved): the virtio-fs shared dir.
-    pub dir: PathBuf,
-    /// The rootfs entry relative to the share (always [`ROOTFS_ENTRY`]).
-    pub rootfs: String,
-    /// The rootfs is mounted read-only (`root.readonly`).
-    pub rootfs_readonly: bool,
-    /// One entry per bind or rbind mount, in config.json order.
-    pub mounts: Vec<ShareEntry>,
-}
-
-impl ShareLayout {
-    /// The entry for OCI mount `index`, if that mount is a bind mount.
-    pub fn entry(&self, index: usize) -> Option<&ShareEntry> {
-        self.mounts.iter().find(|e| e.index == index)
-    }
-
-    /// The spec as the agent must see it (docs/design.md, "File sharing"): `root.path` is
-    /// `<GUEST_MOUNT>/rootfs` and the `source` of every bind mount in the layout is
-    /// `<GUEST_MOUNT>/mounts/<n>`; everything else is unchanged.
-    pub fn guest_spec(&self, spec: &Spec) -> Spec {
-        let guest = Path::new(GUEST_MOUNT);
-        let mut out = spec.clone();
-        if let Some(mut root) = out.root().clone() {
-            root.set_path(guest.join(&self.rootfs));
-            out.set_root(Some(root));
-        }
-        if let Some(mut mounts) = out.mounts().clone() {
-            for (index, m) in mounts.iter_mut().enumerate() {
-                if let Some(e) = self.entry(index) {
-                    m.set_source(Some(guest.join(&e.path)));
-                }
-            }
-            out.set_mounts(Some(mounts));
-        }
-        out
-    }
-}
-
-/// Whether an OCI mount is a bind mount, by runc's rule: type `bind`, or `bind`/`rbind` among its
-/// options (runc libcontainer/specconv `createLibcontainerMount`).
-pub fn is_bind(m: &Mount) -> bool {
-    m.typ().as_deref() == Some("bind") || options(m).any(|o| o == "bind" || o == "rbind")
-}
-
-/// Whether an OCI bind mount is recursive: `rbind` among its options (runc: a plain `bind` type
-/// with no `rbind` option is not recursive).
-pub fn is_recursive(m: &Mount) -> bool {
-    options(m).any(|o| o == "rbind")
-}
-
-/// Whether an OCI mount asks for read-only: the last of `ro`/`rw` in its options wins.
-pub fn is_readonly(m: &Mount) -> bool {
-    options(m)
-        .filter(|o| *o == "ro" || *o == "rw")
-        .last()
-        .is_some_and(|o| o == "ro")
-}
-
-fn options(m: &Mount) -> impl Iterator<Item = &str> {
-    m.options().iter().flatten().map(String::as_str)
-}
-
 /// Moves the calling process into a mount namespace of its own (`unshare(CLONE_NEWNS)`, see
 /// mount_namespaces(7)) whose mounts receive the host's but never send any back (`/` made a
 /// recursive slave, as runc's default `rootfsPropagation`). The monitor calls it right after its
@@ -274,12 +50,6 @@ pub fn unshare_mount_namespace() -> Result<(), ShareError> {
     )
     .map_err(err("make / a recursive slave mount"))
 }
-
-/// The share directory of the container whose state directory is `state_dir`.
-pub fn share_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join(SHARE_DIR)
-}
-
 /// Builds `<state_dir>/share` for the bundle at `bundle` (relative mount sources are joined to
 /// it) with root file system `rootfs` and spec `spec`. On any error everything done so far is
 /// undone (see [`remove`]) and the first error is returned.
@@ -721,37 +491,6 @@ fn unmount_all(share: &Path) -> Result<(), ShareError> {
     }
 }
 
-/// Mount points at or below `dir` in this process's mount namespace, in `/proc/self/mountinfo`
-/// order. `dir` must be free of symlinks (canonical) to match.
-pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(ShareError::ReadMountinfo)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(crate::host::procfs::unescape_mountinfo)
-        .filter(|p| p.starts_with(dir))
-        .collect())
-}
-
-/// Checks that `rel` is a plain relative path (no root, no `..`, no `.`), as every path of a
-/// [`ShareLayout`] is; the agent applies the same rule before it joins one to its mount of the
-/// share.
-pub fn check_relative(rel: &str) -> Result<(), ShareError> {
-    let p = Path::new(rel);
-    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(ShareError::EscapeShare {
-            path: p.to_owned(),
-            source: io::Error::from_raw_os_error(libc::EXDEV),
-        });
-    }
-    let _ = CString::new(rel).map_err(|e| ShareError::EscapeShare {
-        path: p.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, e),
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1023,72 +762,5 @@ mod tests {
         assert_eq!(e.to_string(), want);
         assert_eq!(mounts_under(&outside).unwrap(), vec![outside.join("sub")]);
         umount2(&outside.join("sub"), MntFlags::empty()).unwrap();
-    }
-
-    #[test]
-    fn layout_paths_must_be_plain_relative() {
-        for ok in ["rootfs", "mounts/3"] {
-            check_relative(ok).unwrap();
-        }
-        for bad in ["", "/etc", "../x", "mounts/../../x", "./rootfs"] {
-            let e = check_relative(bad).unwrap_err();
-            assert!(e.to_string().starts_with(&format!("{bad} escapes")), "{e}");
-        }
-    }
-
-    #[test]
-    fn guest_spec_points_root_and_bind_sources_into_the_guest_share() {
-        let spec: Spec = serde_json::from_value(serde_json::json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": "rootfs", "readonly": true},
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/x/hosts",
-                 "options": ["rbind", "ro"]},
-            ],
-        }))
-        .unwrap();
-        let layout = ShareLayout {
-            dir: "/run/vessel/c1/share".into(),
-            rootfs: ROOTFS_ENTRY.into(),
-            rootfs_readonly: true,
-            mounts: vec![ShareEntry {
-                index: 1,
-                path: "mounts/1".into(),
-                kind: EntryKind::File,
-                readonly: true,
-            }],
-        };
-        let g = layout.guest_spec(&spec);
-        let root = g.root().as_ref().unwrap();
-        assert_eq!(root.path(), Path::new("/run/vessel/shared/rootfs"));
-        assert_eq!(root.readonly(), Some(true));
-        let m = g.mounts().as_ref().unwrap();
-        assert_eq!(m[0].source().as_deref(), Some(Path::new("proc")));
-        assert_eq!(
-            m[1].source().as_deref(),
-            Some(Path::new("/run/vessel/shared/mounts/1"))
-        );
-        assert_eq!(m[1].options(), spec.mounts().as_ref().unwrap()[1].options());
-        let json = serde_json::to_value(&layout).unwrap();
-        assert_eq!(json["mounts"][0]["kind"], "file");
-    }
-
-    #[test]
-    fn bind_rules_follow_runc() {
-        let m = |v: serde_json::Value| -> Mount { serde_json::from_value(v).unwrap() };
-        assert!(is_bind(&m(
-            serde_json::json!({"destination": "/a", "type": "bind"})
-        )));
-        assert!(is_bind(&m(
-            serde_json::json!({"destination": "/a", "type": "none", "options": ["rbind"]})
-        )));
-        assert!(!is_bind(&m(
-            serde_json::json!({"destination": "/a", "type": "tmpfs"})
-        )));
-        let ro = m(serde_json::json!({"destination": "/a", "options": ["ro", "rw"]}));
-        assert!(!is_readonly(&ro));
-        let ro = m(serde_json::json!({"destination": "/a", "options": ["bind", "ro"]}));
-        assert!(is_readonly(&ro) && !is_recursive(&ro));
     }
 }
