@@ -29,6 +29,7 @@ use crate::devices::DeviceManager;
 use crate::event_loop::{EventLoop, SharedVsock};
 use crate::host;
 use crate::image_cache::ImageCache;
+use crate::limits;
 use crate::vstate::memory;
 use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
 use crate::VmmError;
@@ -181,6 +182,10 @@ impl Vm {
         }
         let mut device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
         let ctl = VcpuControl::new(config.vcpus as usize);
+        if !config.fs.is_empty() {
+            // The file servers hold a descriptor per inode the guest has looked up.
+            limits::raise_nofile_limit_once();
+        }
         let fs_devs = add_fs_devices(
             &vm_fd,
             &mem,
