@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod event;
 pub mod irq;
 pub mod legacy;
 pub mod virtio;
