@@ -4,8 +4,8 @@
 //! [`super::muxer::Muxer`]'s). Bytes the client sends after its line are kept for the guest.
 //!
 //! The listener and the clients that have not finished their line sit in the muxer's epoll set,
-//! under tokens the muxer hands out; the muxer calls [`UdsBridge::accept`] and
-//! [`UdsBridge::read_line`] when they become readable.
+//! under tokens the muxer hands out; the muxer calls `UdsBridge::accept` and
+//! `UdsBridge::read_line` when they become readable.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
