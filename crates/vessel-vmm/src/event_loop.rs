@@ -1,19 +1,26 @@
-//! The VMM's device thread: one epoll loop that serves the virtio-vsock queue notifications
-//! (KVM ioeventfds on QueueNotify, so a guest kick costs no exit to user space on the vCPU
-//! thread) and the vsock backend's host sockets, until told to stop.
+//! The VMM's device thread (`vmm-devices`): one epoll loop over the event sources of every device
+//! served on it ([`Serving::EventLoop`]: the queue ioeventfds KVM signals on a guest kick, so a
+//! kick costs no exit to user space on the vCPU thread, and whatever else the device watches,
+//! such as the vsock backend's host sockets). Each ready source goes to its device's
+//! [`EventHandler::handle_event`] under the device's lock, until the loop is told to stop. The
+//! loop names no device type: a device lists its sources itself.
+//!
+//! [`Serving::EventLoop`]: vessel_devices::event::Serving::EventLoop
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use vessel_devices::virtio::mmio::MmioTransport;
-use vessel_devices::virtio::vsock::Vsock;
+use vessel_devices::event::EventHandler;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-const TOKEN_STOP: u64 = 100;
-const TOKEN_BACKEND: u64 = 101;
+/// A device as the VMM shares it between vCPU threads (MMIO), the device thread and teardown.
+pub type SharedDevice = Arc<Mutex<dyn EventHandler>>;
+
+/// The stop eventfd's token; a device's source `id` of device `i` is `i << 32 | id`.
+const TOKEN_STOP: u64 = u64::MAX;
 
 /// The running device thread.
 pub struct EventLoop {
@@ -21,12 +28,9 @@ pub struct EventLoop {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The vsock device as the VMM shares it between vCPU threads (MMIO) and the device thread.
-pub type SharedVsock = Arc<Mutex<MmioTransport<Vsock>>>;
-
 impl EventLoop {
-    /// Starts the thread serving `vsock`, whose queue `i` is notified through `queue_evts[i]`.
-    pub fn spawn(vsock: SharedVsock, queue_evts: Vec<EventFd>) -> io::Result<Self> {
+    /// Starts the thread serving the event sources of `devices` (each read once, now).
+    pub fn spawn(devices: Vec<SharedDevice>) -> io::Result<Self> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         let add = |fd: i32, token: u64| {
@@ -37,14 +41,14 @@ impl EventLoop {
             )
         };
         add(stop.as_raw_fd(), TOKEN_STOP)?;
-        for (i, e) in queue_evts.iter().enumerate() {
-            add(e.as_raw_fd(), i as u64)?;
+        for (i, dev) in devices.iter().enumerate() {
+            for s in lock(dev).event_sources() {
+                add(s.fd, token(i, s.id))?;
+            }
         }
-        let backend_fd = lock(&vsock).device().backend_fd();
-        add(backend_fd, TOKEN_BACKEND)?;
         let thread = std::thread::Builder::new()
             .name("vmm-devices".into())
-            .spawn(move || run(epoll, vsock, queue_evts))?;
+            .spawn(move || run(epoll, devices))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -66,11 +70,16 @@ impl Drop for EventLoop {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The epoll token of source `id` of the device at `index`.
+fn token(index: usize, id: u32) -> u64 {
+    (index as u64) << 32 | u64::from(id)
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run(epoll: Epoll, vsock: SharedVsock, queue_evts: Vec<EventFd>) {
+fn run(epoll: Epoll, devices: Vec<SharedDevice>) {
     let mut events = [EpollEvent::default(); 16];
     loop {
         let n = match epoll.wait(-1, &mut events) {
@@ -84,17 +93,69 @@ fn run(epoll: Epoll, vsock: SharedVsock, queue_evts: Vec<EventFd>) {
         for ev in &events[..n] {
             match ev.data() {
                 TOKEN_STOP => return,
-                TOKEN_BACKEND => lock(&vsock).device_mut().process_backend(),
-                i => {
-                    if let Some(e) = queue_evts.get(i as usize) {
-                        let _ = e.read();
-                        let mut t = lock(&vsock);
-                        if t.is_activated() {
-                            t.device_mut().process_queue(i as usize);
-                        }
+                t => {
+                    if let Some(dev) = devices.get((t >> 32) as usize) {
+                        lock(dev).handle_event(t as u32);
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    use vessel_devices::event::{EventSource, Serving};
+
+    /// A device with two eventfds that reports which id fired.
+    struct Probe {
+        evts: [EventFd; 2],
+        seen: mpsc::Sender<u32>,
+    }
+
+    impl EventHandler for Probe {
+        fn serving(&self) -> Serving {
+            Serving::EventLoop
+        }
+        fn queue_events(&self) -> Vec<(u16, &EventFd)> {
+            Vec::new()
+        }
+        fn event_sources(&self) -> Vec<EventSource> {
+            (7u32..)
+                .zip(&self.evts)
+                .map(|(id, e)| EventSource {
+                    fd: e.as_raw_fd(),
+                    id,
+                })
+                .collect()
+        }
+        fn handle_event(&mut self, id: u32) {
+            let _ = self.evts[id as usize - 7].read();
+            self.seen.send(id).unwrap();
+        }
+        fn shutdown(&mut self) {}
+    }
+
+    fn probe() -> (Arc<Mutex<Probe>>, mpsc::Receiver<u32>) {
+        let (tx, rx) = mpsc::channel();
+        let evts = [(); 2].map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        (Arc::new(Mutex::new(Probe { evts, seen: tx })), rx)
+    }
+
+    #[test]
+    fn each_ready_source_reaches_its_own_device_with_its_id() {
+        let (a, seen_a) = probe();
+        let (b, seen_b) = probe();
+        let mut el = EventLoop::spawn(vec![a.clone(), b.clone()]).unwrap();
+        let wait = Duration::from_secs(5);
+        lock(&b).evts[1].write(1).unwrap();
+        assert_eq!(seen_b.recv_timeout(wait).unwrap(), 8);
+        lock(&a).evts[0].write(1).unwrap();
+        assert_eq!(seen_a.recv_timeout(wait).unwrap(), 7);
+        el.stop();
+        assert!(seen_a.try_recv().is_err() && seen_b.try_recv().is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod event_loop;
 pub mod host;
 pub mod image_cache;
 pub mod joined;
+pub mod limits;
 pub mod uds;
 pub mod vm;
 pub mod vstate;

@@ -14,20 +14,21 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use kvm_ioctls::IoEventAddress;
+use vessel_devices::event::{EventHandler, Serving};
 use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
-use vessel_devices::virtio::fs::{Fs, FsError, HIPRIO_QUEUE, REQUEST_QUEUE};
+use vessel_devices::virtio::fs::{Fs, FsError};
 use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
-use vessel_devices::virtio::VirtioInterrupt;
-use vmm_sys_util::eventfd::EventFd;
+use vessel_devices::virtio::{VirtioDevice, VirtioInterrupt};
 
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
 use crate::config::{FsConfig, SerialSink, VmConfig};
 use crate::devices::DeviceManager;
-use crate::event_loop::{EventLoop, SharedVsock};
+use crate::event_loop::{EventLoop, SharedDevice};
 use crate::host;
 use crate::image_cache::ImageCache;
+use crate::limits;
 use crate::vstate::memory;
 use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
 use crate::VmmError;
@@ -66,9 +67,9 @@ pub struct Vm {
     devices: Arc<DeviceManager>,
     event_loop: EventLoop,
     vsock: VsockHandle,
-    vsock_dev: SharedVsock,
     vsock_uds: Option<PathBuf>,
-    fs_devs: Vec<SharedFs>,
+    /// Every virtio device, in slot order.
+    virtio: Vec<SharedDevice>,
     boot: boot::BootInfo,
     cmdline: String,
     finished: Option<ExitReason>,
@@ -143,56 +144,30 @@ impl Vm {
         let sink = open_sink(&config.serial)?;
         let mut devices = DeviceManager::new(SerialConsole::new(serial_irq, sink));
 
-        // virtio-vsock in MMIO slot 0.
-        let addr = layout::mmio_slot_addr(0);
-        let irq = layout::MMIO_FIRST_IRQ;
-        let vsock_irq = IrqLine::new().map_err(VmmError::CreateEventFd)?;
-        vm_fd
-            .register_irqfd(&vsock_irq.0, irq)
-            .map_err(|source| VmmError::RegisterIrqfd { gsi: irq, source })?;
-        let mut vsock = Vsock::new(config.vsock_cid).map_err(VmmError::CreateVsock)?;
-        if let Some(path) = &config.vsock_uds {
-            vsock
-                .set_uds_listener(bind_uds(path)?)
-                .map_err(|source| VmmError::BindVsockUds {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let vsock_handle = vsock.handle();
-        let transport: SharedVsock = Arc::new(std::sync::Mutex::new(MmioTransport::new(
-            vsock,
-            mem.clone(),
-            VirtioInterrupt::new(Box::new(vsock_irq)),
-        )));
-        devices.add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
-        let mut queue_evts = Vec::new();
-        for i in 0..3u32 {
-            let e = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::CreateEventFd)?;
-            let notify = addr + QUEUE_NOTIFY_OFFSET;
-            vm_fd
-                .register_ioevent(&e, &IoEventAddress::Mmio(notify), i)
-                .map_err(|source| VmmError::RegisterIoevent {
-                    addr: notify,
-                    source,
-                })?;
-            queue_evts.push(e);
-        }
-        let mut device_cmdline = format!(" virtio_mmio.device=4K@{addr:#x}:{irq}");
+        // The virtio devices, one registration each, in MMIO slots 0, 1, ...: vsock in slot 0,
+        // then one virtio-fs device per share.
         let ctl = VcpuControl::new(config.vcpus as usize);
-        let fs_devs = add_fs_devices(
-            &vm_fd,
-            &mem,
-            &mut devices,
-            &config.fs,
-            &ctl,
-            &mut device_cmdline,
-        )?;
-        let event_loop = EventLoop::spawn(transport.clone(), queue_evts).map_err(|source| {
-            VmmError::SpawnThread {
-                name: "vmm-devices".into(),
-                source,
-            }
+        let mut device_cmdline = String::new();
+        let mut virtio = VirtioSlots::new(&vm_fd, &mem, &mut devices, &mut device_cmdline);
+        let vsock = vsock_device(&config)?;
+        let vsock_handle = vsock.handle();
+        virtio.add(vsock)?;
+        if !config.fs.is_empty() {
+            // The file servers hold a descriptor per inode the guest has looked up.
+            limits::raise_nofile_limit_once();
+        }
+        for (index, share) in config.fs.iter().enumerate() {
+            virtio.add(fs_device(index, share, &ctl)?)?;
+        }
+        let virtio = virtio.devices;
+        let served: Vec<SharedDevice> = virtio
+            .iter()
+            .filter(|d| lock(d).serving() == Serving::EventLoop)
+            .cloned()
+            .collect();
+        let event_loop = EventLoop::spawn(served).map_err(|source| VmmError::SpawnThread {
+            name: "vmm-devices".into(),
+            source,
         })?;
 
         let mut cmdline = format!("{BASE_CMDLINE}{device_cmdline}");
@@ -236,9 +211,8 @@ impl Vm {
             devices: devices.clone(),
             event_loop,
             vsock: vsock_handle,
-            vsock_dev: transport,
             vsock_uds: config.vsock_uds.clone(),
-            fs_devs,
+            virtio,
             boot: boot_info,
             cmdline,
             finished: None,
@@ -346,19 +320,11 @@ impl Vm {
         }
         self.pthreads.clear();
         self.event_loop.stop();
-        self.vsock_dev
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .device()
-            .close();
+        for dev in &self.virtio {
+            lock(dev).shutdown();
+        }
         if let Some(p) = &self.vsock_uds {
             let _ = std::fs::remove_file(p);
-        }
-        for fs in &self.fs_devs {
-            fs.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .device_mut()
-                .stop();
         }
         self.devices.flush();
         let r = self.ctl.reason().unwrap_or(ExitReason::Stopped);
@@ -373,62 +339,98 @@ impl Drop for Vm {
     }
 }
 
-/// A virtio-fs device as the VMM shares it between vCPU threads (MMIO) and teardown.
-type SharedFs = Arc<Mutex<MmioTransport<Fs>>>;
+/// The virtio devices of a VM being built, in MMIO slots `0..` in the order they are added.
+struct VirtioSlots<'a> {
+    vm_fd: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    bus: &'a mut DeviceManager,
+    cmdline: &'a mut String,
+    /// Every device added, in slot order.
+    devices: Vec<SharedDevice>,
+}
 
-/// MMIO slot of the first virtio-fs device (slot 0 is the vsock device).
-const FIRST_FS_SLOT: u32 = 1;
+impl<'a> VirtioSlots<'a> {
+    fn new(
+        vm_fd: &'a VmFd,
+        mem: &'a GuestMemoryMmap,
+        bus: &'a mut DeviceManager,
+        cmdline: &'a mut String,
+    ) -> Self {
+        Self {
+            vm_fd,
+            mem,
+            bus,
+            cmdline,
+            devices: Vec::new(),
+        }
+    }
 
-/// Builds one virtio-fs device per entry of `shares` in MMIO slots `FIRST_FS_SLOT..`, each with
-/// IRQ `MMIO_FIRST_IRQ + slot` and its irqfd, maps them on `devices` and appends their
-/// `virtio_mmio.device` declarations to `cmdline`. A device whose serving thread dies ends the
-/// VM through `ctl` ([`fs_failure`]).
-fn add_fs_devices(
-    vm_fd: &VmFd,
-    mem: &GuestMemoryMmap,
-    devices: &mut DeviceManager,
-    shares: &[FsConfig],
-    ctl: &Arc<VcpuControl>,
-    cmdline: &mut String,
-) -> Result<Vec<SharedFs>, VmmError> {
-    let mut out = Vec::with_capacity(shares.len());
-    for (index, share) in shares.iter().enumerate() {
-        let slot = FIRST_FS_SLOT + index as u32;
+    /// Plugs `device` into the next MMIO slot: its IRQ (`MMIO_FIRST_IRQ + slot`) as an irqfd,
+    /// each of its queue eventfds as the KVM ioeventfd of its QueueNotify register (matching the
+    /// queue index), its virtio-mmio transport on the MMIO bus, and its `virtio_mmio.device`
+    /// declaration on the command line. Whether the device thread serves it is the device's
+    /// own [`EventHandler::serving`], read when that thread starts.
+    fn add<D: VirtioDevice + EventHandler + 'static>(&mut self, device: D) -> Result<(), VmmError> {
+        let slot = self.devices.len() as u32;
         let addr = layout::mmio_slot_addr(slot);
         let irq = layout::MMIO_FIRST_IRQ + slot;
         let line = IrqLine::new().map_err(VmmError::CreateEventFd)?;
-        vm_fd
+        self.vm_fd
             .register_irqfd(&line.0, irq)
             .map_err(|source| VmmError::RegisterIrqfd { gsi: irq, source })?;
-        let mut fs =
-            Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
-                index,
-                tag: share.tag.clone(),
-                source,
-            })?;
-        let (ctl, tag) = (Arc::clone(ctl), share.tag.clone());
-        fs.on_failure(Box::new(move |e| ctl.fail(fs_failure(&tag, &e))));
-        // A guest kick of either queue makes KVM signal the eventfd the serving thread sleeps
-        // on, which is all `queue_notify` would do, without an exit on the vCPU thread.
         let notify = addr + QUEUE_NOTIFY_OFFSET;
-        for q in [HIPRIO_QUEUE, REQUEST_QUEUE] {
-            vm_fd
-                .register_ioevent(fs.queue_evt(), &IoEventAddress::Mmio(notify), q as u32)
+        for (queue, evt) in device.queue_events() {
+            self.vm_fd
+                .register_ioevent(evt, &IoEventAddress::Mmio(notify), u32::from(queue))
                 .map_err(|source| VmmError::RegisterIoevent {
                     addr: notify,
                     source,
                 })?;
         }
-        let transport: SharedFs = Arc::new(Mutex::new(MmioTransport::new(
-            fs,
-            mem.clone(),
+        let transport = Arc::new(Mutex::new(MmioTransport::new(
+            device,
+            self.mem.clone(),
             VirtioInterrupt::new(Box::new(line)),
         )));
-        devices.add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
-        cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
-        out.push(transport);
+        self.bus
+            .add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
+        self.cmdline
+            .push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        self.devices.push(transport);
+        Ok(())
     }
-    Ok(out)
+}
+
+/// The virtio-vsock device of `config`, serving its Unix socket if it has one.
+fn vsock_device(config: &VmConfig) -> Result<Vsock, VmmError> {
+    let mut vsock = Vsock::new(config.vsock_cid).map_err(VmmError::CreateVsock)?;
+    if let Some(path) = &config.vsock_uds {
+        vsock
+            .set_uds_listener(bind_uds(path)?)
+            .map_err(|source| VmmError::BindVsockUds {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(vsock)
+}
+
+/// The virtio-fs device of share `index`. A device whose serving thread dies ends the VM through
+/// `ctl` ([`fs_failure`]).
+fn fs_device(index: usize, share: &FsConfig, ctl: &Arc<VcpuControl>) -> Result<Fs, VmmError> {
+    let mut fs = Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
+        index,
+        tag: share.tag.clone(),
+        source,
+    })?;
+    let (ctl, tag) = (Arc::clone(ctl), share.tag.clone());
+    fs.on_failure(Box::new(move |e| ctl.fail(fs_failure(&tag, &e))));
+    Ok(fs)
+}
+
+/// Locks a device, recovering the guard if a thread panicked while holding it.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The exit reason of a VM whose virtio-fs device `tag` lost its serving thread to `e`: the

@@ -5,7 +5,8 @@
 //! ([`super::confine`]), opens the [`FileServer`] and reports back, so a bad directory fails VM
 //! construction rather than the guest's mount. It then sleeps on an `EventFd` that
 //! [`VirtioDevice::queue_notify`] (and activation, reset and drop) write; on each wake-up it
-//! serves both queues and signals a used-ring interrupt when the driver wants one.
+//! serves both queues and signals a used-ring interrupt when the driver wants one (its loop:
+//! [`super::event_handler`]).
 //!
 //! The thread never ends on its own while the device lives: a wait interrupted by a signal
 //! (`EINTR`: any signal with a handler installed without `SA_RESTART`, such as the VMM's vCPU kick)
@@ -14,10 +15,9 @@
 //! the thread and handed to the hook set with [`Fs::on_failure`], through which the VMM ends the
 //! VM.
 
-use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -25,17 +25,16 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::event_handler::serve;
 use super::{
-    confine, FileServer, FsError, CONFIG_LEN, HIPRIO_QUEUE, NUM_REQUEST_QUEUES, QUEUE_SIZE,
-    REQUEST_QUEUE, TAG_LEN, VIRTIO_ID_FS,
+    confine, FileServer, FsError, CONFIG_LEN, NUM_REQUEST_QUEUES, QUEUE_SIZE, TAG_LEN, VIRTIO_ID_FS,
 };
 use crate::virtio::{
-    VirtioDevice, VirtioError, VirtioInterrupt, INT_USED_RING, VIRTIO_F_VERSION_1,
-    VIRTIO_RING_F_EVENT_IDX,
+    VirtioDevice, VirtioError, VirtioInterrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 
 /// What the device tells its thread.
-enum Command {
+pub(super) enum Command {
     Activate {
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
@@ -74,40 +73,6 @@ pub struct Fs {
     failure: Arc<Mutex<FailureSlot>>,
 }
 
-/// Descriptors the file server may hold, as virtiofsd's default: min(1,000,000, fs.nr_open).
-const NOFILE_TARGET: u64 = 1_000_000;
-
-/// Raises this process's `RLIMIT_NOFILE` for the file server and returns the new soft limit. The
-/// passthrough server holds an `O_PATH` descriptor for every inode the guest has looked up until
-/// the guest forgets it, so with the usual soft limit of 1024 a container that touches a thousand
-/// files would get `EMFILE`. As virtiofsd does at start, both limits go to min(1,000,000,
-/// `/proc/sys/fs/nr_open`) when this process may raise its hard limit (`CAP_SYS_RESOURCE`),
-/// else the soft limit goes to the hard one. Best effort: failures are logged.
-pub fn raise_nofile_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 0;
-    };
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(hard);
-    let target = NOFILE_TARGET.min(nr_open).max(hard);
-    if soft >= target {
-        return soft;
-    }
-    if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok() {
-        return target;
-    }
-    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-        Ok(()) => hard,
-        Err(e) => {
-            log::warn!("virtio-fs: cannot raise RLIMIT_NOFILE from {soft}: {e}");
-            soft
-        }
-    }
-}
-
 impl Fs {
     /// A device that serves `shared_dir` as `tag` (1 to [`TAG_LEN`] bytes, what the guest names
     /// in `mount -t virtiofs <tag> <dir>`). Starts its serving thread, which confines itself to
@@ -119,7 +84,6 @@ impl Fs {
                 len: tag.len(),
             });
         }
-        raise_nofile_limit();
         let mut config = [0u8; CONFIG_LEN];
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
@@ -259,46 +223,6 @@ impl Fs {
     }
 }
 
-/// The serving thread's loop: wait for a kick, apply commands, serve both queues. Returns
-/// `Ok` on [`Command::Stop`] and the error when waiting for a kick fails other than by `EINTR`.
-fn serve(server: &FileServer, kick: &EventFd, commands: &Receiver<Command>) -> io::Result<()> {
-    let mut active: Option<(GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<Queue>)> = None;
-    loop {
-        wait_kick(kick)?;
-        while let Ok(c) = commands.try_recv() {
-            match c {
-                Command::Activate {
-                    mem,
-                    interrupt,
-                    queues,
-                } => active = Some((mem, interrupt, queues)),
-                Command::Reset => active = None,
-                Command::Stop => return Ok(()),
-                #[cfg(test)]
-                Command::Panic => panic!("injected file server panic"),
-            }
-        }
-        let Some((mem, interrupt, queues)) = active.as_mut() else {
-            continue;
-        };
-        let mut notify = || interrupt.signal(INT_USED_RING);
-        for q in [HIPRIO_QUEUE, REQUEST_QUEUE] {
-            if let Err(e) = server.process_queue(mem, &mut queues[q], &mut notify) {
-                log::error!("virtio-fs queue {q}: {e}");
-            }
-        }
-    }
-}
-
-/// Blocks until the kick eventfd has been written (and clears it). The eventfd is blocking, and
-/// a signal whose handler lacks `SA_RESTART` (vmm-sys-util installs the vCPU kick handler with
-/// `SA_SIGINFO` only) makes that `read(2)` fail with `EINTR` when it lands on this thread;
-/// `EventFd::read` reads through `Read::read_exact`, which retries `EINTR` itself (test
-/// `a_signal_while_waiting_for_a_kick_does_not_end_serving`), so an error here is a real one.
-fn wait_kick(kick: &EventFd) -> io::Result<()> {
-    kick.read().map(drop)
-}
-
 /// Logs the serving thread's death and hands it to the hook, or keeps it for one.
 fn report_death(slot: &Mutex<FailureSlot>, death: FsError) {
     let what = vessel_error::chain(&death);
@@ -418,8 +342,12 @@ mod tests {
     use virtio_queue::QueueT;
     use vm_memory::{ByteValued, Bytes};
 
+    use std::sync::mpsc::Receiver;
+
     use super::super::test_utils::{cname, obj, Driver};
+    use super::super::REQUEST_QUEUE;
     use super::*;
+    use crate::virtio::INT_USED_RING;
 
     const LOOKUP: u32 = 1;
     const FORGET: u32 = 2;
@@ -430,33 +358,6 @@ mod tests {
     const INIT: u32 = 26;
     const CREATE: u32 = 35;
     const ROOT: u64 = 1;
-
-    #[test]
-    fn nofile_limit_is_raised_past_the_usual_1024() {
-        use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        setrlimit(Resource::RLIMIT_NOFILE, 512.min(hard), hard).unwrap();
-        let now = raise_nofile_limit();
-        let (soft, hard_after) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        assert_eq!(now, soft);
-        assert!(soft >= hard, "soft {soft} below the old hard limit {hard}");
-        assert_eq!(soft, hard_after, "soft and hard end equal");
-        // With CAP_SYS_RESOURCE (bit 24 of CapEff) the hard limit itself goes up.
-        let cap_eff = std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap();
-        if cap_eff & (1 << 24) != 0 {
-            let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            assert_eq!(soft, NOFILE_TARGET.min(nr_open).max(hard));
-        }
-    }
 
     /// The device confines its thread with a mount namespace: that needs root.
     fn root() -> bool {

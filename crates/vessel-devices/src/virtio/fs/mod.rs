@@ -2,6 +2,7 @@
 //! in-process by the VMM with `fuse-backend-rs` (its `Server` over its `PassthroughFs`).
 //!
 //! - [`device`]: the [`Fs`] device (config space, queues, its serving thread).
+//! - [`event_handler`]: how it is served: the serving thread's loop, on a thread of its own.
 //! - [`request`]: [`FileServer`], which answers the FUSE requests of one descriptor chain.
 //! - [`confine`]: the serving thread's private mount namespace whose root is the shared directory.
 //!
@@ -11,6 +12,7 @@
 
 pub mod confine;
 pub mod device;
+pub mod event_handler;
 pub mod request;
 #[cfg(test)]
 mod test_utils;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::host::{Shared, VsockHandle};
 use super::muxer::Muxer;
@@ -40,17 +41,24 @@ pub struct Vsock {
     shared: Arc<Shared>,
     muxer: Muxer,
     active: Option<Active>,
+    /// Signalled by a guest kick of queue `i` (non-blocking; see [`super::event_handler`]).
+    pub(super) queue_evts: Vec<EventFd>,
 }
 
 impl Vsock {
     /// A device for guest CID `cid`.
     pub fn new(cid: u32) -> io::Result<Self> {
         let shared = Shared::new()?;
+        let queue_evts = QUEUE_SIZES
+            .iter()
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<io::Result<_>>()?;
         Ok(Self {
             cid: u64::from(cid),
             muxer: Muxer::new(cid, shared.clone())?,
             shared,
             active: None,
+            queue_evts,
         })
     }
 
@@ -69,6 +77,11 @@ impl Vsock {
     /// Fd that becomes readable when host sockets or requests need [`Self::process_backend`].
     pub fn backend_fd(&self) -> RawFd {
         self.muxer.epoll_fd()
+    }
+
+    /// True between a successful activation and the next reset.
+    pub fn is_activated(&self) -> bool {
+        self.active.is_some()
     }
 
     /// The muxer (tests inspect connection counts).

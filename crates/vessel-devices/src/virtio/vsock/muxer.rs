@@ -10,7 +10,8 @@
 //! - towards the guest, we read from the host stream only while the guest's credit
 //!   (`peer_buf_alloc - (tx_cnt - peer_fwd_cnt)`) is positive and the RX backlog is short.
 //!
-//! All host sockets are in one epoll set whose fd the VMM's event loop watches.
+//! All host sockets are in one epoll set whose fd the VMM's event loop watches, the Unix socket
+//! of [`super::uds_bridge`] and its clients included.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -23,6 +24,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::host::{ConnectRequest, Shared};
 use super::packet::{op, Packet, VsockHeader, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
+use super::uds_bridge::{LineRead, UdsBridge};
 
 /// The host's CID.
 pub const HOST_CID: u64 = 2;
@@ -39,8 +41,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Guest-initiated connections open at once; beyond it a guest's REQUEST gets RST, so a guest
 /// cannot exhaust the VMM's file descriptors (each connection holds a socket pair).
 pub const MAX_GUEST_CONNECTIONS: usize = 256;
-/// Longest `CONNECT <port>\n` line accepted on the Unix socket.
-const MAX_CONNECT_LINE: usize = 32;
 
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_UDS: u64 = 1;
@@ -120,12 +120,6 @@ impl Conn {
     }
 }
 
-/// A Unix-socket client that has not finished its `CONNECT <port>\n` line.
-struct UdsPending {
-    stream: UnixStream,
-    line: Vec<u8>,
-}
-
 enum Token {
     Conn((u32, u32)),
     Uds,
@@ -147,11 +141,10 @@ pub struct Muxer {
     epoll: Epoll,
     conns: HashMap<(u32, u32), Conn>,
     tokens: HashMap<u64, Token>,
-    pending_uds: HashMap<u64, UdsPending>,
     next_token: u64,
     next_local_port: u32,
     rx: VecDeque<Packet>,
-    uds: Option<UnixListener>,
+    uds: UdsBridge,
 }
 
 impl Muxer {
@@ -169,24 +162,16 @@ impl Muxer {
             epoll,
             conns: HashMap::new(),
             tokens: HashMap::new(),
-            pending_uds: HashMap::new(),
             next_token: FIRST_TOKEN,
             next_local_port: FIRST_LOCAL_PORT,
             rx: VecDeque::new(),
-            uds: None,
+            uds: UdsBridge::default(),
         })
     }
 
     /// Serves Firecracker-style `CONNECT <port>\n` clients accepted on `listener`.
     pub fn set_uds_listener(&mut self, listener: UnixListener) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
-        self.epoll.ctl(
-            ControlOperation::Add,
-            listener.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_UDS),
-        )?;
-        self.uds = Some(listener);
-        Ok(())
+        self.uds.set_listener(&self.epoll, listener, TOKEN_UDS)
     }
 
     /// The epoll fd that becomes readable when [`Self::handle_events`] has work.
@@ -380,77 +365,30 @@ impl Muxer {
         self.queue(p, true);
     }
 
+    /// Accepts the Unix socket's waiting clients ([`UdsBridge::accept`]).
     fn accept_uds(&mut self) {
-        loop {
-            let Some(l) = &self.uds else { return };
-            match l.accept() {
-                Ok((stream, _)) => {
-                    let token = self.alloc_token();
-                    if stream.set_nonblocking(true).is_err()
-                        || self
-                            .epoll
-                            .ctl(
-                                ControlOperation::Add,
-                                stream.as_raw_fd(),
-                                EpollEvent::new(EventSet::IN, token),
-                            )
-                            .is_err()
-                    {
-                        continue;
-                    }
-                    self.tokens.insert(token, Token::Uds);
-                    self.pending_uds.insert(
-                        token,
-                        UdsPending {
-                            stream,
-                            line: Vec::new(),
-                        },
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("vsock unix socket accept failed: {e}");
-                    return;
-                }
-            }
+        let next_token = &mut self.next_token;
+        let tokens = self.uds.accept(&self.epoll, || {
+            let t = *next_token;
+            *next_token += 1;
+            t
+        });
+        for t in tokens {
+            self.tokens.insert(t, Token::Uds);
         }
     }
 
     /// Reads more of a `CONNECT <port>\n` line; on a full line, starts the connection.
     fn uds_line(&mut self, token: u64) {
-        let Some(p) = self.pending_uds.get_mut(&token) else {
-            return;
-        };
-        let mut buf = [0u8; 64];
-        let done = match p.stream.read(&mut buf) {
-            Ok(0) => Some(None),
-            Ok(n) => {
-                p.line.extend_from_slice(&buf[..n]);
-                match p.line.iter().position(|&b| b == b'\n') {
-                    Some(i) => Some(parse_connect(&p.line[..i]).map(|port| (port, i))),
-                    None if p.line.len() > MAX_CONNECT_LINE => Some(None),
-                    None => None,
-                }
+        match self.uds.read_line(&self.epoll, token) {
+            LineRead::Waiting => {}
+            LineRead::Closed => {
+                self.tokens.remove(&token);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(_) => Some(None),
-        };
-        let Some(outcome) = done else { return };
-        let p = self.pending_uds.remove(&token).expect("present above");
-        self.tokens.remove(&token);
-        let _ = self.epoll.ctl(
-            ControlOperation::Delete,
-            p.stream.as_raw_fd(),
-            EpollEvent::default(),
-        );
-        if let Some((port, nl)) = outcome {
-            let early = p.line[nl + 1..].to_vec();
-            let req = ConnectRequest {
-                port,
-                stream: p.stream,
-                reply: None,
-            };
-            self.host_connect(req, true, early);
+            LineRead::Connect { req, early } => {
+                self.tokens.remove(&token);
+                self.host_connect(req, true, early);
+            }
         }
     }
 
@@ -794,25 +732,5 @@ fn drain_into(s: &mut UnixStream, out: &mut VecDeque<u8>) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
-    }
-}
-
-/// Parses `CONNECT <port>` (trailing `\r` tolerated).
-fn parse_connect(line: &[u8]) -> Option<u32> {
-    let s = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    s.strip_prefix("CONNECT ")?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_lines() {
-        assert_eq!(parse_connect(b"CONNECT 1024"), Some(1024));
-        assert_eq!(parse_connect(b"CONNECT 52\r"), Some(52));
-        assert_eq!(parse_connect(b"CONNECT x"), None);
-        assert_eq!(parse_connect(b"connect 1"), None);
-        assert_eq!(parse_connect(b"CONNECT 99999999999"), None);
     }
 }
