@@ -176,6 +176,21 @@ fn print_usage(command: &str) {
     }
 }
 
+/// Logs a panic (with the thread's name) to Vessel's log before the default hook prints it:
+/// the monitor's stderr is `/dev/null`, and release builds then abort, ending that container's
+/// monitor and its VM (docs/decisions/0008-panic-aborts-the-monitor.md).
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        log::error!(
+            "panic in thread {}: {info}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+        default(info);
+    }));
+}
+
 fn main() {
     let args = argv::normalize(&Cli::command(), std::env::args_os().collect());
     let parsed = Cli::command().try_get_matches_from(args).and_then(|m| {
@@ -205,6 +220,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    log_panics();
     match dispatch(cli, root_explicit) {
         Ok(code) => std::process::exit(code),
         Err(err) => {

@@ -10,12 +10,12 @@
 //!
 //! The thread never ends on its own while the device lives: a wait interrupted by a signal
 //! (`EINTR`: any signal with a handler installed without `SA_RESTART`, such as the VMM's vCPU kick)
-//! is retried. If it dies anyway (the eventfd fails otherwise, or the file server panics), the
-//! guest's requests on the share would wait forever, so the death is logged as an error naming
-//! the thread and handed to the hook set with [`Fs::on_failure`], through which the VMM ends the
-//! VM.
+//! is retried. If it dies anyway (the eventfd fails otherwise), the guest's requests on the
+//! share would wait forever, so the death is logged as an error naming the thread and handed to
+//! the hook set with [`Fs::on_failure`], through which the VMM ends the VM. A panic is not
+//! caught: release builds abort on panic, so it ends the whole monitor, VM included
+//! (`docs/decisions/0008-panic-aborts-the-monitor.md`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,9 +42,6 @@ pub(super) enum Command {
     },
     Reset,
     Stop,
-    /// Makes the serving thread panic, as a bug in the file server would.
-    #[cfg(test)]
-    Panic,
 }
 
 /// Called once with the reason when the serving thread of an [`Fs`] dies (see the module doc).
@@ -114,20 +111,15 @@ impl Fs {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                // The panic hook has printed the panic itself; the reason goes to the VMM too.
-                let death =
-                    match catch_unwind(AssertUnwindSafe(|| serve(&server, &thread_kick, &rx))) {
-                        Ok(Ok(())) => return,
-                        Ok(Err(source)) => FsError::WaitNotify {
-                            thread: thread_name,
-                            source,
-                        },
-                        Err(panic) => FsError::ServePanic {
-                            thread: thread_name,
-                            message: panic_message(panic.as_ref()),
-                        },
+                // A panic here is not caught: release builds abort on panic, which ends the
+                // monitor and the VM with it (docs/decisions/0008-panic-aborts-the-monitor.md).
+                if let Err(source) = serve(&server, &thread_kick, &rx) {
+                    let death = FsError::WaitNotify {
+                        thread: thread_name,
+                        source,
                     };
-                report_death(&thread_failure, death);
+                    report_death(&thread_failure, death);
+                }
             })
             .map_err(start_err)?;
         match ready_rx.recv() {
@@ -236,15 +228,6 @@ fn report_death(slot: &Mutex<FailureSlot>, death: FsError) {
         }
         None => slot.pending = Some(death),
     }
-}
-
-/// The message of a panic payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 impl VirtioDevice for Fs {
@@ -614,42 +597,6 @@ mod tests {
              Is a directory (os error 21)"
         );
         fs.stop();
-    }
-
-    #[test]
-    fn a_panic_in_the_file_server_is_reported_to_a_hook_set_afterwards() {
-        if !root() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut fs = Fs::new("p4nic", dir.path()).unwrap();
-        fs.send(Command::Panic);
-        let t0 = std::time::Instant::now();
-        while fs.failure().is_none() {
-            assert!(
-                t0.elapsed().as_secs() < 5,
-                "thread death not recorded within 5 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(
-            fs.failure().unwrap(),
-            "virtio-fs thread vessel-fs-p4nic panicked: injected file server panic"
-        );
-        // The thread died before any hook was set: the hook runs at once.
-        let deaths = death_channel(&mut fs);
-        match deaths.try_recv().unwrap() {
-            FsError::ServePanic { thread, message } => {
-                assert_eq!(thread, "vessel-fs-p4nic");
-                assert_eq!(message, "injected file server panic");
-            }
-            other => panic!("unexpected death {other:?}"),
-        }
-        fs.stop();
-        assert!(
-            fs.failure().is_some(),
-            "an orderly stop keeps the recorded death"
-        );
     }
 
     #[test]

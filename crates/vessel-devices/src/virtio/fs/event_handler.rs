@@ -56,8 +56,6 @@ pub(super) fn serve(
                 } => active = Some((mem, interrupt, queues)),
                 Command::Reset => active = None,
                 Command::Stop => return Ok(()),
-                #[cfg(test)]
-                Command::Panic => panic!("injected file server panic"),
             }
         }
         let Some((mem, interrupt, queues)) = active.as_mut() else {

@@ -89,15 +89,6 @@ pub enum FsError {
         #[source]
         source: io::Error,
     },
-    /// The file server panicked on the serving thread (a bug); the thread stopped (the guest's
-    /// requests go unanswered).
-    #[error("virtio-fs thread {thread} panicked: {message}")]
-    ServePanic {
-        /// The serving thread's name (`vessel-fs-<tag>`).
-        thread: String,
-        /// The panic message.
-        message: String,
-    },
     /// A descriptor chain does not describe valid guest memory.
     #[error("descriptor chain {head} is not valid guest memory")]
     BadChain {
