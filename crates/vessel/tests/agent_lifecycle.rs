@@ -494,9 +494,28 @@ fn exec_foreground_detached_pid_file_signals_and_ps_through_the_agent() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The exec relay and guard (whose command lines also name the sleep) go away just after.
-    wait_until("no process naming sleep 300 left", || {
-        host_processes_with("sleep 300").is_empty()
-    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = host_processes_with("sleep 300");
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let described: Vec<String> = left
+                .iter()
+                .map(|pid| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .unwrap_or_default();
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    format!("{pid}: {cmdline} [{}]", stat.trim())
+                })
+                .collect();
+            panic!("processes naming sleep 300 still there after 20 s: {described:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // -p process.json.
     let process = agent.dir.path().join("process.json");
