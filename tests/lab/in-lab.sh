@@ -16,6 +16,7 @@ export VESSEL_PROBE_INITRAMFS="$repo/build/share/vessel-test/probe-initramfs.cpi
 export VESSEL_PROBE_BIN="$repo/target/x86_64-unknown-linux-gnu/release/vessel-guest-probe.stripped"
 export VESSEL_LAB=1
 failed=()
+retry=()
 
 check() { # name command...
   local name=$1; shift
@@ -56,8 +57,24 @@ while IFS=$'\t' read -r exe dir; do
   case $name in *"$filter"*) f=lab_ ;; esac
   "$exe" --list 2>/dev/null | grep '^lab_\|::lab_' | grep -qF -- "$f" || continue
   echo "=== $name ($f)"
-  if ! (cd "$dir" && "$exe" "$f" --test-threads=1); then failed+=("$name"); fi
+  if ! (cd "$dir" && "$exe" "$f" --test-threads=1); then failed+=("$name"); retry+=("$exe"$'\t'"$dir"$'\t'"$f"); fi
 done < "$list"
+
+# A test binary that failed gets one more run, alone, after all the others: the lab's emulation
+# of nested SVM has known failures of its own (docs/testing.md, "Known lab failures": a guest
+# that triple-faults or stalls under load). A failure that happens twice fails the lab, and a
+# pass on the second run is reported, never hidden.
+for entry in "${retry[@]}"; do
+  IFS=$'\t' read -r exe dir f <<<"$entry"
+  name=$(basename "$exe")
+  echo "=== $name ($f): second run after a failure"
+  if (cd "$dir" && "$exe" "$f" --test-threads=1); then
+    echo "lab: $name FAILED once and passed on its second run (see docs/testing.md, known lab failures)"
+    kept=()
+    for n in "${failed[@]}"; do [ "$n" = "$name" ] || kept+=("$n"); done
+    failed=("${kept[@]}")
+  fi
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lab: FAILED: ${failed[*]}"
