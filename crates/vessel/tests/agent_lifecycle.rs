@@ -1416,9 +1416,7 @@ fn a_silent_agent_fails_requests_within_their_deadline_and_the_monitor_recovers(
         );
         return;
     }
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
+    common::subreaper();
     let agent = Agent::start();
     let bundle = agent.bundle("sleep 600");
     let root = agent.dir.path().join("root");

@@ -21,27 +21,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
-}
-
-/// Reaps `pid` (a child of this subreaper) within `limit`; returns its exit code.
+/// Reaps the monitor `pid` within `limit`; returns its exit code.
 fn exit_code_within(pid: i32, limit: Duration) -> i32 {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let deadline = Instant::now() + limit;
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).unwrap() {
-            WaitStatus::StillAlive => {}
-            WaitStatus::Exited(_, code) => return code,
-            other => panic!("monitor {pid}: {other:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "monitor {pid} still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    match reap_within(pid, limit, "the monitor") {
+        nix::sys::wait::WaitStatus::Exited(_, code) => code,
+        other => panic!("monitor {pid}: {other:?}"),
     }
 }
 

@@ -34,12 +34,6 @@ use common::*;
 /// the bounds leave room, but each is far below "never".
 const STEP: Duration = Duration::from_secs(15);
 
-fn subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
-}
-
 /// A FIFO with a reader that is held open and never read, and its write end.
 fn stalled_fifo(dir: &Path, name: &str) -> (File, File) {
     let path = dir.join(name);
@@ -77,24 +71,6 @@ fn wait_full(reader: &File, what: &str) {
     }
     // Let the backlog reach the guest: every buffer on the way fills and the writer blocks.
     std::thread::sleep(Duration::from_secs(2));
-}
-
-/// Reaps `pid` (a child of this subreaper) within `limit`, returning its wait status.
-fn reap_within(pid: i32, limit: Duration, what: &str) -> nix::sys::wait::WaitStatus {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let deadline = Instant::now() + limit;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
-            WaitStatus::StillAlive => {}
-            s => return s,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn delete_leaves_nothing(lab: &Lab, id: &str, monitor: i32) {

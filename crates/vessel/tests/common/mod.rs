@@ -280,3 +280,29 @@ pub fn status_within(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Makes this process the child subreaper, so that monitors and exec relays whose parent exits
+/// are reparented to it and can be reaped (`reap_within`).
+pub fn subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+}
+
+/// Reaps `pid` (a child of this subreaper) within `limit`, returning its wait status.
+pub fn reap_within(pid: i32, limit: Duration, what: &str) -> nix::sys::wait::WaitStatus {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive => {}
+            s => return s,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
