@@ -140,6 +140,16 @@ impl Deadline for UnixStream {
     }
 }
 
+/// `e` as the client reports it: [`ClientError::PassDeadline`] for `op` when it is a read or
+/// write that ran out of `deadline`, else [`ClientError::ExchangeFrame`].
+fn frame_error(e: FrameError, op: &'static str, deadline: Duration) -> ClientError {
+    if timed_out(&e) {
+        ClientError::PassDeadline { op, deadline }
+    } else {
+        ClientError::ExchangeFrame(e)
+    }
+}
+
 /// Whether `e` (a frame error) is a read or write that ran out of time.
 fn timed_out(e: &FrameError) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -206,16 +216,7 @@ impl<S: Read + Write + Deadline> Client<S> {
     /// # Errors
     /// As [`Client::handshake`].
     pub fn handshake_with(mut stream: S, deadlines: Deadlines) -> Result<Self, ClientError> {
-        let frame_error = |e: FrameError| {
-            if timed_out(&e) {
-                ClientError::PassDeadline {
-                    op: "hello",
-                    deadline: deadlines.hello,
-                }
-            } else {
-                ClientError::ExchangeFrame(e)
-            }
-        };
+        let frame_error = |e| frame_error(e, "hello", deadlines.hello);
         stream
             .set_deadline(Some(deadlines.hello))
             .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
@@ -378,16 +379,7 @@ pub fn open_stdio<S: Read + Write + Deadline>(
 ) -> Result<(), ClientError> {
     // The acknowledgement is as quick as a hello; the raw bytes after it have no deadline.
     let limit = Deadlines::default().hello;
-    let frame_error = |e: FrameError| {
-        if timed_out(&e) {
-            ClientError::PassDeadline {
-                op: "open_stdio",
-                deadline: limit,
-            }
-        } else {
-            ClientError::ExchangeFrame(e)
-        }
-    };
+    let frame_error = |e| frame_error(e, "open_stdio", limit);
     stream
         .set_deadline(Some(limit))
         .map_err(|e| ClientError::ExchangeFrame(FrameError::ReadHeader(e)))?;
