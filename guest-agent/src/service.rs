@@ -138,6 +138,10 @@ impl Service {
             Request::Hello => Ok(Response::Hello(self.cfg.hello.clone())),
             Request::CreateContainer(c) => self.create(*c),
             Request::Start { container_id } => self.start(&container_id),
+            Request::ConfigureNetwork { container_id, .. } => Err(err(
+                Code::FailedPrecondition,
+                format!("container {container_id}: the agent cannot configure networks yet"),
+            )),
             Request::Exec(e) => self.exec(*e),
             Request::Signal {
                 container_id,

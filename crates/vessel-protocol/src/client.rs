@@ -118,7 +118,8 @@ impl Deadlines {
             Request::CreateContainer(_)
             | Request::Exec(_)
             | Request::Shutdown
-            | Request::Delete { .. } => Some(self.setup),
+            | Request::Delete { .. }
+            | Request::ConfigureNetwork { .. } => Some(self.setup),
             _ => Some(self.control),
         }
     }
@@ -173,6 +174,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Hello => "hello",
         Request::CreateContainer(_) => "create_container",
         Request::Start { .. } => "start",
+        Request::ConfigureNetwork { .. } => "configure_network",
         Request::Exec(_) => "exec",
         Request::Signal { .. } => "signal",
         Request::Wait { .. } => "wait",

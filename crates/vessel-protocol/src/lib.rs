@@ -8,6 +8,7 @@
 //! - [`message`]: the control [`Request`]s, their [`Response`]s and the envelopes that pair them.
 //! - [`status`]: typed status [`Code`]s and the [`RemoteError`] that carries its cause chain.
 //! - [`stdio`]: how standard I/O streams are opened on their own vsock connections.
+//! - [`network`]: the container's interfaces, addresses and routes for the guest.
 //! - [`stats`]: cgroup statistics with runc's JSON key names.
 //! - [`client`]: a small blocking client the host side drives the agent with.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod message;
+pub mod network;
 pub mod stats;
 pub mod status;
 pub mod stdio;

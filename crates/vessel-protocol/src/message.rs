@@ -48,6 +48,18 @@ pub enum Request {
         /// The container id.
         container_id: String,
     },
+    /// Give a created container the network the host found in its network namespace: each
+    /// interface is a virtio-net interface of the guest, moved into the container's network
+    /// namespace and configured as listed (see [`crate::network`]). Sent after
+    /// [`Request::CreateContainer`] and before [`Request::Start`]; may be sent again with
+    /// interfaces not configured before (earlier ones are left as they are). Answer:
+    /// [`Response::Done`].
+    ConfigureNetwork {
+        /// The container id.
+        container_id: String,
+        /// The interfaces to configure.
+        interfaces: Vec<crate::network::Interface>,
+    },
     /// Start an additional process in a running container's namespaces, cgroup and seccomp
     /// filter. Answer: [`Response::ExecStarted`].
     Exec(Box<ExecProcess>),
