@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod console;
 pub mod hooks;
 pub mod id;
+pub mod net;
 pub mod output;
 pub mod procfs;
 pub mod signal;
