@@ -1,0 +1,1 @@
+//! Fuzzing checks for virtio-net (filled in below).
