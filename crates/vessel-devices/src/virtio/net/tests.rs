@@ -213,8 +213,8 @@ fn malformed_chains_are_returned_unused_and_counted() {
     assert_eq!(d.dev.stats().bad_chains, tx_bad.len() as u64);
 
     // A descriptor chained to itself ends at the ring size and is still returned once.
-    let slot = d.add_raw(TX_QUEUE, &[(good, 16, F_NEXT, 0)]);
-    let _ = slot;
+    let slot = (tx_bad.iter().map(Vec::len).sum::<usize>()) as u16;
+    assert_eq!(d.add_raw(TX_QUEUE, &[(good, 16, F_NEXT, slot)]), slot);
     d.dev.process_queue(TX_QUEUE);
     assert_eq!(d.used(TX_QUEUE).len(), 1);
 
@@ -233,7 +233,7 @@ fn malformed_chains_are_returned_unused_and_counted() {
     d.give_rx(1, 2048);
     let used = d.used(RX_QUEUE);
     assert_eq!(
-        used[..3].iter().map(|u| *u).collect::<Vec<_>>(),
+        used[..3].to_vec(),
         bad_heads.iter().map(|&h| (h, 0)).collect::<Vec<_>>()
     );
     assert_eq!(used.len(), 4);
