@@ -6,4 +6,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vessel_devices::virtio::net::fuzzing::check_net(data));
+fuzz_target!(|data: &[u8]| {
+    vessel_devices::virtio::net::fuzzing::check_net(data);
+});

@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::device::{RX_QUEUE, TX_QUEUE};
+use super::device::{NetStats, RX_QUEUE, TX_QUEUE};
 use super::event_handler::BACKEND;
 use super::packet::{HDR_LEN, MAX_PACKET_LEN, NUM_BUFFERS_OFFSET};
 use super::test_utils::{frame, Driver, FakeBackend, F_WRITE};
@@ -113,7 +113,9 @@ const F_INDIRECT: u16 = 4;
 ///   (some dropped), each with `num_buffers` equal to the used entries it took;
 /// - memory the guest did not offer as device-writable is never written (checked unless a
 ///   hostile chain named an indirect table, which may make any byte writable).
-pub fn check_net(data: &[u8]) {
+///
+/// Returns the device's counters, so tests can tell that a seed exercises what it should.
+pub fn check_net(data: &[u8]) -> NetStats {
     let mut run = Run {
         d: Driver::new(),
         rx_out: HashMap::new(),
@@ -130,6 +132,7 @@ pub fn check_net(data: &[u8]) {
         run.check_rx();
     }
     run.check_memory();
+    run.d.dev.stats()
 }
 
 impl Run {
@@ -452,6 +455,16 @@ mod tests {
         for input in &corpus {
             check_net(input);
         }
+        let stats: HashMap<_, _> = seeds()
+            .into_iter()
+            .map(|(name, seed)| (name, check_net(&seed)))
+            .collect();
+        let s = stats["both-ways"];
+        assert_eq!((s.tx_frames, s.rx_frames, s.bad_chains), (1, 1, 0), "{s:?}");
+        let s = stats["merged-rx"];
+        assert_eq!((s.rx_frames, s.rx_dropped), (2, 1), "{s:?}");
+        let s = stats["hostile-chains"];
+        assert!(s.bad_chains >= 5 && s.rx_frames == 1, "{s:?}");
     }
 
     #[test]
