@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vessel_protocol::network::Mac;
 
 use crate::arch::x86_64::layout;
 
@@ -22,6 +23,11 @@ pub const MAX_CMDLINE_LEN: usize = 2048;
 /// Most virtio-fs devices one VM may have: each takes an MMIO slot, an IRQ and a command-line
 /// declaration, which must fit in `layout::BASE_CMDLINE_RESERVED` next to the base line.
 pub const MAX_FS_DEVICES: usize = 8;
+/// Most virtio-net devices one VM may have: each takes an MMIO slot, an IRQ and a command-line
+/// declaration, like a virtio-fs device.
+pub const MAX_NET_DEVICES: usize = 8;
+/// Longest tap name, bytes (`IFNAMSIZ` less its NUL).
+pub const MAX_TAP_NAME_LEN: usize = vessel_devices::virtio::net::tap::MAX_TAP_NAME_LEN;
 /// Longest virtio-fs tag, bytes (the config space's `tag[36]`, virtio 1.2, 5.11.4).
 pub const MAX_FS_TAG_LEN: usize = vessel_devices::virtio::fs::TAG_LEN;
 
@@ -74,6 +80,10 @@ pub struct VmConfig {
     /// `MAX_FS_DEVICES`), in MMIO slots after the vsock device.
     #[serde(default)]
     pub fs: Vec<FsConfig>,
+    /// Network interfaces, one virtio-net device each (at most `MAX_NET_DEVICES`), in MMIO
+    /// slots after the virtio-fs devices.
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// Directory of the image cache (`image_cache.rs`, decision 0006): the kernel and initramfs
     /// are copied there once and mapped into guest memory from there, their read-only pages
     /// shared by every VM that boots them, at the cost of a slower guest boot (4 KiB nested
@@ -92,6 +102,18 @@ pub struct FsConfig {
     pub tag: String,
     /// Existing host directory served to the guest (the serving thread is confined to it).
     pub shared_dir: PathBuf,
+}
+
+/// One virtio-net device. JSON example: `{"tap":"tap0","mac":"02:76:00:00:00:01"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The host tap behind it, 1..=`MAX_TAP_NAME_LEN` bytes without NUL, unique within the VM.
+    /// Opened by name in the network namespace of the process that builds the VM, at
+    /// [`crate::Vm::setup`]; created (non-persistent, gone with the VM) when missing.
+    pub tap: String,
+    /// The MAC the device offers the guest in its config space.
+    pub mac: Mac,
 }
 
 /// Why a `VmConfig` was refused.
@@ -155,6 +177,46 @@ pub enum ConfigError {
         /// Index of the first device with that tag.
         first: usize,
     },
+    /// Too many virtio-net devices.
+    #[error("net has {count} entries, at most {max} are allowed")]
+    TooManyNet {
+        /// Entries given.
+        count: usize,
+        /// `MAX_NET_DEVICES`.
+        max: usize,
+    },
+    /// A tap name is empty, too long or contains NUL.
+    #[error("{field} {tap:?} is {len} bytes, must be 1..={max} bytes without NUL")]
+    BadTapName {
+        /// Field name, e.g. `net[0].tap`.
+        field: String,
+        /// The name given.
+        tap: String,
+        /// Its length in bytes.
+        len: usize,
+        /// `MAX_TAP_NAME_LEN`.
+        max: usize,
+    },
+    /// Two virtio-net devices have the same tap.
+    #[error("{field} {tap:?} is already the tap of net[{first}]")]
+    DuplicateTap {
+        /// Field name of the second use, e.g. `net[1].tap`.
+        field: String,
+        /// The tap.
+        tap: String,
+        /// Index of the first device with that tap.
+        first: usize,
+    },
+    /// Two virtio-net devices have the same MAC (the agent finds a guest interface by it).
+    #[error("{field} {mac} is already the mac of net[{first}]")]
+    DuplicateMac {
+        /// Field name of the second use, e.g. `net[1].mac`.
+        field: String,
+        /// The MAC.
+        mac: Mac,
+        /// Index of the first device with that MAC.
+        first: usize,
+    },
     /// A shared directory does not exist or is not a directory.
     #[error("{field} {path} is not an existing directory")]
     MissingDir {
@@ -197,6 +259,7 @@ impl VmConfig {
             vsock_uds: None,
             allow_unsupported_host: false,
             fs: Vec::new(),
+            net: Vec::new(),
             image_cache: None,
         }
     }
@@ -248,7 +311,8 @@ impl VmConfig {
                 max,
             });
         }
-        validate_fs(&self.fs)
+        validate_fs(&self.fs)?;
+        validate_net(&self.net)
     }
 
     /// Guest memory size in bytes.
@@ -298,6 +362,41 @@ fn validate_fs(fs: &[FsConfig]) -> Result<(), ConfigError> {
             return Err(ConfigError::MissingDir {
                 field: format!("fs[{i}].shared_dir"),
                 path: f.shared_dir.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn validate_net(net: &[NetConfig]) -> Result<(), ConfigError> {
+    if net.len() > MAX_NET_DEVICES {
+        return Err(ConfigError::TooManyNet {
+            count: net.len(),
+            max: MAX_NET_DEVICES,
+        });
+    }
+    for (i, n) in net.iter().enumerate() {
+        let len = n.tap.len();
+        if len == 0 || len > MAX_TAP_NAME_LEN || n.tap.contains('\0') {
+            return Err(ConfigError::BadTapName {
+                field: format!("net[{i}].tap"),
+                tap: n.tap.clone(),
+                len,
+                max: MAX_TAP_NAME_LEN,
+            });
+        }
+        if let Some(first) = net[..i].iter().position(|o| o.tap == n.tap) {
+            return Err(ConfigError::DuplicateTap {
+                field: format!("net[{i}].tap"),
+                tap: n.tap.clone(),
+                first,
+            });
+        }
+        if let Some(first) = net[..i].iter().position(|o| o.mac == n.mac) {
+            return Err(ConfigError::DuplicateMac {
+                field: format!("net[{i}].mac"),
+                mac: n.mac,
+                first,
             });
         }
     }
@@ -476,6 +575,69 @@ mod tests {
         let e = serde_json::from_str::<FsConfig>(r#"{"tag":"a","shared_dir":"/","ro":true}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `ro`"));
+    }
+
+    #[test]
+    fn net_devices_parse_and_each_bad_entry_is_named() {
+        let k = kernel();
+        let json = format!(
+            r#"{{"vcpus":1,"memory_mib":64,"kernel":"{}","vsock_cid":3,
+                "net":[{{"tap":"tap0","mac":"02:76:00:00:00:01"}}]}}"#,
+            k.path().display()
+        );
+        let c: VmConfig = serde_json::from_str(&json).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.net[0].tap, "tap0");
+        assert_eq!(c.net[0].mac, Mac([2, 0x76, 0, 0, 0, 1]));
+        assert!(VmConfig::new(k.path()).net.is_empty());
+
+        let nic = |tap: &str, last: u8| NetConfig {
+            tap: tap.into(),
+            mac: Mac([2, 0x76, 0, 0, 0, last]),
+        };
+        let with = |net: Vec<NetConfig>| VmConfig {
+            net,
+            ..VmConfig::new(k.path())
+        };
+        let cases: Vec<(VmConfig, &str)> = vec![
+            (
+                with(vec![nic("", 1)]),
+                r#"net[0].tap "" is 0 bytes, must be 1..=15 bytes without NUL"#,
+            ),
+            (
+                with(vec![nic("a", 1), nic(&"t".repeat(16), 2)]),
+                r#"net[1].tap "tttttttttttttttt" is 16 bytes"#,
+            ),
+            (with(vec![nic("a\0b", 1)]), "net[0].tap \"a\\0b\""),
+            (
+                with(vec![nic("a", 1), nic("b", 2), nic("a", 3)]),
+                r#"net[2].tap "a" is already the tap of net[0]"#,
+            ),
+            (
+                with(vec![nic("a", 1), nic("b", 1)]),
+                "net[1].mac 02:76:00:00:00:01 is already the mac of net[0]",
+            ),
+            (
+                with((0..9).map(|i| nic(&format!("t{i}"), i)).collect()),
+                "net has 9 entries, at most 8",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} does not contain {want:?}");
+        }
+        with(vec![nic(&"t".repeat(15), 1)]).validate().unwrap();
+        with((0..8).map(|i| nic(&format!("t{i}"), i)).collect())
+            .validate()
+            .unwrap();
+        let e = serde_json::from_str::<NetConfig>(
+            r#"{"tap":"a","mac":"02:00:00:00:00:01","mtu":9000}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `mtu`"));
+        let e =
+            serde_json::from_str::<NetConfig>(r#"{"tap":"a","mac":"02:00:00:00:01"}"#).unwrap_err();
+        assert!(e.to_string().contains("not an Ethernet address"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod vstate;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{ConfigError, FsConfig, SerialSink, VmConfig};
+pub use config::{ConfigError, FsConfig, NetConfig, SerialSink, VmConfig};
 pub use vessel_devices::virtio::vsock::{VsockHandle, VsockListener};
 pub use vm::{EndWatch, Vm};
 pub use vstate::vcpu::{ExitReason, FaultState, ShutdownCause};
@@ -147,6 +147,28 @@ pub enum VmmError {
         /// The cause.
         #[source]
         source: vessel_devices::virtio::fs::FsError,
+    },
+    /// The tap of a virtio-net device could not be opened or set up.
+    #[error("cannot open tap {tap:?} of net[{index}]")]
+    OpenTap {
+        /// Index in `VmConfig::net`.
+        index: usize,
+        /// The tap's name.
+        tap: String,
+        /// The cause.
+        #[source]
+        source: vessel_devices::virtio::net::TapError,
+    },
+    /// A virtio-net device could not be created (its eventfds or epoll set).
+    #[error("cannot create virtio-net device net[{index}] (tap {tap:?})")]
+    CreateNet {
+        /// Index in `VmConfig::net`.
+        index: usize,
+        /// The tap's name.
+        tap: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// The vsock Unix socket could not be bound.
     #[error("cannot listen on vsock unix socket {path}")]

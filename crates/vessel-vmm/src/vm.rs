@@ -19,11 +19,12 @@ use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
 use vessel_devices::virtio::fs::{Fs, FsError};
 use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use vessel_devices::virtio::net::{Net, Tap};
 use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
 use vessel_devices::virtio::{VirtioDevice, VirtioInterrupt};
 
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
-use crate::config::{FsConfig, SerialSink, VmConfig};
+use crate::config::{FsConfig, NetConfig, SerialSink, VmConfig};
 use crate::devices::DeviceManager;
 use crate::event_loop::{EventLoop, SharedDevice};
 use crate::host;
@@ -145,7 +146,7 @@ impl Vm {
         let mut devices = DeviceManager::new(SerialConsole::new(serial_irq, sink));
 
         // The virtio devices, one registration each, in MMIO slots 0, 1, ...: vsock in slot 0,
-        // then one virtio-fs device per share.
+        // then one virtio-fs device per share, then one virtio-net device per interface.
         let ctl = VcpuControl::new(config.vcpus as usize);
         let mut device_cmdline = String::new();
         let mut virtio = VirtioSlots::new(&vm_fd, &mem, &mut devices, &mut device_cmdline);
@@ -158,6 +159,9 @@ impl Vm {
         }
         for (index, share) in config.fs.iter().enumerate() {
             virtio.add(fs_device(index, share, &ctl)?)?;
+        }
+        for (index, nic) in config.net.iter().enumerate() {
+            virtio.add(net_device(index, nic)?)?;
         }
         let virtio = virtio.devices;
         let served: Vec<SharedDevice> = virtio
@@ -394,11 +398,33 @@ impl<'a> VirtioSlots<'a> {
         )));
         self.bus
             .add_mmio(addr, layout::MMIO_SLOT_SIZE, transport.clone());
-        self.cmdline
-            .push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        self.cmdline.push_str(&mmio_declaration(slot));
         self.devices.push(transport);
         Ok(())
     }
+}
+
+/// The kernel command-line declaration of the virtio-mmio device in slot `slot`, with its
+/// leading space.
+fn mmio_declaration(slot: u32) -> String {
+    let addr = layout::mmio_slot_addr(slot);
+    let irq = layout::MMIO_FIRST_IRQ + slot;
+    format!(" virtio_mmio.device=4K@{addr:#x}:{irq}")
+}
+
+/// The virtio-net device of interface `index`: its tap opened by name in this process's
+/// network namespace (created when missing; see [`Tap::open`]).
+fn net_device(index: usize, nic: &NetConfig) -> Result<Net<Tap>, VmmError> {
+    let tap = Tap::open(&nic.tap).map_err(|source| VmmError::OpenTap {
+        index,
+        tap: nic.tap.clone(),
+        source,
+    })?;
+    Net::new(nic.mac.0, tap).map_err(|source| VmmError::CreateNet {
+        index,
+        tap: nic.tap.clone(),
+        source,
+    })
 }
 
 /// The virtio-vsock device of `config`, serving its Unix socket if it has one.
@@ -474,6 +500,56 @@ fn open_sink(sink: &SerialSink) -> Result<Box<dyn Write + Send>, VmmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declarations_of_the_largest_vm_fit_in_the_reserved_command_line() {
+        use crate::config::{MAX_FS_DEVICES, MAX_NET_DEVICES};
+        let devices = 1 + MAX_FS_DEVICES + MAX_NET_DEVICES;
+        let line: String = std::iter::once(BASE_CMDLINE.to_string())
+            .chain((0..devices as u32).map(mmio_declaration))
+            .collect();
+        assert!(
+            line.ends_with(" virtio_mmio.device=4K@0xd0010000:21"),
+            "{line}"
+        );
+        assert!(
+            line.len() <= layout::BASE_CMDLINE_RESERVED,
+            "{} bytes > {}",
+            line.len(),
+            layout::BASE_CMDLINE_RESERVED
+        );
+    }
+
+    #[test]
+    fn a_tap_that_cannot_be_opened_is_named_with_its_cause() {
+        let nic = NetConfig {
+            tap: "t".repeat(15),
+            mac: vessel_protocol::network::Mac([2, 0, 0, 0, 0, 1]),
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // As root the tap would be created in this namespace: ask for a bad name instead,
+            // which fails before any system call.
+            let bad = NetConfig {
+                tap: "bad\0name".into(),
+                ..nic
+            };
+            let err = net_device(1, &bad).err().expect("a bad name fails");
+            assert_eq!(
+                vessel_error::chain(&err),
+                "cannot open tap \"bad\\0name\" of net[1]: tap name \"bad\\0name\" is not \
+                 1..=15 bytes without NUL"
+            );
+        } else {
+            let err = net_device(0, &nic).err().expect("no CAP_NET_ADMIN");
+            assert!(
+                vessel_error::chain(&err)
+                    .starts_with("cannot open tap \"ttttttttttttttt\" of net[0]: "),
+                "{}",
+                vessel_error::chain(&err)
+            );
+        }
+    }
 
     #[test]
     fn a_dead_fs_thread_ends_the_vm_naming_the_device_and_the_causes() {

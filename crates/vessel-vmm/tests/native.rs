@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use vessel_vmm::{ExitReason, FsConfig, ShutdownCause, Vm, VmmError};
+use vessel_protocol::network::Mac;
+use vessel_vmm::{ExitReason, FsConfig, NetConfig, ShutdownCause, Vm, VmmError};
 
 #[test]
 fn serial_output_then_i8042_reset_is_a_clean_shutdown() {
@@ -210,4 +211,75 @@ fn fs_devices_take_the_next_slots_and_their_threads_end_at_teardown() {
         .expect("a missing shared_dir is refused");
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("fs[1].shared_dir"), "{chain}");
+}
+
+/// The index of interface `name` in the calling thread's network namespace (0: none).
+fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: `c` is NUL-terminated and outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+#[test]
+fn net_devices_take_the_slots_after_the_shares_and_their_taps_go_at_teardown() {
+    let name = "net_devices_take_the_slots_after_the_shares_and_their_taps_go_at_teardown";
+    let Some((_one_at_a_time, dir)) = kvm_test() else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("{name}: skipped: needs root and /dev/net/tun to create taps");
+        return;
+    }
+    let mut cfg = tiny_vm(&dir, SPIN);
+    cfg.net = vec![
+        NetConfig {
+            tap: "vtap0".into(),
+            mac: Mac([2, 0x76, 0, 0, 0, 1]),
+        },
+        NetConfig {
+            tap: "vtap1".into(),
+            mac: Mac([2, 0x76, 0, 0, 0, 2]),
+        },
+    ];
+    // The taps are created in the builder's network namespace: a scratch one, on a thread of
+    // its own (unshare affects only the calling thread).
+    let r = std::thread::spawn(move || {
+        // SAFETY: unshare takes flags only; it changes this thread's namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let mut vm = Vm::setup(cfg.clone()).unwrap();
+        let cmdline = vm.cmdline().to_string();
+        let during = (ifindex("vtap0") != 0, ifindex("vtap1") != 0);
+        assert_eq!(vm.stop(), ExitReason::Stopped);
+        let after = (ifindex("vtap0"), ifindex("vtap1"));
+
+        // An interface of that name that is not a tap is refused, naming the device.
+        cfg.net[1].tap = "lo".into();
+        let err = Vm::setup(cfg).err().expect("lo is no tap");
+        Ok((cmdline, during, after, vessel_error::chain(&err)))
+    })
+    .join()
+    .unwrap();
+    let (cmdline, during, after, err) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{name}: skipped: unshare(CLONE_NEWNET): {e}");
+            return;
+        }
+    };
+    assert!(
+        cmdline.ends_with(
+            " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+             virtio_mmio.device=4K@0xd0002000:7"
+        ),
+        "{cmdline}"
+    );
+    assert_eq!(during, (true, true), "taps created at setup");
+    assert_eq!(after, (0, 0), "taps gone at teardown");
+    assert!(
+        err.starts_with("cannot open tap \"lo\" of net[1]: cannot attach to tap lo (TUNSETIFF): "),
+        "{err}"
+    );
 }

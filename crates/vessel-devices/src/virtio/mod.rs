@@ -13,6 +13,7 @@ use crate::irq::Interrupt;
 
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
 /// `VIRTIO_F_VERSION_1` (virtio 1.2, 6): the device is a modern (non-legacy) device.

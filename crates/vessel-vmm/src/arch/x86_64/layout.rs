@@ -43,8 +43,10 @@ pub const APIC_ADDR: u32 = 0xfee0_0000;
 pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// Identity map page for KVM on Intel (KVM_SET_IDENTITY_MAP_ADDR), just below the TSS.
 pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
-/// Command-line bytes kept for the base line and device declarations (the rest is the user's).
-pub const BASE_CMDLINE_RESERVED: usize = 512;
+/// Command-line bytes kept for the base line and device declarations (the rest is the user's):
+/// room for the base line and one `virtio_mmio.device=` per device of the largest VM (vsock,
+/// `MAX_FS_DEVICES` shares and `MAX_NET_DEVICES` interfaces; checked by a test in `vm.rs`).
+pub const BASE_CMDLINE_RESERVED: usize = 768;
 
 /// RAM ranges `(start, size)` for `mem_bytes` of guest memory: low RAM up to the MMIO window,
 /// the remainder above 4 GiB.
