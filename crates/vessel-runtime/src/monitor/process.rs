@@ -42,6 +42,9 @@ pub enum MonitorError {
         /// The write's error.
         error: io::Error,
     },
+    /// The container's network namespace could not be joined or created.
+    #[error(transparent)]
+    EnterNetwork(crate::host::net::netns::NetnsError),
     /// The forwarded signals could not be blocked before any thread exists.
     #[error("block signals in the monitor")]
     BlockSignals,
@@ -108,6 +111,10 @@ pub struct MonitorConfig {
     /// monitor (a session leader) makes it its controlling terminal and relays it to the guest
     /// pty; SIGWINCH then means "the caller resized the master".
     pub terminal: Option<OwnedFd>,
+    /// The container's network namespace, which the monitor moves into before any thread
+    /// exists: `/proc/<monitor pid>/ns/net` is then the container's, for every caller (and
+    /// Docker's `prestart` hook) that looks there, and the VMM opens its taps in it.
+    pub netns: crate::host::net::netns::Netns,
 }
 
 /// The line the monitor writes on its report pipe once the container is created.
@@ -132,6 +139,11 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
         if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
             return fail(MonitorError::JoinCgroup(e));
         }
+    }
+    // Into the container's network namespace while the process is single-threaded (a thread's
+    // namespace is inherited by the threads it starts).
+    if let Err(e) = crate::host::net::netns::enter(&config.netns) {
+        return fail(MonitorError::EnterNetwork(e));
     }
     if let Err(e) = apply_oom_score_adj(&config.bundle) {
         return fail(e);

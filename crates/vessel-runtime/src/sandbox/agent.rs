@@ -80,6 +80,25 @@ impl<C: AgentConnector> AgentSandbox<C> {
     /// Sends `request` on the control connection, expecting `Done`. A connection on which the
     /// agent missed a deadline is out of step (`vessel_protocol::client`): it is replaced by a
     /// new one at the next call, so a guest that was only slow for a while can be driven again.
+    /// Has the agent give the created container these interfaces
+    /// ([`Request::ConfigureNetwork`]).
+    ///
+    /// # Errors
+    /// The agent refused (its reason names the interface and the step) or was not reached.
+    pub fn configure_network(
+        &self,
+        interfaces: Vec<vessel_protocol::network::Interface>,
+    ) -> Result<(), SandboxError> {
+        let container_id = self.id()?;
+        self.call_done(
+            "configure the container's network",
+            Request::ConfigureNetwork {
+                container_id,
+                interfaces,
+            },
+        )
+    }
+
     fn call_done(&self, op: &'static str, request: Request) -> Result<(), SandboxError> {
         let mut control = self.control.lock().expect("control lock");
         if control.is_none() {

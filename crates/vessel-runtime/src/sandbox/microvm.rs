@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use vessel_devices::virtio::vsock::VsockHandle;
 use vessel_protocol::{Request, Response, CONTROL_PORT};
-use vessel_vmm::config::FsConfig;
+use vessel_vmm::config::{FsConfig, NetConfig};
 use vessel_vmm::{EndWatch, SerialSink, Vm, VmConfig};
 
 use super::agent::{AgentConnector, AgentSandbox};
 use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::host::bundle::Bundle;
+use crate::host::net::{netns, Wiring};
 use crate::host::state::VSOCK_SOCKET;
 use crate::sandbox::share;
 use crate::sandbox::sizing::VmSize;
@@ -112,6 +113,8 @@ pub struct MicroVmSandbox {
     /// the monitor's fork): the monitor then works in a mount namespace of its own, where
     /// `/proc/self/exe`, which the lookup starts from, may name another path.
     artefacts: vessel_vmm::artefacts::Artefacts,
+    /// The VM's network devices and the interfaces wired to them (set at create).
+    wiring: Mutex<Option<Wiring>>,
 }
 
 impl MicroVmSandbox {
@@ -131,6 +134,7 @@ impl MicroVmSandbox {
             vcpus_paused: Mutex::new(false),
             killed: AtomicBool::new(false),
             artefacts: vessel_vmm::artefacts::locate(),
+            wiring: Mutex::new(None),
         }
     }
 
@@ -232,6 +236,29 @@ impl MicroVmSandbox {
         self.agent.boot()
     }
 
+    /// Wires the interfaces of the container's network namespace not wired yet to the VM's
+    /// devices and has the agent configure them in the container.
+    fn configure_network(&self) -> Result<(), SandboxError> {
+        let mut wiring = self.wiring.lock().expect("wiring lock");
+        let Some(wiring) = wiring.as_mut() else {
+            return Ok(());
+        };
+        let interfaces = wiring.wire().map_err(SandboxError::Network)?;
+        if interfaces.is_empty() {
+            return Ok(());
+        }
+        for i in &interfaces {
+            log::debug!(
+                "interface {} ({}, mtu {}) wired to the guest NIC {}",
+                i.name,
+                i.mac,
+                i.mtu,
+                i.guest_mac
+            );
+        }
+        self.agent.configure_network(interfaces)
+    }
+
     /// Starts the thread that tears the VM down when the guest ends on its own (module
     /// documentation, 4).
     fn watch(&self, watch: EndWatch) -> Result<(), SandboxError> {
@@ -326,19 +353,35 @@ impl Sandbox for MicroVmSandbox {
     ) -> Result<(), SandboxError> {
         let layout = share::prepare(&self.state_dir, &bundle.path, &bundle.rootfs, &bundle.spec)
             .map_err(SandboxError::PrepareShare)?;
-        let config = self.vm_config(layout.dir.clone())?;
+        let mut config = self.vm_config(layout.dir.clone())?;
+        // The monitor is in the container's network namespace: one device per interface there
+        // now, or one for the veth Docker's prestart hook brings into a namespace made for it.
+        let wiring = Wiring::plan(netns::is_new(&bundle.spec)).map_err(SandboxError::Network)?;
+        config.net = wiring
+            .devices()
+            .iter()
+            .map(|d| NetConfig {
+                tap: d.tap.clone(),
+                mac: d.guest_mac,
+            })
+            .collect();
+        *self.wiring.lock().expect("wiring lock") = Some(wiring);
         self.boot_vm(config)?;
         let guest_bundle = Bundle {
             spec: crate::sandbox::sizing::guest_cpuset(
-                &layout.guest_spec(&bundle.spec),
+                &netns::guest_spec(&layout.guest_spec(&bundle.spec)),
                 self.size.vcpus,
             ),
             ..bundle.clone()
         };
-        self.agent.create_container(id, &guest_bundle, io)
+        self.agent.create_container(id, &guest_bundle, io)?;
+        self.configure_network()
     }
 
+    /// Before `process.args` runs, interfaces that came after create (Docker's, moved in by its
+    /// hook or, from Docker 26/28, between create and start) are wired and configured too.
     fn start(&self) -> Result<(), SandboxError> {
+        self.configure_network().map_err(|e| self.lost_or(e))?;
         self.agent.start().map_err(|e| self.lost_or(e))
     }
 
@@ -424,6 +467,10 @@ impl Sandbox for MicroVmSandbox {
             if vm.wait_timeout(POWER_OFF_TIMEOUT).is_none() {
                 vm.stop();
             }
+        }
+        // The taps went with the VM; the interfaces get their traffic back.
+        if let Some(wiring) = self.wiring.lock().expect("wiring lock").as_mut() {
+            wiring.unwire();
         }
         share::remove(&self.state_dir).map_err(SandboxError::PrepareShare)?;
         asked

@@ -53,6 +53,9 @@ pub enum SandboxError {
     /// The container's virtio-fs share could not be prepared or taken down.
     #[error("prepare the container's file share")]
     PrepareShare(#[source] crate::sandbox::share::ShareError),
+    /// The container's network could not be read or wired to the microVM.
+    #[error("give the container's network to the microVM")]
+    Network(#[source] crate::host::net::NetError),
     /// The microVM could not be built or started.
     #[error("start the microVM")]
     StartVm(#[source] vessel_vmm::VmmError),

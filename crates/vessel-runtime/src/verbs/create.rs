@@ -36,6 +36,9 @@ pub enum CreateError {
     /// The host cgroup could not be set up.
     #[error(transparent)]
     SetUpCgroup(#[from] CgroupError),
+    /// The spec's network namespace cannot be given to a microVM (host networking) or read.
+    #[error(transparent)]
+    Network(#[from] crate::host::net::netns::NetnsError),
     /// The VM size could not be worked out from the spec.
     #[error(transparent)]
     SizeVm(#[from] sizing::SizingError),
@@ -178,6 +181,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         .flatten()
         .unwrap_or(1) as u32;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
+    // Before anything is made: host networking is refused naming the field.
+    let netns =
+        crate::host::net::netns::plan(&bundle.spec, std::path::Path::new("/proc/self/ns/net"))?;
     // Held until state.json and the pid-file are written (or everything is removed again), so
     // that `start`, `delete` ... of this ID wait for the outcome.
     let (dir, lock) = store.create_dir(&opts.id)?;
@@ -227,6 +233,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         dir,
         cgroup: cgroup.clone(),
         terminal: slave,
+        netns,
     };
     let forked = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock, &parent_only);
     // With create hooks: caught from the first hook on, and held to the end, so that a second

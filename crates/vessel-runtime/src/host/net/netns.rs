@@ -87,6 +87,16 @@ pub fn plan(spec: &Spec, self_ns: &Path) -> Result<Netns, NetnsError> {
     Ok(Netns::Join(path.clone()))
 }
 
+/// Whether the spec asks for a new network namespace (a `network` entry without a path): the
+/// monitor makes it, and the caller (Docker) fills it after `create` has forked the monitor.
+pub fn is_new(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .is_some_and(|n| n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty()))
+}
+
 /// Moves the calling thread (in a single-threaded process: the process) into the namespace; a
 /// new one gets its `lo` up, as runc's does.
 ///
