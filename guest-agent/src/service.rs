@@ -412,18 +412,19 @@ impl Service {
     ) -> Result<Response, RemoteError> {
         let c = self.get(id)?;
         let phase = c.phase.lock().unwrap_or_else(|e| e.into_inner());
-        if self.reaper.status(c.init.pid).is_some() {
-            return Err(err(
-                Code::FailedPrecondition,
-                format!("container {id} has stopped: cannot configure its network"),
-            ));
-        }
         if *phase == Phase::Running {
             return Err(err(
                 Code::FailedPrecondition,
                 format!(
-                    "container {id} is running: configure_network comes between create and start"
+                    "container {id} has been started: configure_network comes between create \
+                     and start"
                 ),
+            ));
+        }
+        if self.reaper.status(c.init.pid).is_some() {
+            return Err(err(
+                Code::FailedPrecondition,
+                format!("container {id} has stopped: cannot configure its network"),
             ));
         }
         let mut done = c.network.lock().unwrap_or_else(|e| e.into_inner());
@@ -438,10 +439,10 @@ impl Service {
                     return Err(err(
                         Code::AlreadyExists,
                         format!(
-                            "container {id}: interface {} (guest MAC {}) is already configured \
-                             as {} (guest MAC {}) with other settings: an interface is \
-                             configured once",
-                            i.name, i.guest_mac, d.name, d.guest_mac
+                            "container {id}: interface {} is already configured (as {}, guest \
+                             MAC {}) with other settings: an interface is configured once, a \
+                             new one needs a new name and guest MAC",
+                            i.name, d.name, d.guest_mac
                         ),
                     ))
                 }
