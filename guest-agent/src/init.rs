@@ -100,7 +100,7 @@ pub fn init_system() -> Result<(), InitError> {
     crate::container::cgroup::enable_controllers(root);
     let _ = std::fs::create_dir_all(root.join("vessel"));
     crate::container::cgroup::enable_controllers(&root.join("vessel"));
-    crate::net::bring_up_lo().map_err(InitError::BringUpLo)
+    crate::network::loopback::bring_up_lo().map_err(InitError::BringUpLo)
 }
 
 /// virtio-fs tag of the container's share (the host's `<root>/<id>/share`, docs/design.md

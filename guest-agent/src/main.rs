@@ -11,8 +11,8 @@
 
 mod container;
 mod init;
-mod net;
 mod netdev;
+mod network;
 mod reaper;
 mod server;
 mod service;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use oci_spec::runtime::LinuxResources;
+use vessel_protocol::network::Interface;
 use vessel_protocol::{
     Code, CreateContainer, ExecProcess, ExecTimings, Hello, ProcessInfo, ProcessList, RemoteError,
     Request, Response, StdioConfig,
@@ -21,6 +22,7 @@ use vessel_protocol::{
 
 use crate::container::cgroup::Cgroup;
 use crate::container::setup::{self, SetupReport, SetupRequest};
+use crate::network;
 use crate::reaper::Reaper;
 use crate::stdio::StdioRegistry;
 
@@ -56,6 +58,8 @@ struct Container {
     phase: Mutex<Phase>,
     start: Mutex<Option<UnixStream>>,
     execs: Mutex<HashMap<String, Proc>>,
+    /// The interfaces `configure_network` has configured, in order.
+    network: Mutex<Vec<Interface>>,
 }
 
 /// Where the agent keeps things and what it knows about itself.
@@ -138,10 +142,10 @@ impl Service {
             Request::Hello => Ok(Response::Hello(self.cfg.hello.clone())),
             Request::CreateContainer(c) => self.create(*c),
             Request::Start { container_id } => self.start(&container_id),
-            Request::ConfigureNetwork { container_id, .. } => Err(err(
-                Code::FailedPrecondition,
-                format!("container {container_id}: the agent cannot configure networks yet"),
-            )),
+            Request::ConfigureNetwork {
+                container_id,
+                interfaces,
+            } => self.configure_network(&container_id, &interfaces),
             Request::Exec(e) => self.exec(*e),
             Request::Signal {
                 container_id,
@@ -358,6 +362,7 @@ impl Service {
             phase: Mutex::new(Phase::Created),
             start: Mutex::new(Some(sock)),
             execs: Mutex::new(HashMap::new()),
+            network: Mutex::new(Vec::new()),
         });
         self.containers
             .lock()
@@ -393,6 +398,58 @@ impl Service {
         timings.release_us = micros(t0);
         timings.request_to_exec_us = timings.setup_us + timings.release_us;
         *phase = Phase::Running;
+        Ok(Response::Done)
+    }
+
+    /// Configures the interfaces of a created container not configured before; an interface
+    /// listed again exactly as it was configured is left as it is, one listed again with other
+    /// settings (same name or same guest MAC) is refused with `AlreadyExists`. Holds the
+    /// container's phase so that `Start` waits until the network is in place.
+    fn configure_network(
+        &self,
+        id: &str,
+        interfaces: &[Interface],
+    ) -> Result<Response, RemoteError> {
+        let c = self.get(id)?;
+        let phase = c.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if *phase == Phase::Running {
+            return Err(err(
+                Code::FailedPrecondition,
+                format!(
+                    "container {id} has been started: configure_network comes between create \
+                     and start"
+                ),
+            ));
+        }
+        if self.reaper.status(c.init.pid).is_some() {
+            return Err(err(
+                Code::FailedPrecondition,
+                format!("container {id} has stopped: cannot configure its network"),
+            ));
+        }
+        let mut done = c.network.lock().unwrap_or_else(|e| e.into_inner());
+        let mut todo = Vec::new();
+        for i in interfaces {
+            match done
+                .iter()
+                .find(|d| d.name == i.name || d.guest_mac == i.guest_mac)
+            {
+                Some(d) if d == i => {}
+                Some(d) => {
+                    return Err(err(
+                        Code::AlreadyExists,
+                        format!(
+                            "container {id}: interface {} is already configured (as {}, guest \
+                             MAC {}) with other settings: an interface is configured once, a \
+                             new one needs a new name and guest MAC",
+                            i.name, d.name, d.guest_mac
+                        ),
+                    ))
+                }
+                None => todo.push(i.clone()),
+            }
+        }
+        network::configure(c.init.pid, &todo, &mut done).map_err(|e| from(e.code(), &e))?;
         Ok(Response::Done)
     }
 

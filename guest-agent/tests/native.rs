@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use oci_spec::runtime::Spec;
 use vessel_protocol::client::open_stdio;
+use vessel_protocol::network::{Address, Interface, Mac, Route};
 use vessel_protocol::{
     Client, ClientError, Code, CreateContainer, ExecProcess, ExitStatus, RemoteError, Request,
     Response, StdioHeader, StreamKind,
@@ -92,9 +93,21 @@ impl Agent {
     }
 
     fn start_with(extra: &[&str]) -> Result<Agent> {
+        Self::spawn(Command::new(agent_bin()), extra)
+    }
+
+    /// An agent in a network namespace of its own (`unshare -n`), standing for the guest's
+    /// root one.
+    fn start_in_own_netns() -> Result<Agent> {
+        let mut cmd = Command::new("unshare");
+        cmd.arg("-n").arg(agent_bin());
+        Self::spawn(cmd, &[])
+    }
+
+    fn spawn(mut cmd: Command, extra: &[&str]) -> Result<Agent> {
         let dir = tempfile::tempdir()?;
         make_rootfs(&dir.path().join("rootfs"))?;
-        let child = Command::new(agent_bin())
+        let child = cmd
             .arg("serve")
             .arg("--control")
             .arg(dir.path().join("control.sock"))
@@ -817,5 +830,159 @@ fn io_priority_scheduler_and_personality_reach_the_process() -> Result<()> {
     assert_eq!(status, ExitStatus::Code(0), "{err}");
     // SCHED_BATCH is policy 3; PER_LINUX32 makes uname report a 32-bit machine.
     assert_eq!(out, "best-effort: prio 6\n7 3\ni686\n");
+    Ok(())
+}
+
+/// Runs `ip args` in the network namespace of process `pid`.
+fn ip_in(pid: u32, args: &str) -> Result<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("ip")
+        .args(args.split_whitespace())
+        .output()?;
+    if !out.status.success() {
+        bail!("ip {args}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The agent's typed refusal of `req`.
+fn refused(c: &mut Client<UnixStream>, req: Request) -> Result<RemoteError> {
+    match c.call(req) {
+        Err(ClientError::Refuse { source, .. }) => Ok(source),
+        other => bail!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn configure_network_gives_the_container_its_interface_between_create_and_start() -> Result<()> {
+    require_root!();
+    let agent = Agent::start_in_own_netns()?;
+    let root = agent.child.id();
+    // The guest's virtio-net interface: a veth end with the device's MAC in the agent's namespace.
+    let guest_mac = Mac::local(0x0101);
+    if let Err(e) = ip_in(
+        root,
+        &format!("link add vg0 address {guest_mac} type veth peer name vp0"),
+    ) {
+        eprintln!("configure_network_gives_the_container_its_interface_between_create_and_start: skipped: needs nsenter, ip and veth support: {e}");
+        return Ok(());
+    }
+    ip_in(root, "link set vp0 up")?;
+    let mut c = agent.client()?;
+    let script = "cat /sys/class/net/eth0/mtu /sys/class/net/eth0/address; \
+                  ip -4 addr show dev eth0 | grep inet; ip route";
+    let mut req =
+        CreateContainer::from_spec("net", &spec(script), agent.rootfs().to_str().unwrap());
+    req.stdio.stdin = false;
+    c.create(req)?;
+    let out = agent.capture("net", None)?;
+    let eth0 = Interface {
+        name: "eth0".into(),
+        guest_mac,
+        mac: "0a:58:0a:58:00:05".parse()?,
+        mtu: 1400,
+        addresses: vec![Address {
+            ip: "10.88.0.5".parse()?,
+            prefix_len: 16,
+        }],
+        routes: vec![Route {
+            destination: None,
+            gateway: Some("10.88.0.1".parse()?),
+            source: None,
+            scope: 0,
+            metric: None,
+            mtu: None,
+            ipv6: false,
+        }],
+        neighbours: vec![],
+    };
+    let configure = |interfaces: Vec<Interface>| Request::ConfigureNetwork {
+        container_id: "net".into(),
+        interfaces,
+    };
+    c.call_done(configure(vec![eth0.clone()]))?;
+    // The same again (a resent request) changes nothing.
+    c.call_done(configure(vec![eth0.clone()]))?;
+    // The same name with other settings is refused.
+    let e = refused(
+        &mut c,
+        configure(vec![Interface {
+            mtu: 1500,
+            ..eth0.clone()
+        }]),
+    )?;
+    assert_eq!(e.code, Code::AlreadyExists, "{e:?}");
+    assert!(
+        e.message.contains("eth0") && e.message.contains("already configured"),
+        "{e:?}"
+    );
+    // A device the VM does not have.
+    let e = refused(
+        &mut c,
+        configure(vec![Interface {
+            name: "eth1".into(),
+            guest_mac: Mac::local(0x0102),
+            ..eth0.clone()
+        }]),
+    )?;
+    assert_eq!(e.code, Code::NotFound, "{e:?}");
+    assert!(
+        e.message.contains("eth1") && e.message.contains("02:76:00:00:01:02"),
+        "{e:?}"
+    );
+
+    c.call_done(Request::Start {
+        container_id: "net".into(),
+    })?;
+    assert_eq!(c.wait("net", None)?, ExitStatus::Code(0));
+    let (stdout, stderr) = out.join();
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        lines[..2],
+        ["1400", "0a:58:0a:58:00:05"],
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        lines[2], "inet 10.88.0.5/16 brd 10.88.255.255 scope global eth0",
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("default via 10.88.0.1 dev eth0")),
+        "{stdout}"
+    );
+    // Started: too late.
+    let e = refused(&mut c, configure(vec![]))?;
+    assert_eq!(e.code, Code::FailedPrecondition, "{e:?}");
+    assert!(e.message.contains("has been started"), "{e:?}");
+    c.call_done(Request::Delete {
+        container_id: "net".into(),
+    })?;
+
+    // A container in the agent's own network namespace cannot be given interfaces.
+    let shared = patch(
+        &spec("true"),
+        serde_json::json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]}}),
+    );
+    let mut req = CreateContainer::from_spec("shared", &shared, agent.rootfs().to_str().unwrap());
+    req.stdio.stdin = false;
+    c.create(req)?;
+    let e = refused(
+        &mut c,
+        Request::ConfigureNetwork {
+            container_id: "shared".into(),
+            interfaces: vec![eth0],
+        },
+    )?;
+    assert_eq!(e.code, Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message.contains("`network` entry in linux.namespaces"),
+        "{e:?}"
+    );
+    c.call_done(Request::Delete {
+        container_id: "shared".into(),
+    })?;
     Ok(())
 }

@@ -52,7 +52,9 @@ pub enum Request {
     /// interface is a virtio-net interface of the guest, moved into the container's network
     /// namespace and configured as listed (see [`crate::network`]). Sent after
     /// [`Request::CreateContainer`] and before [`Request::Start`]; may be sent again with
-    /// interfaces not configured before (earlier ones are left as they are). Answer:
+    /// interfaces not configured before (earlier ones are left as they are; one listed again
+    /// exactly as configured is a no-op, with other settings it is refused as already
+    /// existing). The container needs a network namespace of its own. Answer:
     /// [`Response::Done`].
     ConfigureNetwork {
         /// The container id.

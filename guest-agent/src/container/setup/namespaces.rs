@@ -68,7 +68,8 @@ pub(super) fn enter_new_namespaces(
     })?;
     let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
     if new_net {
-        crate::net::bring_up_lo().map_err(step("bring up lo in the new network namespace"))?;
+        crate::network::loopback::bring_up_lo()
+            .map_err(step("bring up lo in the new network namespace"))?;
     }
     Ok(new_net)
 }
