@@ -34,6 +34,17 @@ pub enum NetError {
     /// The namespace could not be read.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// Another Vessel VM already owns the namespace's interfaces (its tap is there).
+    #[error(
+        "the container's network namespace is already given to another Vessel microVM (its tap \
+         {tap} is there): containers sharing one network namespace (`--network container:<id>`, \
+         a pod's containers) each in a VM of their own cannot share its interfaces; give this \
+         container a network of its own, or run it with runc (docs/runc-compat.md \"Networking\")"
+    )]
+    Shared {
+        /// The other VM's tap.
+        tap: String,
+    },
     /// More interfaces than the VM has network devices.
     #[error(
         "interface {name} appeared in the container's network namespace after the microVM was \
@@ -89,6 +100,9 @@ impl Wiring {
     /// The namespace could not be read, or holds an interface that cannot be wired.
     pub fn plan(expect_late: bool) -> Result<Wiring, NetError> {
         let mut nl = Netlink::open().map_err(NetError::Open)?;
+        if let Some(tap) = scan::taps(&mut nl)?.into_iter().next() {
+            return Err(NetError::Shared { tap });
+        }
         let found = scan::scan(&mut nl)?;
         let mut devices: Vec<Device> = found
             .iter()

@@ -130,6 +130,29 @@ pub fn scan(nl: &mut Netlink) -> Result<Vec<Found>, ScanError> {
     Ok(found)
 }
 
+/// The names of Vessel's taps in the namespace (another VM's, when the namespace is shared).
+///
+/// # Errors
+/// The dump failed.
+pub fn taps(nl: &mut Netlink) -> Result<Vec<String>, ScanError> {
+    let links = nl
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .map_err(|source| ScanError::Dump {
+            what: "links",
+            source,
+        })?;
+    Ok(links
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) if n.starts_with(TAP_PREFIX) => Some(n),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The link as an interface to wire, `None` to leave it alone (`lo`, a tap of ours, a link that
 /// is down and not Ethernet, like the `sit0` a new namespace holds).
 fn interface(link: &LinkMessage) -> Result<Option<Found>, ScanError> {

@@ -198,3 +198,21 @@ fn a_namespace_the_monitor_made_gets_one_device_before_docker_moves_its_veth_in(
     assert_eq!(docker.len(), 1);
     assert_eq!(docker[0].guest_mac.0[0], 0x02, "locally administered");
 }
+
+#[test]
+fn a_namespace_another_vessel_vm_owns_is_refused_naming_its_tap() {
+    if let Some(why) = skip_reason() {
+        eprintln!("a_namespace_another_vessel_vm_owns_is_refused_naming_its_tap: skipped: {why}");
+        return;
+    }
+    let e = in_new_netns(|| {
+        cni_like();
+        sh("ip tuntap add vessel-tap0 mode tap");
+        Wiring::plan(false).unwrap_err()
+    });
+    assert!(
+        matches!(e, NetError::Shared { ref tap } if tap == "vessel-tap0"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--network container:<id>"), "{e}");
+}
