@@ -26,7 +26,7 @@ CMD          ?= uname -a
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux strace \
-                containerd podman conmon runc
+                containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
         lint demo bench fuzz clean probe-initramfs fixtures

@@ -6,7 +6,7 @@
 # For a quicker loop while working on one area (make test always runs everything):
 #   LAB_TESTS=lab_exec   run only the lab_ tests of the test binaries whose names contain this,
 #                        or else the lab_ tests whose names contain it (default: lab_, all)
-#   LAB_COMPAT=0         skip the containerd and podman scenarios
+#   LAB_COMPAT=0         skip the containerd, podman and Docker scenarios
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 list=${1:?usage: in-lab.sh LIST}
@@ -45,6 +45,10 @@ check release-without-test-doubles no_test_doubles
 if [ "${LAB_COMPAT:-1}" != 0 ]; then
   check containerd bash "$repo/tests/compat/containerd.sh"
   check podman bash "$repo/tests/compat/podman.sh"
+  # Networks: podman's default CNI bridge (published port, MTU, 50 MiB each way) and Docker's
+  # bridge (its prestart hook moves the veth into the monitor's namespace).
+  check podman-network bash "$repo/tests/compat/podman-net.sh"
+  check docker bash "$repo/tests/compat/docker.sh"
 fi
 filter=${LAB_TESTS:-lab_}
 

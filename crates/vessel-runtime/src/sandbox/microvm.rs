@@ -115,6 +115,8 @@ pub struct MicroVmSandbox {
     artefacts: vessel_vmm::artefacts::Artefacts,
     /// The VM's network devices and the interfaces wired to them (set at create).
     wiring: Mutex<Option<Wiring>>,
+    /// The path of the container's network namespace, when the spec gives one.
+    netns_path: OnceLock<PathBuf>,
 }
 
 impl MicroVmSandbox {
@@ -135,6 +137,7 @@ impl MicroVmSandbox {
             killed: AtomicBool::new(false),
             artefacts: vessel_vmm::artefacts::locate(),
             wiring: Mutex::new(None),
+            netns_path: OnceLock::new(),
         }
     }
 
@@ -246,6 +249,21 @@ impl MicroVmSandbox {
         let interfaces = wiring.wire().map_err(SandboxError::Network)?;
         if interfaces.is_empty() {
             return Ok(());
+        }
+        // In a namespace someone else keeps (CRI, podman), the redirects outlive a killed
+        // monitor: `delete` reads this to take them off.
+        if let Some(netns) = self.netns_path.get() {
+            let record = crate::host::net::Leftovers {
+                netns: netns.clone(),
+                interfaces: wiring.wired(),
+            };
+            let path = self.state_dir.join(crate::host::net::WIRED_FILE);
+            if let Err(e) = serde_json::to_vec(&record)
+                .map_err(std::io::Error::other)
+                .and_then(|b| crate::host::state::write_atomic(&path, &b, 0o600))
+            {
+                log::warn!("record the wired interfaces in {}: {e}", path.display());
+            }
         }
         for i in &interfaces {
             log::debug!(
@@ -366,6 +384,9 @@ impl Sandbox for MicroVmSandbox {
             })
             .collect();
         *self.wiring.lock().expect("wiring lock") = Some(wiring);
+        if let Some(path) = netns::path(&bundle.spec) {
+            let _ = self.netns_path.set(path);
+        }
         self.boot_vm(config)?;
         let guest_bundle = Bundle {
             spec: crate::sandbox::sizing::guest_cpuset(
@@ -471,6 +492,7 @@ impl Sandbox for MicroVmSandbox {
         // The taps went with the VM; the interfaces get their traffic back.
         if let Some(wiring) = self.wiring.lock().expect("wiring lock").as_mut() {
             wiring.unwire();
+            let _ = std::fs::remove_file(self.state_dir.join(crate::host::net::WIRED_FILE));
         }
         share::remove(&self.state_dir).map_err(SandboxError::PrepareShare)?;
         asked

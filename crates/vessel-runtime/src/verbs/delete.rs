@@ -97,7 +97,9 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
             })
         }
     }
-    // The monitor is gone: its cgroup can go (children first), then the state directory.
+    // The monitor is gone: the redirects it added in a namespace someone else keeps (a monitor
+    // killed before its own clean-up), its cgroup (children first), then the state directory.
+    remove_network_leftovers(store, id);
     if let Some(cgroup) = &record.cgroup {
         crate::host::cgroup::remove(cgroup)?;
     }
@@ -105,6 +107,32 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     let state = HookState::of(&record, "stopped");
     hooks::run_warn(HookKind::Poststop, record.hooks.as_ref(), &state, None);
     Ok(())
+}
+
+/// Takes off the tc redirects recorded in the state directory ([`crate::host::net::WIRED_FILE`])
+/// if the monitor left them; failures are logged: the namespace may be gone.
+fn remove_network_leftovers(store: &StateStore, id: &str) {
+    let Ok(dir) = store.container_dir(id) else {
+        return;
+    };
+    let Ok(bytes) = std::fs::read(dir.join(crate::host::net::WIRED_FILE)) else {
+        return;
+    };
+    match serde_json::from_slice::<crate::host::net::Leftovers>(&bytes) {
+        Ok(left) => {
+            if let Err(e) = left.remove() {
+                log::warn!(
+                    "container {id}: remove the network redirects in {}: {}",
+                    left.netns.display(),
+                    vessel_error::chain(&e)
+                );
+            }
+        }
+        Err(e) => log::warn!(
+            "container {id}: unreadable {}: {e}",
+            crate::host::net::WIRED_FILE
+        ),
+    }
 }
 
 /// SIGKILLs the monitor (the VM dies with it) and waits until it is gone or a zombie.

@@ -73,6 +73,61 @@ pub enum NetError {
     },
 }
 
+/// File in the state directory naming the interfaces wired in a namespace the container does
+/// not own (a path from CRI or podman), so that `delete` can take their redirects off when the
+/// monitor was killed before it could ([`Leftovers`]).
+pub const WIRED_FILE: &str = "network.json";
+
+/// What [`WIRED_FILE`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Leftovers {
+    /// The network namespace's path.
+    pub netns: std::path::PathBuf,
+    /// The interfaces whose ingress qdisc Vessel added.
+    pub interfaces: Vec<String>,
+}
+
+impl Leftovers {
+    /// Removes the redirects of [`Self::interfaces`] in [`Self::netns`], from a thread that
+    /// joins it (the caller's own namespace is left alone). A namespace or interface that is gone
+    /// has nothing left to remove.
+    ///
+    /// # Errors
+    /// The namespace could not be joined, or the kernel refused a removal.
+    pub fn remove(&self) -> Result<(), NetError> {
+        let this = self.clone();
+        std::thread::spawn(move || -> Result<(), NetError> {
+            let Ok(f) = std::fs::File::open(&this.netns) else {
+                return Ok(());
+            };
+            if nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&f),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .is_err()
+            {
+                return Ok(());
+            }
+            let mut nl = Netlink::open().map_err(NetError::Open)?;
+            for name in &this.interfaces {
+                match link::index_of(&mut nl, name) {
+                    Ok(index) => redirect::remove(&mut nl, index).map_err(|source| {
+                        NetError::Link(link::LinkError::Netlink {
+                            name: name.clone(),
+                            source,
+                        })
+                    })?,
+                    Err(link::LinkError::Missing(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or(Ok(()))
+    }
+}
+
 /// One virtio-net device of the VM: its tap and the MAC it offers the guest at boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -183,6 +238,14 @@ impl Wiring {
             });
         }
         Ok(out)
+    }
+
+    /// The names of the interfaces wired so far.
+    pub fn wired(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .filter_map(|d| d.wired.as_ref().map(|(_, n)| n.clone()))
+            .collect()
     }
 
     /// Removes the redirects from the wired interfaces (their taps go with the VM), leaving each

@@ -87,6 +87,16 @@ pub fn plan(spec: &Spec, self_ns: &Path) -> Result<Netns, NetnsError> {
     Ok(Netns::Join(path.clone()))
 }
 
+/// The path of the spec's network namespace, if it names one.
+pub fn path(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .and_then(|n| n.path().clone())
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
 /// Whether the spec asks for a new network namespace (a `network` entry without a path): the
 /// monitor makes it, and the caller (Docker) fills it after `create` has forked the monitor.
 pub fn is_new(spec: &Spec) -> bool {

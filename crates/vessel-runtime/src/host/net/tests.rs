@@ -216,3 +216,37 @@ fn a_namespace_another_vessel_vm_owns_is_refused_naming_its_tap() {
     );
     assert!(e.to_string().contains("--network container:<id>"), "{e}");
 }
+
+#[test]
+fn leftovers_of_a_killed_monitor_are_taken_off_in_a_namespace_someone_else_keeps() {
+    if let Some(why) = skip_reason() {
+        eprintln!(
+            "leftovers_of_a_killed_monitor_are_taken_off_in_a_namespace_someone_else_keeps: \
+             skipped: {why}"
+        );
+        return;
+    }
+    let name = format!("vessel-test-{}", std::process::id());
+    sh(&format!(
+        "ip netns add {name} && ip netns exec {name} sh -c 'ip link add eth0 type veth peer name peer0 && \
+         ip tuntap add vessel-tap0 mode tap && tc qdisc add dev eth0 ingress && \
+         tc filter add dev eth0 ingress protocol all u32 match u8 0 0 action mirred egress redirect dev vessel-tap0'"
+    ));
+    let left = Leftovers {
+        netns: format!("/run/netns/{name}").into(),
+        interfaces: vec!["eth0".into(), "gone0".into()],
+    };
+    let before = sh(&format!(
+        "ip netns exec {name} tc qdisc show dev eth0 ingress"
+    ));
+    let result = left.remove();
+    let after = sh(&format!(
+        "ip netns exec {name} tc qdisc show dev eth0 ingress"
+    ));
+    sh(&format!("ip netns del {name}"));
+    result.unwrap();
+    assert!(before.contains("ingress"), "{before}");
+    assert!(!after.contains("ingress"), "left: {after}");
+    // A namespace that is gone has nothing left to remove.
+    left.remove().unwrap();
+}
