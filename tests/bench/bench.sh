@@ -7,7 +7,8 @@
 # and its initramfs, and the timer tests/bench (vessel-bench); measures VM setup natively, then
 # boots the lab ONCE and measures boot to init and host overhead there (measure.sh), then
 # create+start and state (lifecycle.sh) and exec round trip and exec stdout throughput (exec.sh)
-# against runc, with build/bin/vessel.
+# against runc, and the network between the lab host and a container on podman's bridge
+# (net.sh) against runc, with build/bin/vessel.
 #
 # Usage: tests/bench/bench.sh        (needs `make artefacts fixtures`: vmlinux, initramfs, vessel)
 # Environment: BENCH_RUNS (runs per side, default 5), BENCH_FS_RUNS (default 1: 10,000 files through virtio-fs take minutes under the lab's emulation), BENCH_PARTS
@@ -48,6 +49,7 @@ tests/bench/measure.sh native "$stage" | grep '^BENCH ' > "$records"
 echo "bench: lab" >&2
 tests/lab/run.sh --timeout "${LAB_TIMEOUT:-1800}" bash -c \
   'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/exec.sh "$2" &&
+   tests/bench/net.sh &&
    VESSEL_KERNEL=$4/build/share/vessel/vmlinux VESSEL_INITRAMFS=$4/build/share/vessel/initramfs.cpio \
      "$3" --exact lab_agent_protocol_bad_input_bench_and_guest_loss --nocapture --test-threads 1' \
   _ "$stage" "$repo/build/bin/vessel" "$agent_test" "$repo" \
@@ -93,6 +95,10 @@ table "vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p
   "state_ms|state of a running container, ms|1|ratio <= 1.5" \
   "exec_rtt_ms|exec <id> true, ms|1|" \
   "exec_mibs|exec stdout, 100 MiB, MiB/s|1|"
+table "network: lab host <-> a container on podman's default bridge, vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p') [lab] (issue 18)" runc \
+  "net_tx_mbit|TCP host -> container, Mbit/s (iperf3)|1|hardware: ratio >= 0.8" \
+  "net_rx_mbit|TCP container -> host, Mbit/s (iperf3 -R)|1|hardware: ratio >= 0.8" \
+  "net_rr_us|1-byte request/answer over TCP, µs|1|"
 table "vessel-agent in a Vessel guest vs the same agent natively (serve mode, Unix sockets) on the lab host; agent's own clock (issue 4)" native \
   "agent_create_exec_us|create request to workload execve, ms [lab]|1000|guest < 5 ms" \
   "agent_exec_us|exec request to execve, ms [lab]|1000|guest < 5 ms" \
