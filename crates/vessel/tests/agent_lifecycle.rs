@@ -92,7 +92,7 @@ impl Agent {
                         "args": ["sh", "-c", script], "env": ["PATH=/bin"]},
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
             "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
-                                     {"type": "ipc"}]}
+                                     {"type": "ipc"}, {"type": "network"}]}
         });
         std::fs::write(b.join("config.json"), config.to_string()).unwrap();
         b

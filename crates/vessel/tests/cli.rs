@@ -44,7 +44,8 @@ impl Env {
             "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
                         "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]},
             "annotations": {"org.example/k": "v"},
-            "linux": {"cgroupsPath": self.cgroup_name(name)}
+            "linux": {"cgroupsPath": self.cgroup_name(name),
+                      "namespaces": [{"type": "network"}]}
         });
         std::fs::write(b.join("config.json"), config.to_string()).unwrap();
         b
@@ -248,11 +249,37 @@ fn unknown_executable_fails_at_create() {
     std::fs::write(
         b.join("config.json"),
         r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
-            "process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["no-such-binary-xyz"]}}"#,
+            "process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["no-such-binary-xyz"]},
+            "linux":{"namespaces":[{"type":"network"}]}}"#,
     )
     .unwrap();
     let out = env.create("c", &b, &[]);
     assert_fails(&out, 1, "executable file not found in $PATH");
+    assert!(!env.root().join("c").exists());
+}
+
+/// A spec without a network namespace asks for the host's network, which a microVM cannot
+/// share: create fails naming the field and the two ways out, and leaves no state behind.
+#[test]
+fn host_networking_fails_create_naming_the_field_and_leaves_nothing() {
+    let env = Env::new();
+    let b = env.bundle("hostnet", "exit 0");
+    let config = b.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    spec["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]);
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let out = env.create("c", &b, &[]);
+    assert_fails(&out, 1, "linux.namespaces has no \"network\" entry");
+    assert!(text(&out.stderr).contains("run host-network containers with runc"));
+    assert!(!env.root().join("c").exists());
+    // The same bundle with a network entry is created.
+    spec["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "network"}]);
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let out = env.create("c", &b, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.run(&["delete", "--force", "c"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!env.root().join("c").exists());
 }
 
@@ -865,7 +892,10 @@ fn set_linux(bundle: &Path, linux: serde_json::Value) {
     let path = bundle.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // The bundle's namespaces stay: without a network entry, create refuses host networking.
+    let namespaces = config["linux"]["namespaces"].clone();
     config["linux"] = linux;
+    config["linux"]["namespaces"] = namespaces;
     std::fs::write(&path, config.to_string()).unwrap();
 }
 

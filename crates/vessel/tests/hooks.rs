@@ -53,7 +53,8 @@ impl Setup {
                         "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]},
             "annotations": {"org.example/k": "v"},
             "hooks": hooks,
-            "linux": {"cgroupsPath": self.cgroup_name()}
+            "linux": {"cgroupsPath": self.cgroup_name(),
+                      "namespaces": [{"type": "network"}]}
         });
         std::fs::write(b.join("config.json"), config.to_string()).unwrap();
         b
