@@ -166,6 +166,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     for warning in crate::host::validate::warnings(&bundle.spec) {
         log::warn!("{warning}");
     }
+    if let Some(warning) = crate::host::net::dns::embedded_dns_warning(&bundle.spec) {
+        log::warn!("{warning}");
+    }
     console::check_terminal(
         opts.detach,
         bundle.terminal(),

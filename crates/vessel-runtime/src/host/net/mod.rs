@@ -3,8 +3,10 @@
 //! interface, opened in the namespace by the VMM as the backend of one virtio-net device, and a
 //! redirect both ways between the interface and the tap ([`redirect`]). The agent then gives the
 //! guest interface the name, MAC, MTU, addresses, routes and neighbours found here
-//! (`vessel_protocol::Request::ConfigureNetwork`). See docs/design.md "Networking".
+//! (`vessel_protocol::Request::ConfigureNetwork`). What a VM cannot reach, Docker's embedded
+//! DNS, is warned about at create ([`dns`]). See docs/design.md "Networking".
 
+pub mod dns;
 pub mod link;
 pub mod netlink;
 pub mod netns;
