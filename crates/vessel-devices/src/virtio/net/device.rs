@@ -388,6 +388,7 @@ impl<B: NetBackend> Net<B> {
             .copy_from_slice(&num_buffers.to_le_bytes());
         let mut done = 0usize;
         let mut failed = false;
+        let mut used = Vec::with_capacity(count);
         for c in self.rx_chains.drain(..count) {
             let n = if failed {
                 0
@@ -403,9 +404,10 @@ impl<B: NetBackend> Net<B> {
             };
             done += n;
             // `n` is at most MAX_PACKET_LEN.
-            if let Err(e) = q.add_used(&*mem, c.head, n as u32) {
-                log::warn!("virtio-net: cannot return rx chain {}: {e}", c.head);
-            }
+            used.push((c.head, n as u32));
+        }
+        if let Err(e) = add_used_at_once(q, &*mem, &used) {
+            log::warn!("virtio-net: cannot return {} rx chain(s): {e}", used.len());
         }
         *signal = true;
         if failed {
@@ -546,4 +548,47 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     fn queue_notify(&mut self, index: u16) {
         self.process_queue(index.into());
     }
+}
+
+/// Puts `used` (head, length) into `q`'s used ring and only then moves the ring's index past all
+/// of them, so that the driver never sees part of a merged frame: Linux reads the first buffer's
+/// `num_buffers` and drops the frame (`rx error: N buffers out of M missing`, counted as a length
+/// error) when the rest is not in the used ring yet, which `add_used` per chain allowed while the
+/// guest polled on another vCPU. Without `VIRTIO_F_EVENT_IDX` (not offered) the queue's count of
+/// added entries is not needed for notification.
+pub(super) fn add_used_at_once(
+    q: &mut Queue,
+    mem: &GuestMemoryMmap,
+    used: &[(u16, u32)],
+) -> Result<(), virtio_queue::Error> {
+    use std::sync::atomic::Ordering;
+    use vm_memory::{Address, Bytes, GuestAddress};
+    const HEADER: u64 = 4;
+    const ELEMENT: u64 = 8;
+    let size = q.size();
+    let ring = GuestAddress(q.used_ring());
+    let mut next = std::num::Wrapping(q.next_used());
+    for &(head, len) in used {
+        if head >= size {
+            return Err(virtio_queue::Error::InvalidDescriptorIndex);
+        }
+        let slot = u64::from(next.0 % size);
+        let addr = ring
+            .checked_add(HEADER + slot * ELEMENT)
+            .ok_or(virtio_queue::Error::AddressOverflow)?;
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write_slice(&elem, addr)
+            .map_err(virtio_queue::Error::GuestMemory)?;
+        next += std::num::Wrapping(1);
+    }
+    let idx = ring
+        .checked_add(2)
+        .ok_or(virtio_queue::Error::AddressOverflow)?;
+    // Release: the elements above are visible before the index that publishes them.
+    mem.store(next.0.to_le(), idx, Ordering::Release)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    q.set_next_used(next.0);
+    Ok(())
 }

@@ -6,7 +6,9 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::device::features::*;
-use super::device::{tap_offloads, OFFERED_FEATURES, RX_QUEUE, TX_QUEUE, VIRTIO_NET_S_LINK_UP};
+use super::device::{
+    add_used_at_once, tap_offloads, OFFERED_FEATURES, RX_QUEUE, TX_QUEUE, VIRTIO_NET_S_LINK_UP,
+};
 use super::event_handler::BACKEND;
 use super::packet::{HDR_LEN, MAX_PACKET_LEN, NUM_BUFFERS_OFFSET};
 use super::test_utils::{frame, packet, Driver, F_NEXT, F_WRITE, MAC};
@@ -145,6 +147,39 @@ fn without_buffers_the_tap_is_not_watched_and_frames_wait_for_buffers() {
     }
     assert!(d.dev.rx_armed());
     assert!(!readable(d.dev.event_fd()), "backend drained");
+}
+
+/// A merged frame's used entries appear to the driver all at once: the used index moves past
+/// every one of them in a single store (a driver polling on another vCPU that saw the first
+/// entry alone would read its `num_buffers` and drop the frame), across the 16-bit index's wrap
+/// and the ring's; with an invalid head among them, none is published.
+#[test]
+fn a_merged_frame_s_used_entries_are_published_together_or_not_at_all() {
+    use virtio_queue::QueueT;
+    use vm_memory::{Address, Bytes, GuestAddress};
+    let d = Driver::new();
+    let mut q = Driver::<super::test_utils::FakeBackend>::queue(RX_QUEUE);
+    let ring = q.used_ring();
+    let idx = |d: &Driver| d.mem.read_obj::<u16>(GuestAddress(ring + 2)).unwrap();
+    let size = q.size();
+    q.set_next_used(u16::MAX - 1);
+    add_used_at_once(&mut q, &d.mem, &[(3, 4096), (7, 4096), (1, 17)]).unwrap();
+    assert_eq!(idx(&d), 1, "one store moved the index 3 past 65534, wrapping");
+    assert_eq!(q.next_used(), 1);
+    let elem = |slot: u16| {
+        let a = GuestAddress(ring + 4 + u64::from(slot % size) * 8);
+        (
+            d.mem.read_obj::<u32>(a).unwrap(),
+            d.mem.read_obj::<u32>(a.unchecked_add(4)).unwrap(),
+        )
+    };
+    assert_eq!(elem(u16::MAX - 1), (3, 4096));
+    assert_eq!(elem(u16::MAX), (7, 4096));
+    assert_eq!(elem(0), (1, 17));
+    // Head `size` is out of range: nothing is published, the queue's position stays.
+    let err = add_used_at_once(&mut q, &d.mem, &[(2, 100), (size, 100)]).unwrap_err();
+    assert!(matches!(err, virtio_queue::Error::InvalidDescriptorIndex), "{err:?}");
+    assert_eq!((idx(&d), q.next_used()), (1, 1));
 }
 
 #[test]
