@@ -60,7 +60,7 @@ for i in $(seq 1 "$runs"); do
   for side in vessel runc; do
     rt=$vessel; [ $side = runc ] && rt=$(command -v runc)
     pm --runtime "$rt" run -d --name netbench -v /usr:/host/usr:ro "$image" sh -c \
-      "$iperf -s -D >/dev/null 2>&1; exec nc -ll -p 9000 -e cat" >/dev/null
+      "nc -ll -p 9000 -e cat & exec $iperf -s >/dev/null 2>&1" >/dev/null
     ip=$(pm inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' netbench)
     for _ in $(seq 1 100); do iperf3 -c "$ip" -t 1 >/dev/null 2>&1 && break; sleep 0.3; done
     tx=$(iperf3 -c "$ip" -t 5 -J | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e6))')

@@ -164,7 +164,11 @@ fn a_merged_frame_s_used_entries_are_published_together_or_not_at_all() {
     let size = q.size();
     q.set_next_used(u16::MAX - 1);
     add_used_at_once(&mut q, &d.mem, &[(3, 4096), (7, 4096), (1, 17)]).unwrap();
-    assert_eq!(idx(&d), 1, "one store moved the index 3 past 65534, wrapping");
+    assert_eq!(
+        idx(&d),
+        1,
+        "one store moved the index 3 past 65534, wrapping"
+    );
     assert_eq!(q.next_used(), 1);
     let elem = |slot: u16| {
         let a = GuestAddress(ring + 4 + u64::from(slot % size) * 8);
@@ -178,7 +182,10 @@ fn a_merged_frame_s_used_entries_are_published_together_or_not_at_all() {
     assert_eq!(elem(0), (1, 17));
     // Head `size` is out of range: nothing is published, the queue's position stays.
     let err = add_used_at_once(&mut q, &d.mem, &[(2, 100), (size, 100)]).unwrap_err();
-    assert!(matches!(err, virtio_queue::Error::InvalidDescriptorIndex), "{err:?}");
+    assert!(
+        matches!(err, virtio_queue::Error::InvalidDescriptorIndex),
+        "{err:?}"
+    );
     assert_eq!((idx(&d), q.next_used()), (1, 1));
 }
 
