@@ -13,8 +13,7 @@
 #    page; the container's eth0 has the MAC and address `docker inspect` reports;
 # 3. `docker exec` (output, exit code), `docker logs`, `docker stop` (exit status), `docker rm`;
 # 4. `--network none`: no eth0; `--network host` and `--network container:<vessel container>`
-#    fail with errors that say why; on a user-defined network containers reach each other by IP,
-#    and Docker's embedded DNS is warned about in the shim's log;
+#    fail with errors that say why;
 # 5. nothing left: no monitor.
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
@@ -38,7 +37,6 @@ cleanup() {
   local rc=$?
   set +e
   dk rm -f web sidecar >/dev/null 2>&1
-  dk network rm vnet >/dev/null 2>&1
   if [ -n "$dockerd_pid" ]; then
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
@@ -131,30 +129,6 @@ set -e
 [ "$rc" != 0 ] && echo "$out" | grep -q "already given to another Vessel microVM" || fail "--network container:web: exit $rc, '$out'"
 ok "--network container:<vessel container> refused, saying why"
 dk rm -f web >/dev/null
-# A user-defined network: containers reach each other by IP; its resolv.conf names Docker's
-# embedded DNS (127.0.0.11), which create warns about in the shim's log; a resolv.conf of the
-# user's own, mounted over it, is used as is and gets no warning.
-dk network create --subnet 10.79.0.0/24 vnet >/dev/null
-dk run --runtime vessel -d --name web --network vnet "$image" sh -c \
-  'mkdir -p /www && echo vessel-vnet-web > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
-wid=$(dk inspect --format '{{.Id}}' web)
-wip=$(dk inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web)
-[[ "$wip" == 10.79.0.* ]] || fail "the container on vnet has address '$wip'"
-log=$(find "$work/exec" -path "*moby/$wid/log.json" | head -1)
-grep -q "Docker's embedded DNS" "$log" 2>/dev/null || fail "no embedded-DNS warning in the shim's log '$log': $(tail -c 600 "$log" 2>/dev/null)"
-echo "nameserver 10.79.0.1" > "$work/resolv.conf"
-got=""
-for _ in $(seq 1 20); do
-  got=$(dk run --runtime vessel --rm --name sidecar --network vnet -v "$work/resolv.conf:/etc/resolv.conf:ro" "$image" \
-    sh -c "cat /etc/resolv.conf; printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc $wip 80" 2>&1 | tr -d '\r' || true)
-  echo "$got" | grep -qx vessel-vnet-web && break
-  sleep 1
-done
-echo "$got" | grep -qx vessel-vnet-web || fail "a second container on vnet did not get the page from $wip:80: $got"
-echo "$got" | grep -qx 'nameserver 10.79.0.1' || fail "the mounted resolv.conf did not reach the container: $got"
-dk rm -f web >/dev/null
-dk network rm vnet >/dev/null
-ok "user-defined network: container to container by IP; embedded DNS warned about in the shim's log; a mounted resolv.conf used as is"
 
 # 5. Nothing left.
 [ -z "$(dk ps -a -q)" ] || fail "containers left: $(dk ps -a)"
