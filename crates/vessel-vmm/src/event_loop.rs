@@ -9,12 +9,15 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vessel_devices::event::EventHandler;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::seccomp::{Filters, ThreadKind};
+use crate::VmmError;
 
 /// A device as the VMM shares it between vCPU threads (MMIO), the device thread and teardown.
 pub type SharedDevice = Arc<Mutex<dyn EventHandler>>;
@@ -29,10 +32,22 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Starts the thread serving the event sources of `devices` (each read once, now).
-    pub fn spawn(devices: Vec<SharedDevice>) -> io::Result<Self> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
-        let epoll = Epoll::new()?;
+    /// Starts the thread serving the event sources of `devices` (each read once, now). With
+    /// `filters`, the thread installs the device thread's seccomp filter before its first event
+    /// and this returns once it has.
+    ///
+    /// # Errors
+    /// The thread or its epoll could not be set up, or its filter not installed.
+    pub fn spawn(
+        devices: Vec<SharedDevice>,
+        filters: Option<Arc<Filters>>,
+    ) -> Result<Self, VmmError> {
+        let spawn_err = |source| VmmError::SpawnThread {
+            name: "vmm-devices".into(),
+            source,
+        };
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(spawn_err)?;
+        let epoll = Epoll::new().map_err(spawn_err)?;
         let add = |fd: i32, token: u64| {
             epoll.ctl(
                 ControlOperation::Add,
@@ -40,19 +55,48 @@ impl EventLoop {
                 EpollEvent::new(EventSet::IN, token),
             )
         };
-        add(stop.as_raw_fd(), TOKEN_STOP)?;
+        add(stop.as_raw_fd(), TOKEN_STOP).map_err(spawn_err)?;
         for (i, dev) in devices.iter().enumerate() {
             for s in lock(dev).event_sources() {
-                add(s.fd, token(i, s.id))?;
+                add(s.fd, token(i, s.id)).map_err(spawn_err)?;
             }
         }
+        let (confined_tx, confined) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("vmm-devices".into())
-            .spawn(move || run(epoll, devices))?;
-        Ok(Self {
+            .spawn(move || {
+                let r = match &filters {
+                    Some(f) => f.install(ThreadKind::Devices),
+                    None => Ok(()),
+                };
+                let ok = r.is_ok();
+                let _ = confined_tx.send(r);
+                if ok {
+                    run(epoll, devices);
+                }
+            })
+            .map_err(spawn_err)?;
+        let confined = confined.recv();
+        let mut el = Self {
             stop,
             thread: Some(thread),
-        })
+        };
+        match confined {
+            Ok(Ok(())) => Ok(el),
+            Ok(Err(source)) => {
+                el.stop();
+                Err(VmmError::Seccomp {
+                    thread: "vmm-devices".into(),
+                    source,
+                })
+            }
+            Err(_) => {
+                el.stop();
+                Err(spawn_err(io::Error::other(
+                    "the thread ended during set-up",
+                )))
+            }
+        }
     }
 
     /// Stops the thread and joins it.
@@ -149,7 +193,7 @@ mod tests {
     fn each_ready_source_reaches_its_own_device_with_its_id() {
         let (a, seen_a) = probe();
         let (b, seen_b) = probe();
-        let mut el = EventLoop::spawn(vec![a.clone(), b.clone()]).unwrap();
+        let mut el = EventLoop::spawn(vec![a.clone(), b.clone()], None).unwrap();
         let wait = Duration::from_secs(5);
         lock(&b).evts[1].write(1).unwrap();
         assert_eq!(seen_b.recv_timeout(wait).unwrap(), 8);

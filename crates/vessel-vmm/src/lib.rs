@@ -15,6 +15,7 @@ pub mod host;
 pub mod image_cache;
 pub mod joined;
 pub mod limits;
+pub mod seccomp;
 pub mod uds;
 pub mod vm;
 pub mod vstate;
@@ -124,6 +125,15 @@ pub enum VmmError {
     /// The vCPU kick signal handler could not be installed.
     #[error("cannot install the vcpu kick signal handler")]
     InstallSignal(#[source] std::io::Error),
+    /// A VMM thread's seccomp filter could not be built or installed.
+    #[error("cannot confine VMM thread {thread}")]
+    Seccomp {
+        /// Thread name.
+        thread: String,
+        /// The cause.
+        #[source]
+        source: seccomp::SeccompError,
+    },
     /// A thread could not be spawned.
     #[error("cannot spawn thread {name}")]
     SpawnThread {

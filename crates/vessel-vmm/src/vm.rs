@@ -17,7 +17,7 @@ use kvm_ioctls::IoEventAddress;
 use vessel_devices::event::{EventHandler, Serving};
 use vessel_devices::irq::IrqLine;
 use vessel_devices::legacy::{SerialConsole, COM1_IRQ};
-use vessel_devices::virtio::fs::{Fs, FsError};
+use vessel_devices::virtio::fs::{Fs, FsError, Lockdown};
 use vessel_devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use vessel_devices::virtio::net::{Net, Tap};
 use vessel_devices::virtio::vsock::{Vsock, VsockHandle};
@@ -30,6 +30,7 @@ use crate::event_loop::{EventLoop, SharedDevice};
 use crate::host;
 use crate::image_cache::ImageCache;
 use crate::limits;
+use crate::seccomp::{Filters, ThreadKind};
 use crate::vstate::memory;
 use crate::vstate::vcpu::{self, ExitReason, VcpuControl};
 use crate::VmmError;
@@ -85,6 +86,10 @@ impl Vm {
     pub fn setup(config: VmConfig) -> Result<Vm, VmmError> {
         let t0 = Instant::now();
         config.validate().map_err(VmmError::Config)?;
+        let filters = Arc::new(Filters::compile().map_err(|source| VmmError::Seccomp {
+            thread: "vmm".into(),
+            source,
+        })?);
         if !config.allow_unsupported_host {
             let report = host::probe();
             if !report.verdict.can_run_guests() {
@@ -158,7 +163,7 @@ impl Vm {
             limits::raise_nofile_limit_once();
         }
         for (index, share) in config.fs.iter().enumerate() {
-            virtio.add(fs_device(index, share, &ctl)?)?;
+            virtio.add(fs_device(index, share, &ctl, &filters)?)?;
         }
         for (index, nic) in config.net.iter().enumerate() {
             virtio.add(net_device(index, nic)?)?;
@@ -169,10 +174,7 @@ impl Vm {
             .filter(|d| lock(d).serving() == Serving::EventLoop)
             .cloned()
             .collect();
-        let event_loop = EventLoop::spawn(served).map_err(|source| VmmError::SpawnThread {
-            name: "vmm-devices".into(),
-            source,
-        })?;
+        let event_loop = EventLoop::spawn(served, Some(Arc::clone(&filters)))?;
 
         let mut cmdline = format!("{BASE_CMDLINE}{device_cmdline}");
         if !config.extra_cmdline.is_empty() {
@@ -223,17 +225,49 @@ impl Vm {
             _vm_fd: vm_fd,
             _memory: ram,
         };
+        // Each vCPU installs its seccomp filter on its own thread and says so before it parks;
+        // a refusal fails the set-up (dropping `vm` stops the threads already started).
+        let (confined_tx, confined) = std::sync::mpsc::channel();
         for (index, v) in vcpus.into_iter().enumerate() {
-            let (d, c) = (devices.clone(), ctl.clone());
+            let (d, c, f, tx) = (
+                devices.clone(),
+                ctl.clone(),
+                filters.clone(),
+                confined_tx.clone(),
+            );
+            let confine = move || {
+                let r = f.install(ThreadKind::Vcpu);
+                let ok = r.is_ok();
+                let _ = tx.send((index, r));
+                ok
+            };
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run_loop(v, index as u32, d, c))
+                .spawn(move || vcpu::run_loop(v, index as u32, d, c, confine))
                 .map_err(|source| VmmError::SpawnThread {
                     name: format!("vcpu{index}"),
                     source,
                 })?;
             vm.pthreads.push(h.as_pthread_t());
             vm.vcpu_threads.push(h);
+        }
+        drop(confined_tx);
+        for _ in 0..config.vcpus {
+            match confined.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((index, Err(source))) => {
+                    return Err(VmmError::Seccomp {
+                        thread: format!("vcpu{index}"),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(VmmError::SpawnThread {
+                        name: "vcpu".into(),
+                        source: std::io::Error::other("a vCPU thread ended during set-up"),
+                    })
+                }
+            }
         }
         log::debug!(
             "vm set up in {:?} (VM and guest memory {:?}, devices {:?}, waiting for the memory \
@@ -443,11 +477,23 @@ fn vsock_device(config: &VmConfig) -> Result<Vsock, VmmError> {
 
 /// The virtio-fs device of share `index`. A device whose serving thread dies ends the VM through
 /// `ctl` ([`fs_failure`]).
-fn fs_device(index: usize, share: &FsConfig, ctl: &Arc<VcpuControl>) -> Result<Fs, VmmError> {
-    let mut fs = Fs::new(&share.tag, &share.shared_dir).map_err(|source| VmmError::CreateFs {
-        index,
-        tag: share.tag.clone(),
-        source,
+fn fs_device(
+    index: usize,
+    share: &FsConfig,
+    ctl: &Arc<VcpuControl>,
+    filters: &Arc<Filters>,
+) -> Result<Fs, VmmError> {
+    let f = Arc::clone(filters);
+    let lockdown: Lockdown = Box::new(move || {
+        f.install(ThreadKind::FileServer)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    let mut fs = Fs::with_lockdown(&share.tag, &share.shared_dir, lockdown).map_err(|source| {
+        VmmError::CreateFs {
+            index,
+            tag: share.tag.clone(),
+            source,
+        }
     })?;
     let (ctl, tag) = (Arc::clone(ctl), share.tag.clone());
     fs.on_failure(Box::new(move |e| ctl.fail(fs_failure(&tag, &e))));

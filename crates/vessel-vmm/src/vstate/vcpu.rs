@@ -415,9 +415,32 @@ fn count(profile: &mut Option<Profile>, kind: &'static str, addr: u64) {
 
 /// The body of vCPU thread `index`: runs until the VM ends (with [`Profile`] when
 /// `VESSEL_VCPU_PROFILE_MS` is set).
-pub fn run_loop(mut vcpu: VcpuFd, index: u32, devices: Arc<DeviceManager>, ctl: Arc<VcpuControl>) {
+///
+/// `confine` runs once on this thread before anything else reaches the guest (after the profile's
+/// sampler thread, if any, is started): it installs the thread's seccomp filter and says whether
+/// it could; if not, the vCPU ends the VM before its first `KVM_RUN`.
+pub fn run_loop(
+    mut vcpu: VcpuFd,
+    index: u32,
+    devices: Arc<DeviceManager>,
+    ctl: Arc<VcpuControl>,
+    confine: impl FnOnce() -> bool,
+) {
     let i = index as usize;
     let mut profile = Profile::from_env();
+    if !confine() {
+        if let Some(p) = profile.take() {
+            p.finish(index);
+        }
+        ctl.exit_with(
+            i,
+            ExitReason::DeviceFailed {
+                device: format!("vcpu{index}"),
+                error: "its seccomp filter could not be installed".into(),
+            },
+        );
+        return;
+    }
     let mut first_run = true;
     while ctl.checkpoint(i) {
         if first_run {

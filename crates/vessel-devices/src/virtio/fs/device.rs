@@ -47,6 +47,12 @@ pub(super) enum Command {
 /// Called once with the reason when the serving thread of an [`Fs`] dies (see the module doc).
 pub type FailureHook = Box<dyn FnOnce(FsError) + Send>;
 
+/// Run once on the serving thread when it is confined to its share and its server is open,
+/// before it serves anything (the VMM installs the thread's seccomp filter here). An error fails
+/// the device's creation.
+pub type Lockdown =
+    Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send>;
+
 /// Where the serving thread reports its death: to the hook if one is set, else kept for it.
 #[derive(Default)]
 struct FailureSlot {
@@ -75,6 +81,14 @@ impl Fs {
     /// in `mount -t virtiofs <tag> <dir>`). Starts its serving thread, which confines itself to
     /// `shared_dir` in a mount namespace of its own; needs `CAP_SYS_ADMIN`.
     pub fn new(tag: &str, shared_dir: &Path) -> Result<Fs, FsError> {
+        Self::with_lockdown(tag, shared_dir, Box::new(|| Ok(())))
+    }
+
+    /// [`Fs::new`], with `lockdown` run on the serving thread before it serves (see [`Lockdown`]).
+    ///
+    /// # Errors
+    /// As [`Fs::new`], and [`FsError::Lockdown`] when `lockdown` fails.
+    pub fn with_lockdown(tag: &str, shared_dir: &Path, lockdown: Lockdown) -> Result<Fs, FsError> {
         if tag.is_empty() || tag.len() > TAG_LEN {
             return Err(FsError::BadTag {
                 tag: tag.to_owned(),
@@ -98,6 +112,7 @@ impl Fs {
         let thread_failure = Arc::clone(&failure);
         let name = format!("vessel-fs-{tag}");
         let thread_name = name.clone();
+        let thread_tag = tag.to_owned();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -110,6 +125,13 @@ impl Fs {
                         return;
                     }
                 };
+                if let Err(source) = lockdown() {
+                    let _ = ready_tx.send(Err(FsError::Lockdown {
+                        tag: thread_tag,
+                        source,
+                    }));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(()));
                 // A panic here is not caught: release builds abort on panic, which ends the
                 // monitor and the VM with it (docs/decisions/0008-panic-aborts-the-monitor.md).

@@ -17,7 +17,7 @@ pub mod request;
 #[cfg(test)]
 mod test_utils;
 
-pub use device::{FailureHook, Fs};
+pub use device::{FailureHook, Fs, Lockdown};
 pub use request::FileServer;
 
 use std::io;
@@ -69,6 +69,15 @@ pub enum FsError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The serving thread's lock-down (its seccomp filter) failed; it serves nothing.
+    #[error("lock down virtio-fs thread for tag {tag}")]
+    Lockdown {
+        /// The device tag.
+        tag: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The serving thread could not be started or died before reporting.
     #[error("start virtio-fs thread for tag {tag}")]

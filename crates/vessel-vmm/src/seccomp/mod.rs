@@ -1,0 +1,149 @@
+//! Per-thread seccomp filters for the VMM's threads that handle what the guest sends (as
+//! Firecracker confines its vCPU and VMM threads): each thread kind may make only the system
+//! calls its work needs ([`allowlist`]); any other call kills the whole monitor process
+//! (`SECCOMP_RET_KILL_PROCESS`), which ends the VM with it, as a panic does
+//! (`docs/decisions/0008-panic-aborts-the-monitor.md`), so a guest that takes over a device
+//! model gets no more of the host than that thread's list.
+//!
+//! The filters are compiled once per VM ([`Filters::compile`]) before its threads start, and each
+//! thread installs its own after its set-up and before it handles anything from the guest
+//! ([`install`]): the vCPUs before their first `KVM_RUN`, the device thread before its first
+//! event, a file server once it is confined to its share. A filter binds the calling thread and
+//! threads it starts, not the rest of the process (no `TSYNC`), so the monitor's other threads
+//! (its control socket, the stdio relays) are untouched. `docs/threat-model.md` lists what each
+//! kind may call.
+
+mod allowlist;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+/// The kinds of VMM threads that run under a filter of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// A vCPU thread (`vcpuN`): `KVM_RUN` and the MMIO/PIO emulation of the devices.
+    Vcpu,
+    /// The device thread (`vmm-devices`): the vsock and virtio-net queues and their host
+    /// sockets and taps.
+    Devices,
+    /// A virtio-fs serving thread (`vessel-fs-<tag>`): FUSE requests against its share.
+    FileServer,
+}
+
+impl ThreadKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [ThreadKind; 3] = [
+        ThreadKind::Vcpu,
+        ThreadKind::Devices,
+        ThreadKind::FileServer,
+    ];
+}
+
+impl fmt::Display for ThreadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::Devices => "device",
+            ThreadKind::FileServer => "file server",
+        })
+    }
+}
+
+/// Why a filter could not be built or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// The allowlist could not be turned into a filter (a bug in the list).
+    #[error("cannot build the {kind} thread's seccomp filter")]
+    Build {
+        /// The thread kind.
+        kind: ThreadKind,
+        /// The cause.
+        #[source]
+        source: seccompiler::BackendError,
+    },
+    /// The filter could not be compiled to BPF.
+    #[error("cannot compile the {kind} thread's seccomp filter")]
+    Compile {
+        /// The thread kind.
+        kind: ThreadKind,
+        /// The cause.
+        #[source]
+        source: seccompiler::BackendError,
+    },
+    /// The kernel refused the filter (no seccomp support: `CONFIG_SECCOMP_FILTER`).
+    #[error("cannot install the {kind} thread's seccomp filter (the host kernel needs CONFIG_SECCOMP_FILTER)")]
+    Install {
+        /// The thread kind.
+        kind: ThreadKind,
+        /// The cause.
+        #[source]
+        source: seccompiler::Error,
+    },
+}
+
+/// The compiled filter of every thread kind, shared by the threads of one VM.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    vcpu: BpfProgram,
+    devices: BpfProgram,
+    file_server: BpfProgram,
+}
+
+impl Filters {
+    /// Compiles the filter of every kind.
+    ///
+    /// # Errors
+    /// A list could not be compiled (a bug: the unit tests compile them all).
+    pub fn compile() -> Result<Filters, SeccompError> {
+        Ok(Filters {
+            vcpu: compile(ThreadKind::Vcpu)?,
+            devices: compile(ThreadKind::Devices)?,
+            file_server: compile(ThreadKind::FileServer)?,
+        })
+    }
+
+    /// The compiled filter of `kind`.
+    pub fn program(&self, kind: ThreadKind) -> &BpfProgram {
+        match kind {
+            ThreadKind::Vcpu => &self.vcpu,
+            ThreadKind::Devices => &self.devices,
+            ThreadKind::FileServer => &self.file_server,
+        }
+    }
+
+    /// Installs the filter of `kind` on the calling thread, for good.
+    ///
+    /// # Errors
+    /// The kernel refused it.
+    pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
+        install(kind, self.program(kind))
+    }
+}
+
+/// Installs `program` (the filter of `kind`) on the calling thread, with `no_new_privs` set on it.
+///
+/// # Errors
+/// The kernel refused it.
+pub fn install(kind: ThreadKind, program: &BpfProgram) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(program).map_err(|source| SeccompError::Install { kind, source })
+}
+
+fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        allowlist::rules(kind).map_err(|source| SeccompError::Build { kind, source })?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|source| SeccompError::Build { kind, source })?;
+    filter
+        .try_into()
+        .map_err(|source| SeccompError::Compile { kind, source })
+}
+
+#[cfg(test)]
+mod tests;

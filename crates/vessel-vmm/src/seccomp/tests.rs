@@ -1,0 +1,170 @@
+//! Each filter is checked in a forked child, where it can kill a process without killing the
+//! test run: a call the thread needs goes through, a call it does not need kills the child
+//! with `SIGSYS`.
+
+use super::*;
+
+/// What the child ended with.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Forks; the child installs `kind`'s filter and runs `call`, exiting with 0 when it returns.
+/// Only async-signal-safe work happens in the child (the filter is compiled before the fork).
+fn in_child(filters: &Filters, kind: ThreadKind, call: fn()) -> End {
+    let program = filters.program(kind).clone();
+    // SAFETY: the child only installs an already compiled filter (prctl and seccomp system
+    // calls on a borrowed buffer), makes raw system calls and `_exit`s; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match install(kind, &program) {
+            Ok(()) => {
+                call();
+                0
+            }
+            Err(_) => 99,
+        };
+        // SAFETY: ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above, writing its status into a local.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
+    if libc::WIFSIGNALED(status) {
+        End::Signaled(libc::WTERMSIG(status))
+    } else {
+        End::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+fn write_to_stderr() {
+    // SAFETY: writes zero bytes from a static buffer to fd 2.
+    let rc = unsafe { libc::write(2, b"".as_ptr().cast(), 0) };
+    assert!(rc >= 0);
+}
+
+fn open_etc_passwd_for_reading() {
+    // SAFETY: a NUL-terminated static path; the descriptor, if any, is leaked in the child.
+    unsafe { libc::openat(libc::AT_FDCWD, c"/etc/passwd".as_ptr(), libc::O_RDONLY) };
+}
+
+fn inet_socket() {
+    // SAFETY: socket(2) with constant arguments.
+    unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+}
+
+fn unix_socket() {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        // SAFETY: as in `in_child`.
+        unsafe { libc::_exit(3) };
+    }
+}
+
+fn execve_true() {
+    let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: NUL-terminated path and NULL-terminated arrays of static strings.
+    unsafe { libc::execve(argv[0], argv.as_ptr(), envp.as_ptr()) };
+}
+
+fn ptrace_me() {
+    // SAFETY: PTRACE_TRACEME takes no pointers.
+    unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+}
+
+fn tty_ioctl() {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into a local.
+    unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+}
+
+#[test]
+fn every_kind_compiles_to_a_program() {
+    let f = Filters::compile().unwrap();
+    for kind in ThreadKind::ALL {
+        assert!(!f.program(kind).is_empty(), "{kind}");
+    }
+}
+
+#[test]
+fn each_thread_kind_may_write_to_a_descriptor_it_holds() {
+    let f = Filters::compile().unwrap();
+    for kind in ThreadKind::ALL {
+        assert_eq!(
+            in_child(&f, kind, write_to_stderr),
+            End::Exited(0),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn no_thread_kind_may_exec_or_trace() {
+    let f = Filters::compile().unwrap();
+    for kind in ThreadKind::ALL {
+        for call in [execve_true as fn(), ptrace_me] {
+            assert_eq!(
+                in_child(&f, kind, call),
+                End::Signaled(libc::SIGSYS),
+                "{kind}"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_file_server_may_open_a_file_for_reading() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Vcpu, open_etc_passwd_for_reading),
+        End::Signaled(libc::SIGSYS)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, open_etc_passwd_for_reading),
+        End::Signaled(libc::SIGSYS)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::FileServer, open_etc_passwd_for_reading),
+        End::Exited(0)
+    );
+}
+
+#[test]
+fn only_the_device_thread_may_open_a_socket_and_only_a_unix_one() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, unix_socket),
+        End::Exited(0)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, inet_socket),
+        End::Signaled(libc::SIGSYS)
+    );
+    for kind in [ThreadKind::Vcpu, ThreadKind::FileServer] {
+        assert_eq!(
+            in_child(&f, kind, unix_socket),
+            End::Signaled(libc::SIGSYS),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn a_vcpu_may_make_only_its_own_ioctls() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Vcpu, tty_ioctl),
+        End::Signaled(libc::SIGSYS)
+    );
+}
