@@ -558,13 +558,12 @@ mod tests {
     use std::path::Path;
 
     use fuse_backend_rs::abi::fuse_abi::{
-        CreateIn, Dirent, EntryOut, ForgetIn, InitIn, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn,
-        ReleaseIn,
+        Dirent, EntryOut, ForgetIn, InitIn, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn,
     };
     use virtio_queue::Queue;
     use vm_memory::ByteValued;
 
-    use super::super::test_utils::{cname, obj, Driver};
+    use super::super::test_utils::{cname, create_args, obj, Driver};
     use super::super::FileServer;
 
     const LOOKUP: u32 = 1;
@@ -734,15 +733,7 @@ mod tests {
             .to_vec();
             mkdir.extend_from_slice(&cname("newdir"));
             assert_eq!(s.error(MKDIR, ROOT, &mkdir), libc::EMFILE);
-            let mut create = CreateIn {
-                flags: (libc::O_RDWR | libc::O_CREAT) as u32,
-                mode: libc::S_IFREG | 0o644,
-                umask: 0,
-                fuse_flags: 0,
-            }
-            .as_slice()
-            .to_vec();
-            create.extend_from_slice(&cname("newfile"));
+            let create = create_args("newfile", 0o644);
             assert_eq!(s.error(CREATE, ROOT, &create), libc::EMFILE);
             assert!(!dir.path().join("newdir").exists());
             assert!(!dir.path().join("newfile").exists());

@@ -356,15 +356,15 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use fuse_backend_rs::abi::fuse_abi::{
-        AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader,
-        ReadIn, WriteIn, WriteOut,
+        AttrOut, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader, ReadIn, WriteIn,
+        WriteOut,
     };
     use virtio_queue::QueueT;
     use vm_memory::{ByteValued, Bytes};
 
     use std::sync::mpsc::Receiver;
 
-    use super::super::test_utils::{cname, obj, Driver};
+    use super::super::test_utils::{cname, create_args, obj, Driver};
     use super::super::REQUEST_QUEUE;
     use super::*;
     use crate::virtio::INT_USED_RING;
@@ -729,16 +729,7 @@ mod tests {
         );
 
         // A file created by the guest lands on the host with the mode asked for.
-        let mut args = CreateIn {
-            flags: (libc::O_RDWR | libc::O_CREAT) as u32,
-            mode: libc::S_IFREG | 0o640,
-            umask: 0,
-            fuse_flags: 0,
-        }
-        .as_slice()
-        .to_vec();
-        args.extend_from_slice(&cname("from-guest"));
-        let (h, body) = s.call(CREATE, ROOT, &args);
+        let (h, body) = s.call(CREATE, ROOT, &create_args("from-guest", 0o640));
         assert_eq!(h.error, 0);
         let entry: EntryOut = obj(&body);
         let open: OpenOut = obj(&body[std::mem::size_of::<EntryOut>()..]);
