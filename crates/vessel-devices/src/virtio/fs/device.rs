@@ -8,6 +8,14 @@
 //! serves both queues and signals a used-ring interrupt when the driver wants one (its loop:
 //! [`super::event_handler`]).
 //!
+//! The device's commands to the thread (activate, reset, stop) go through a [`Mailbox`] that
+//! holds one command, not a queue: activation and reset come from the guest's writes of the
+//! status register on a vCPU thread, and a guest that writes it in a loop must neither grow the
+//! monitor's memory with commands the thread has not taken yet nor block its vCPU on a full
+//! channel. Only the latest activation or reset matters (an activation replaces the thread's
+//! whole state), so a newer one replaces one not yet taken; a stop, at teardown, replaces
+//! anything and is never replaced.
+//!
 //! The thread never ends on its own while the device lives: a wait interrupted by a signal
 //! (`EINTR`: any signal with a handler installed without `SA_RESTART`, such as the VMM's vCPU kick)
 //! is retried. If it dies anyway (the eventfd fails otherwise), the guest's requests on the
@@ -17,7 +25,7 @@
 //! (`docs/decisions/0008-panic-aborts-the-monitor.md`).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -42,6 +50,35 @@ pub(super) enum Command {
     },
     Reset,
     Stop,
+}
+
+/// The one command the device has for its thread and the thread has not taken yet (see the
+/// module doc): posting never blocks and never holds more than one command.
+#[derive(Default)]
+pub(super) struct Mailbox {
+    slot: Mutex<Option<Command>>,
+}
+
+impl Mailbox {
+    /// Leaves `c` for the thread, replacing a command not taken yet, unless that is a stop.
+    pub(super) fn post(&self, c: Command) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*slot, Some(Command::Stop)) {
+            return;
+        }
+        let replaced = slot.replace(c);
+        drop(slot);
+        // Dropped outside the lock: an activation holds guest memory and queues.
+        drop(replaced);
+    }
+
+    /// Takes the command left, if any.
+    pub(super) fn take(&self) -> Option<Command> {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// Called once with the reason when the serving thread of an [`Fs`] dies (see the module doc).
@@ -70,7 +107,7 @@ pub struct Fs {
     config: [u8; CONFIG_LEN],
     queue_sizes: [u16; 2],
     acked_features: u64,
-    commands: Sender<Command>,
+    commands: Arc<Mailbox>,
     kick: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
     failure: Arc<Mutex<FailureSlot>>,
@@ -104,7 +141,8 @@ impl Fs {
             source,
         };
         let kick = Arc::new(EventFd::new(0).map_err(start_err)?);
-        let (commands, rx) = mpsc::channel();
+        let commands = Arc::new(Mailbox::default());
+        let thread_commands = Arc::clone(&commands);
         let (ready_tx, ready_rx) = mpsc::channel();
         let dir = shared_dir.to_owned();
         let thread_kick = Arc::clone(&kick);
@@ -135,7 +173,7 @@ impl Fs {
                 let _ = ready_tx.send(Ok(()));
                 // A panic here is not caught: release builds abort on panic, which ends the
                 // monitor and the VM with it (docs/decisions/0008-panic-aborts-the-monitor.md).
-                if let Err(source) = serve(&server, &thread_kick, &rx) {
+                if let Err(source) = serve(&server, &thread_kick, &thread_commands) {
                     let death = FsError::WaitNotify {
                         thread: thread_name,
                         source,
@@ -225,9 +263,8 @@ impl Fs {
     }
 
     fn send(&self, c: Command) {
-        if self.commands.send(c).is_ok() {
-            self.kick_thread();
-        }
+        self.commands.post(c);
+        self.kick_thread();
     }
 
     fn kick_thread(&self) {
@@ -341,15 +378,15 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use fuse_backend_rs::abi::fuse_abi::{
-        AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader,
-        ReadIn, WriteIn, WriteOut,
+        AttrOut, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader, ReadIn, WriteIn,
+        WriteOut,
     };
     use virtio_queue::QueueT;
     use vm_memory::{ByteValued, Bytes};
 
     use std::sync::mpsc::Receiver;
 
-    use super::super::test_utils::{cname, obj, Driver};
+    use super::super::test_utils::{cname, create_args, obj, Driver};
     use super::super::REQUEST_QUEUE;
     use super::*;
     use crate::virtio::INT_USED_RING;
@@ -622,6 +659,70 @@ mod tests {
     }
 
     #[test]
+    fn the_mailbox_holds_only_the_latest_command_and_a_stop_is_never_replaced() {
+        let d = Driver::new();
+        let activate = |queues: usize| Command::Activate {
+            mem: d.mem.clone(),
+            interrupt: Arc::clone(&d.interrupt),
+            queues: (0..queues).map(|_| d.queue()).collect(),
+        };
+        let m = Mailbox::default();
+        assert!(m.take().is_none());
+        // A guest writing the status register in a loop: every command replaces the last, and
+        // the replaced activations are dropped (their references to the interrupt with them).
+        for i in 0..10_000 {
+            m.post(activate(1 + i % 2));
+            m.post(Command::Reset);
+        }
+        m.post(activate(2));
+        assert_eq!(Arc::strong_count(&d.interrupt), 2, "one activation held");
+        assert!(matches!(m.take(), Some(Command::Activate { queues, .. }) if queues.len() == 2));
+        assert!(m.take().is_none(), "taken once");
+        assert_eq!(Arc::strong_count(&d.interrupt), 1);
+        m.post(Command::Reset);
+        m.post(Command::Stop);
+        m.post(activate(2));
+        m.post(Command::Reset);
+        assert!(matches!(m.take(), Some(Command::Stop)));
+        assert_eq!(
+            Arc::strong_count(&d.interrupt),
+            1,
+            "nothing posted after the stop kept"
+        );
+    }
+
+    #[test]
+    fn a_guest_flooding_activations_and_resets_is_served_by_the_last_activation() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "ok").unwrap();
+        let mut fs = Fs::new("fl00d", dir.path()).unwrap();
+        fs.ack_features(VIRTIO_F_VERSION_1);
+        let d = Driver::new();
+        let queues = || vec![Queue::new(QUEUE_SIZE).unwrap(), d.queue()];
+        for _ in 0..20_000 {
+            fs.activate(d.mem.clone(), Arc::clone(&d.interrupt), queues())
+                .unwrap();
+            fs.reset();
+        }
+        fs.activate(d.mem.clone(), Arc::clone(&d.interrupt), queues())
+            .unwrap();
+        // At most the mailbox's and the thread's activations hold the interrupt.
+        assert!(Arc::strong_count(&d.interrupt) <= 3);
+        let mut s = Session { fs, d };
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0,
+            flags: 0,
+        };
+        assert_eq!(s.call(INIT, 0, init.as_slice()).0.error, 0);
+        assert_eq!(s.lookup(ROOT, "f").unwrap().attr.size, 2);
+    }
+
+    #[test]
     fn fuse_requests_read_and_write_host_files() {
         if !root() {
             return;
@@ -650,16 +751,7 @@ mod tests {
         );
 
         // A file created by the guest lands on the host with the mode asked for.
-        let mut args = CreateIn {
-            flags: (libc::O_RDWR | libc::O_CREAT) as u32,
-            mode: libc::S_IFREG | 0o640,
-            umask: 0,
-            fuse_flags: 0,
-        }
-        .as_slice()
-        .to_vec();
-        args.extend_from_slice(&cname("from-guest"));
-        let (h, body) = s.call(CREATE, ROOT, &args);
+        let (h, body) = s.call(CREATE, ROOT, &create_args("from-guest", 0o640));
         assert_eq!(h.error, 0);
         let entry: EntryOut = obj(&body);
         let open: OpenOut = obj(&body[std::mem::size_of::<EntryOut>()..]);

@@ -3,17 +3,16 @@
 //! system and must not hold up the VMM's device thread. The thread sleeps on the device's one
 //! kick eventfd, which the VMM registers as the KVM ioeventfd of QueueNotify for both queues, so
 //! a guest kick wakes it with no vCPU exit and no hop through the device thread; commands from
-//! the device (activate, reset, stop) come on a channel with a kick.
+//! the device (activate, reset, stop) come in its one-command [`Mailbox`] with a kick.
 
 use std::io;
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::device::Command;
+use super::device::{Command, Mailbox};
 use super::{FileServer, Fs, HIPRIO_QUEUE, REQUEST_QUEUE};
 use crate::event::{EventHandler, Serving};
 use crate::virtio::{VirtioInterrupt, INT_USED_RING};
@@ -37,17 +36,14 @@ impl EventHandler for Fs {
     }
 }
 
-/// The serving thread's loop: wait for a kick, apply commands, serve both queues. Returns
-/// `Ok` on [`Command::Stop`] and the error when waiting for a kick fails other than by `EINTR`.
-pub(super) fn serve(
-    server: &FileServer,
-    kick: &EventFd,
-    commands: &Receiver<Command>,
-) -> io::Result<()> {
+/// The serving thread's loop: wait for a kick, apply the device's latest command, serve both
+/// queues. Returns `Ok` on [`Command::Stop`] and the error when waiting for a kick fails other
+/// than by `EINTR`.
+pub(super) fn serve(server: &FileServer, kick: &EventFd, commands: &Mailbox) -> io::Result<()> {
     let mut active: Option<(GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<Queue>)> = None;
     loop {
         wait_kick(kick)?;
-        while let Ok(c) = commands.try_recv() {
+        if let Some(c) = commands.take() {
             match c {
                 Command::Activate {
                     mem,

@@ -4,12 +4,16 @@
 //! - [`device`]: the [`Fs`] device (config space, queues, its serving thread).
 //! - [`event_handler`]: how it is served: the serving thread's loop, on a thread of its own.
 //! - [`request`]: [`FileServer`], which answers the FUSE requests of one descriptor chain.
+//! - [`bound`]: the bound on the descriptors the file server holds for the guest: a request that
+//!   would take it past [`bound::MAX_HELD_DESCRIPTORS`] (inodes looked up plus open handles) is
+//!   answered `EMFILE`, so a guest cannot exhaust the monitor's `RLIMIT_NOFILE`.
 //! - [`confine`]: the serving thread's private mount namespace whose root is the shared directory.
 //!
 //! The guest mounts the device with `mount -t virtiofs <tag> <dir>`. Two queues: 0 is the
 //! high-priority queue (FORGET, INTERRUPT), 1 the single request queue. No DAX window and no
 //! notification queue are offered.
 
+pub mod bound;
 pub mod confine;
 pub mod device;
 pub mod event_handler;

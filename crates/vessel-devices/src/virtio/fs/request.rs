@@ -13,6 +13,7 @@ use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestMemoryMmap};
 
+use super::bound::{self, Bounded};
 use super::FsError;
 
 /// How long the guest may cache entries and attributes. Short, because the host side (the
@@ -25,9 +26,11 @@ const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
 /// header, `fuse_write_out`), within the 1024 of [`super::QUEUE_SIZE`].
 pub const MAX_WRITE: u32 = MAX_REQ_PAGES as u32 * 4096;
 
-/// A FUSE server over a passthrough file system rooted at one host directory.
+/// A FUSE server over a passthrough file system rooted at one host directory, holding a bounded
+/// number of descriptors for the guest ([`super::bound`]).
 pub struct FileServer {
-    server: Server<Arc<PassthroughFs>>,
+    server: Server<Arc<Bounded>>,
+    fs: Arc<Bounded>,
 }
 
 impl FileServer {
@@ -35,10 +38,16 @@ impl FileServer {
     /// FUSE root inode; `/proc/self/fd` is opened too, to reopen inodes). `dir` is opened again
     /// by name at FUSE INIT, so a relative `dir` must still name it then. Extended attributes
     /// are on, caching is close-to-open (`auto`) with one-second timeouts, no writeback cache.
+    /// It holds at most [`bound::default_limit`] descriptors for the guest.
     ///
     /// `PassthroughFs` clears the umask of the calling thread's `fs_struct`; call this on a
     /// thread that has its own (see [`super::confine::enter`]).
     pub fn open(dir: &Path) -> Result<FileServer, FsError> {
+        Self::open_bounded(dir, bound::default_limit())
+    }
+
+    /// [`FileServer::open`], holding at most `limit` descriptors for the guest.
+    pub fn open_bounded(dir: &Path, limit: usize) -> Result<FileServer, FsError> {
         let err = |source| FsError::OpenSharedDir {
             path: dir.to_owned(),
             source,
@@ -54,9 +63,17 @@ impl FileServer {
         };
         let fs = PassthroughFs::<()>::new(cfg).map_err(err)?;
         fs.import().map_err(err)?;
+        let fs = Arc::new(Bounded::new(fs, limit));
         Ok(FileServer {
-            server: Server::new(Arc::new(fs)),
+            server: Server::new(Arc::clone(&fs)),
+            fs,
         })
+    }
+
+    /// Descriptors held for the guest now (inodes it has looked up and not forgotten, open
+    /// handles), and the most it may hold.
+    pub fn held_descriptors(&self) -> (usize, usize) {
+        (self.fs.held(), self.fs.limit())
     }
 
     /// Answers the request in `chain` and returns the number of bytes written to its

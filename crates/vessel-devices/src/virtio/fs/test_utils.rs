@@ -162,6 +162,21 @@ pub fn obj<T: ByteValued>(bytes: &[u8]) -> T {
     *T::from_slice(&bytes[..std::mem::size_of::<T>()]).unwrap()
 }
 
+/// The arguments of a CREATE of `name` (`O_RDWR | O_CREAT`, a regular file of `mode`).
+pub fn create_args(name: &str, mode: u32) -> Vec<u8> {
+    use fuse_backend_rs::abi::fuse_abi::CreateIn;
+    let mut args = CreateIn {
+        flags: (libc::O_RDWR | libc::O_CREAT) as u32,
+        mode: libc::S_IFREG | mode,
+        umask: 0,
+        fuse_flags: 0,
+    }
+    .as_slice()
+    .to_vec();
+    args.extend_from_slice(&cname(name));
+    args
+}
+
 /// `name` with its NUL terminator, as LOOKUP and CREATE carry it.
 pub fn cname(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
