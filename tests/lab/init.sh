@@ -26,6 +26,9 @@ fi
 # Stage 2: inside the writable root.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# A process killed by a fatal signal (a VMM thread's seccomp filter: SIGSYS, ORIG_RAX is the
+# system call) has its registers printed on the lab's console log, shown when the lab fails.
+echo 1 > /proc/sys/kernel/print-fatal-signals
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts

@@ -10,7 +10,8 @@
 //! an agent that misbehaved). So that a guest cannot fill the caller's log, and the disk under
 //! it, at the speed it can trigger warnings, lines pass a token bucket ([`RateLimit`]): a burst of
 //! [`BURST`] lines, then [`LINES_PER_SEC`] a second. Errors have a bucket of their own, so a flood
-//! of warnings never hides the error that explains a failure. What is dropped is counted and
+//! of warnings never hides the error that explains a failure. Debug lines, which only
+//! `--debug` asks for, are not thinned (diagnosis and `make bench` read them). What is dropped is counted and
 //! reported with one line, `[vessel: N log lines suppressed]`, before the next line that passes.
 
 use std::fs::OpenOptions;
@@ -118,6 +119,10 @@ impl Logger {
     /// The lines to write for a record of `level` with `msg` at `now`: none, the line, or the
     /// suppression notice and the line.
     fn lines(&self, level: Level, msg: &str, now: Instant) -> Vec<String> {
+        if level >= Level::Debug {
+            // Asked for with `--debug` (diagnosis, `make bench`'s timings): never thinned.
+            return vec![format_line(self.format, level, msg)];
+        }
         let bucket = usize::from(level != Level::Error);
         let admit = match self.limits.lock() {
             Ok(mut limits) => limits[bucket].admit(now),

@@ -168,3 +168,22 @@ fn a_vcpu_may_make_only_its_own_ioctls() {
         End::Signaled(libc::SIGSYS)
     );
 }
+
+fn set_stdin_nonblocking_by_ioctl() {
+    let mut on: libc::c_int = 0;
+    // SAFETY: FIONBIO reads one int from a local (0: leaves the descriptor blocking).
+    unsafe { libc::ioctl(0, libc::FIONBIO, &mut on) };
+}
+
+#[test]
+fn the_device_thread_may_make_only_its_own_ioctl() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, set_stdin_nonblocking_by_ioctl),
+        End::Exited(0)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, tty_ioctl),
+        End::Signaled(libc::SIGSYS)
+    );
+}
