@@ -154,18 +154,25 @@ fn lab_create_start_state_kill_delete() {
 
     // Every VMM thread that handles what the guest sends runs under its seccomp filter (mode 2):
     // each vCPU, the device thread and the file server (vessel_vmm::seccomp).
-    let filtered = monitor_threads(pid);
+    // The file server also keeps only the capabilities passthrough needs: CHOWN, DAC_OVERRIDE,
+    // DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP (virtio/fs/confine.rs).
+    let threads = monitor_threads(pid);
     for kind in ["vcpu", "vmm-devices", "vessel-fs-"] {
-        let of_kind: Vec<_> = filtered
-            .iter()
-            .filter(|(c, _)| c.starts_with(kind))
-            .collect();
-        assert!(!of_kind.is_empty(), "no {kind} thread in {filtered:?}");
+        let of_kind: Vec<_> = threads.iter().filter(|t| t.0.starts_with(kind)).collect();
+        assert!(!of_kind.is_empty(), "no {kind} thread in {threads:?}");
         assert!(
-            of_kind.iter().all(|(_, mode)| mode == "2"),
-            "{kind} threads not filtered: {filtered:?}"
+            of_kind.iter().all(|t| t.1 == "2"),
+            "{kind} threads not filtered: {threads:?}"
         );
     }
+    let fs_caps: Vec<_> = threads
+        .iter()
+        .filter(|t| t.0.starts_with("vessel-fs-"))
+        .collect();
+    assert!(
+        fs_caps.iter().all(|t| t.2 == "00000000880000df"),
+        "file server capabilities: {fs_caps:?}"
+    );
 
     let denied = lab.cmd(&["delete", "lab-life"]).output().unwrap();
     assert_eq!(denied.status.code(), Some(1));
@@ -265,19 +272,22 @@ fn lab_readonly_root_and_single_file_bind_mount() {
     );
 }
 
-/// Each thread of process `pid`: its name and its `Seccomp:` mode (0 none, 2 filter).
-fn monitor_threads(pid: i32) -> Vec<(String, String)> {
+/// Each thread of process `pid`: its name, its `Seccomp:` mode (0 none, 2 filter) and its
+/// effective capabilities (`CapEff:`, hex).
+fn monitor_threads(pid: i32) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let mode = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Seccomp:"))
-            .map(|m| m.trim().to_owned())
-            .unwrap_or_default();
-        out.push((comm.trim().to_owned(), mode));
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|m| m.trim().to_owned())
+                .unwrap_or_default()
+        };
+        out.push((comm.trim().to_owned(), field("Seccomp:"), field("CapEff:")));
     }
     out.sort();
     out

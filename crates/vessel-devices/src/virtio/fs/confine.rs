@@ -16,7 +16,12 @@
 //!    because exec reads `security.capability`);
 //! 4. `pivot_root(<dir>, <dir>)` then `umount2(<old root>, MNT_DETACH)`: the tmpfs is `/`, the
 //!    old root is gone from the namespace;
-//! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.`.
+//! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.`;
+//! 6. the thread's capabilities are cut to [`KEPT_CAPABILITIES`] (effective and permitted; none
+//!    inheritable or ambient): what passthrough needs to act for the guest's users on the
+//!    share, as virtiofsd keeps by default. `CAP_SYS_ADMIN` (mounts, `trusted.*` xattrs),
+//!    `CAP_NET_ADMIN`, `CAP_SYS_PTRACE`, `CAP_SYS_MODULE` and the rest are gone for good: the
+//!    capabilities of a thread are its own, so the monitor's other threads keep theirs.
 //!
 //! The guest reaches only what is under `/share`: the procfs is a sibling of the share, never
 //! inside it, so no guest path leads there.
@@ -26,6 +31,7 @@ use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
 
+use caps::{CapSet, Capability, CapsHashSet};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root};
@@ -90,7 +96,39 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
     // The old root is stacked under the new one at "."; detach it and everything below it.
     umount2(".", MntFlags::MNT_DETACH).map_err(err("detach old root"))?;
     chdir(Path::new("/").join(SHARE_ENTRY).as_path()).map_err(err("chdir /share"))?;
-    open()
+    let opened = open()?;
+    drop_capabilities().map_err(|source| FsError::Confine {
+        path: dir.to_owned(),
+        step: "drop capabilities",
+        source: io::Error::other(source),
+    })?;
+    Ok(opened)
+}
+
+/// The capabilities a serving thread keeps: ownership and modes on behalf of the guest's users
+/// (`CHOWN`, `FOWNER`, `FSETID`, `SETFCAP`), access past permission bits as root in the guest
+/// has it (`DAC_OVERRIDE`, `DAC_READ_SEARCH`, also for `open_by_handle_at`), device nodes
+/// (`MKNOD`) and the per-request switch to the caller's ids (`SETUID`, `SETGID`).
+pub const KEPT_CAPABILITIES: [Capability; 9] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_FOWNER,
+    Capability::CAP_FSETID,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_MKNOD,
+    Capability::CAP_SETFCAP,
+];
+
+/// Cuts the calling thread's capabilities to [`KEPT_CAPABILITIES`] (effective first, since it
+/// must stay within the permitted set), with none inheritable or ambient.
+fn drop_capabilities() -> Result<(), caps::errors::CapsError> {
+    let kept: CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::set(None, CapSet::Effective, &kept)?;
+    caps::set(None, CapSet::Permitted, &kept)
 }
 
 /// `open_tree(dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)`: a detached copy of the
@@ -173,12 +211,28 @@ mod tests {
                 std::fs::metadata("/proc/self/fd").is_ok(),
                 std::fs::canonicalize("/..").unwrap(),
                 std::fs::metadata("proc").is_ok(),
+                caps::read(None, CapSet::Effective).unwrap(),
+                caps::read(None, CapSet::Permitted).unwrap(),
             );
             tx.send(seen).unwrap();
             // Stay confined while the host side looks at its own mount table.
             done_rx.recv().unwrap();
         });
-        let (cwd, abs, rel, passwd, proc_, up, proc_in_share) = rx.recv().unwrap();
+        let (cwd, abs, rel, passwd, proc_, up, proc_in_share, effective, permitted) =
+            rx.recv().unwrap();
+        let kept: CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
+        assert_eq!(
+            effective, kept,
+            "the serving thread's effective capabilities"
+        );
+        assert_eq!(
+            permitted, kept,
+            "the serving thread's permitted capabilities"
+        );
+        assert!(
+            caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap(),
+            "the test's own thread keeps CAP_SYS_ADMIN"
+        );
         assert_eq!(cwd, PathBuf::from("/share"), "the server runs in the share");
         assert_eq!((abs.as_str(), rel.as_str()), ("inside", "inside"));
         assert!(
