@@ -155,7 +155,8 @@ fn lab_create_start_state_kill_delete() {
     // Every VMM thread that handles what the guest sends runs under its seccomp filter (mode 2):
     // each vCPU, the device thread and the file server (vessel_vmm::seccomp).
     // The file server also keeps only the capabilities passthrough needs: CHOWN, DAC_OVERRIDE,
-    // DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP (virtio/fs/confine.rs).
+    // DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP, SYS_ADMIN
+    // (virtio/fs/confine.rs).
     let threads = monitor_threads(pid);
     for kind in ["vcpu", "vmm-devices", "vessel-fs-"] {
         let of_kind: Vec<_> = threads.iter().filter(|t| t.0.starts_with(kind)).collect();
@@ -170,7 +171,7 @@ fn lab_create_start_state_kill_delete() {
         .filter(|t| t.0.starts_with("vessel-fs-"))
         .collect();
     assert!(
-        fs_caps.iter().all(|t| t.2 == "00000000880000df"),
+        fs_caps.iter().all(|t| t.2 == "00000000882000df"),
         "file server capabilities: {fs_caps:?}"
     );
 

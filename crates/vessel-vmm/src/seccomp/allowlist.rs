@@ -167,6 +167,9 @@ const TAP_IOCTLS: &[u64] = &[libc::TUNSETOFFLOAD];
 /// The device thread's ioctls: a vsock host socket it accepted made non-blocking.
 const DEVICE_IOCTLS: &[u64] = &[libc::FIONBIO];
 
+/// `openat`'s flags for a directory opened only to name a path under it (`O_PATH`).
+const DIRECTORY_PATH_FLAGS: u64 = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+
 /// `openat`'s flags for the console log's reopen after rotation: write, append, create.
 const APPEND_FLAGS: u64 =
     (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC) as u64;
@@ -190,7 +193,12 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
         ThreadKind::Devices => {
             always(&mut rules, DEVICES);
             rules.insert(libc::SYS_socket, vec![arg_is(0, libc::AF_UNIX as u64)?]);
+            // A guest connection to a port a host thread listens on in-process (`VsockListener`).
+            rules.insert(libc::SYS_socketpair, vec![arg_is(0, libc::AF_UNIX as u64)?]);
             rules.insert(libc::SYS_ioctl, one_of(1, DEVICE_IOCTLS)?);
+            // The parent directory of a host socket whose path is too long for `sockaddr_un`
+            // (`crate::uds::connect`): a path-only descriptor, nothing can be read through it.
+            rules.insert(libc::SYS_openat, vec![arg_is(2, DIRECTORY_PATH_FLAGS)?]);
         }
         ThreadKind::FileServer => always(&mut rules, FILE_SERVER),
     }

@@ -187,3 +187,31 @@ fn the_device_thread_may_make_only_its_own_ioctl() {
         End::Signaled(libc::SIGSYS)
     );
 }
+
+fn open_tmp_as_a_path() {
+    // SAFETY: a NUL-terminated static path; the descriptor, if any, is leaked in the child.
+    let fd = unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            c"/tmp".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        // SAFETY: as in `in_child`.
+        unsafe { libc::_exit(3) };
+    }
+}
+
+#[test]
+fn the_device_thread_may_open_a_directory_only_as_a_path() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, open_tmp_as_a_path),
+        End::Exited(0)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, open_etc_passwd_for_reading),
+        End::Signaled(libc::SIGSYS)
+    );
+}

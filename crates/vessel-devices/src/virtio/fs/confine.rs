@@ -19,9 +19,12 @@
 //! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.`;
 //! 6. the thread's capabilities are cut to [`KEPT_CAPABILITIES`] (effective and permitted; none
 //!    inheritable or ambient): what passthrough needs to act for the guest's users on the
-//!    share, as virtiofsd keeps by default. `CAP_SYS_ADMIN` (mounts, `trusted.*` xattrs),
-//!    `CAP_NET_ADMIN`, `CAP_SYS_PTRACE`, `CAP_SYS_MODULE` and the rest are gone for good: the
-//!    capabilities of a thread are its own, so the monitor's other threads keep theirs.
+//!    share, as virtiofsd keeps by default, plus `CAP_SYS_ADMIN` for the guest's `trusted.*`
+//!    xattrs (overlayfs in the guest over a shared directory keeps its metadata there; the
+//!    thread's seccomp filter allows none of the other calls it would open, such as `mount`,
+//!    `unshare`, `setns` or `ioctl`). `CAP_NET_ADMIN`, `CAP_SYS_PTRACE`, `CAP_SYS_MODULE`,
+//!    `CAP_KILL` and the rest are gone for good: the capabilities of a thread are its own, so the
+//!    monitor's other threads keep theirs.
 //!
 //! The guest reaches only what is under `/share`: the procfs is a sibling of the share, never
 //! inside it, so no guest path leads there.
@@ -108,8 +111,9 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
 /// The capabilities a serving thread keeps: ownership and modes on behalf of the guest's users
 /// (`CHOWN`, `FOWNER`, `FSETID`, `SETFCAP`), access past permission bits as root in the guest
 /// has it (`DAC_OVERRIDE`, `DAC_READ_SEARCH`, also for `open_by_handle_at`), device nodes
-/// (`MKNOD`) and the per-request switch to the caller's ids (`SETUID`, `SETGID`).
-pub const KEPT_CAPABILITIES: [Capability; 9] = [
+/// (`MKNOD`), the per-request switch to the caller's ids (`SETUID`, `SETGID`) and the guest's
+/// `trusted.*` xattrs (`SYS_ADMIN`; see the module doc).
+pub const KEPT_CAPABILITIES: [Capability; 10] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_DAC_READ_SEARCH,
@@ -119,6 +123,7 @@ pub const KEPT_CAPABILITIES: [Capability; 9] = [
     Capability::CAP_SETUID,
     Capability::CAP_MKNOD,
     Capability::CAP_SETFCAP,
+    Capability::CAP_SYS_ADMIN,
 ];
 
 /// Cuts the calling thread's capabilities to [`KEPT_CAPABILITIES`] (effective first, since it
@@ -230,9 +235,10 @@ mod tests {
             "the serving thread's permitted capabilities"
         );
         assert!(
-            caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap(),
-            "the test's own thread keeps CAP_SYS_ADMIN"
+            caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap(),
+            "the test's own thread keeps CAP_NET_ADMIN"
         );
+        assert!(!kept.contains(&Capability::CAP_NET_ADMIN));
         assert_eq!(cwd, PathBuf::from("/share"), "the server runs in the share");
         assert_eq!((abs.as_str(), rel.as_str()), ("inside", "inside"));
         assert!(
