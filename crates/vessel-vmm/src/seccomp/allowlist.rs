@@ -167,6 +167,10 @@ const TAP_IOCTLS: &[u64] = &[libc::TUNSETOFFLOAD];
 /// The device thread's ioctls: a vsock host socket it accepted made non-blocking.
 const DEVICE_IOCTLS: &[u64] = &[libc::FIONBIO];
 
+/// `openat`'s flags of glibc's read of `/proc/sys/vm/overcommit_memory`: allowed by the lists
+/// only so that the stacked refusal (`super::Filters`) answers it with `ENOENT`.
+pub(super) const READ_ONLY_FLAGS: u64 = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+
 /// `openat`'s flags for a directory opened only to name a path under it (`O_PATH`).
 const DIRECTORY_PATH_FLAGS: u64 = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
 
@@ -188,7 +192,10 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             always(&mut rules, VCPU);
             let ioctls: Vec<u64> = VCPU_IOCTLS.iter().chain(TAP_IOCTLS).copied().collect();
             rules.insert(libc::SYS_ioctl, one_of(1, &ioctls)?);
-            rules.insert(libc::SYS_openat, vec![arg_is(2, APPEND_FLAGS)?]);
+            rules.insert(
+                libc::SYS_openat,
+                vec![arg_is(2, APPEND_FLAGS)?, arg_is(2, READ_ONLY_FLAGS)?],
+            );
         }
         ThreadKind::Devices => {
             always(&mut rules, DEVICES);
@@ -198,7 +205,13 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             rules.insert(libc::SYS_ioctl, one_of(1, DEVICE_IOCTLS)?);
             // The parent directory of a host socket whose path is too long for `sockaddr_un`
             // (`crate::uds::connect`): a path-only descriptor, nothing can be read through it.
-            rules.insert(libc::SYS_openat, vec![arg_is(2, DIRECTORY_PATH_FLAGS)?]);
+            rules.insert(
+                libc::SYS_openat,
+                vec![
+                    arg_is(2, DIRECTORY_PATH_FLAGS)?,
+                    arg_is(2, READ_ONLY_FLAGS)?,
+                ],
+            );
         }
         ThreadKind::FileServer => always(&mut rules, FILE_SERVER),
     }
@@ -211,7 +224,7 @@ fn one_of(index: u8, values: &[u64]) -> Result<Vec<SeccompRule>, BackendError> {
     values.iter().map(|&v| arg_is(index, v)).collect()
 }
 
-fn arg_is(index: u8, value: u64) -> Result<SeccompRule, BackendError> {
+pub(super) fn arg_is(index: u8, value: u64) -> Result<SeccompRule, BackendError> {
     SeccompRule::new(vec![SeccompCondition::new(
         index,
         SeccompCmpArgLen::Dword,

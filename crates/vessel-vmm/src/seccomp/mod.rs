@@ -89,6 +89,12 @@ pub struct Filters {
     vcpu: BpfProgram,
     devices: BpfProgram,
     file_server: BpfProgram,
+    /// Stacked under the vCPU's and device thread's own: `openat(..., O_RDONLY | O_CLOEXEC)`
+    /// fails with `ENOENT` instead of killing the process. glibc's `malloc` opens
+    /// `/proc/sys/vm/overcommit_memory` that way the first time any thread shrinks a heap of a
+    /// per-thread arena (`check_may_shrink_heap`), which can be one of these threads; without
+    /// the file it falls back to `madvise`. No read of a file reaches the host.
+    refuse_reads: BpfProgram,
 }
 
 impl Filters {
@@ -101,6 +107,7 @@ impl Filters {
             vcpu: compile(ThreadKind::Vcpu)?,
             devices: compile(ThreadKind::Devices)?,
             file_server: compile(ThreadKind::FileServer)?,
+            refuse_reads: compile_refuse_reads()?,
         })
     }
 
@@ -118,8 +125,34 @@ impl Filters {
     /// # Errors
     /// The kernel refused it.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
+        // The refusal goes first: the kind's own filter does not allow `seccomp` itself.
+        if kind != ThreadKind::FileServer {
+            install(kind, &self.refuse_reads)?;
+        }
         install(kind, self.program(kind))
     }
+}
+
+/// The filter that turns a read-only `openat` into `ENOENT` (see [`Filters`]); the kinds'
+/// lists allow that one `openat` so that this answer, not theirs, decides.
+fn compile_refuse_reads() -> Result<BpfProgram, SeccompError> {
+    let kind = ThreadKind::Devices;
+    let mut rules = BTreeMap::new();
+    rules.insert(
+        libc::SYS_openat,
+        vec![allowlist::arg_is(2, allowlist::READ_ONLY_FLAGS)
+            .map_err(|source| SeccompError::Build { kind, source })?],
+    );
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOENT as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(|source| SeccompError::Build { kind, source })?;
+    filter
+        .try_into()
+        .map_err(|source| SeccompError::Compile { kind, source })
 }
 
 /// Installs `program` (the filter of `kind`) on the calling thread, with `no_new_privs` set on it.

@@ -14,13 +14,12 @@ enum End {
 /// Forks; the child installs `kind`'s filter and runs `call`, exiting with 0 when it returns.
 /// Only async-signal-safe work happens in the child (the filter is compiled before the fork).
 fn in_child(filters: &Filters, kind: ThreadKind, call: fn()) -> End {
-    let program = filters.program(kind).clone();
     // SAFETY: the child only installs an already compiled filter (prctl and seccomp system
     // calls on a borrowed buffer), makes raw system calls and `_exit`s; the parent waits for it.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        let code = match install(kind, &program) {
+        let code = match filters.install(kind) {
             Ok(()) => {
                 call();
                 0
@@ -214,4 +213,36 @@ fn the_device_thread_may_open_a_directory_only_as_a_path() {
         in_child(&f, ThreadKind::Devices, open_etc_passwd_for_reading),
         End::Signaled(libc::SIGSYS)
     );
+}
+
+fn open_etc_passwd_read_only_cloexec() {
+    // SAFETY: a NUL-terminated static path.
+    let fd = unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            c"/etc/passwd".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    // SAFETY: as in `in_child`.
+    unsafe {
+        libc::_exit(if fd < 0 && errno == Some(libc::ENOENT) {
+            0
+        } else {
+            4
+        })
+    };
+}
+
+#[test]
+fn glibcs_read_only_open_fails_with_enoent_on_the_vcpus_and_the_device_thread() {
+    let f = Filters::compile().unwrap();
+    for kind in [ThreadKind::Vcpu, ThreadKind::Devices] {
+        assert_eq!(
+            in_child(&f, kind, open_etc_passwd_read_only_cloexec),
+            End::Exited(0),
+            "{kind}"
+        );
+    }
 }
