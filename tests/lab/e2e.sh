@@ -23,4 +23,13 @@ for line in sys.stdin:
 cargo test --workspace --no-run -q 2>&1 | tail -n 20 >&2 || true
 [ -s "$list.tmp" ] || { echo "e2e: no test binaries were built" >&2; exit 1; }
 mv "$list.tmp" "$list"
-exec "$repo/tests/lab/run.sh" --timeout "${LAB_TIMEOUT:-2400}" "$repo/tests/lab/in-lab.sh" "$list"
+# A lab host kernel that dies under the nested guests (125: QEMU's TCG emulation of nested SVM,
+# docs/testing.md "Known lab failures") gets the whole run once more; any other failure stands.
+rc=0
+"$repo/tests/lab/run.sh" --timeout "${LAB_TIMEOUT:-2400}" "$repo/tests/lab/in-lab.sh" "$list" || rc=$?
+if [ "$rc" -eq 125 ]; then
+  echo "e2e: the lab host died before the tests ended (125); running the lab once more" >&2
+  rc=0
+  "$repo/tests/lab/run.sh" --timeout "${LAB_TIMEOUT:-2400}" "$repo/tests/lab/in-lab.sh" "$list" || rc=$?
+fi
+exit "$rc"
