@@ -134,45 +134,46 @@ impl Filters {
 }
 
 /// The filter that turns a read-only `openat` into `ENOENT` (see [`Filters`]); the kinds'
-/// lists allow that one `openat` so that this answer, not theirs, decides.
+/// lists allow that one `openat` so that this answer, not theirs, decides. Installed on the
+/// vCPUs and the device thread, so a failure is reported against the device thread's kind.
 fn compile_refuse_reads() -> Result<BpfProgram, SeccompError> {
     let kind = ThreadKind::Devices;
-    let mut rules = BTreeMap::new();
-    rules.insert(
-        libc::SYS_openat,
-        vec![allowlist::arg_is(2, allowlist::READ_ONLY_FLAGS)
-            .map_err(|source| SeccompError::Build { kind, source })?],
-    );
-    let filter = SeccompFilter::new(
+    let rule = allowlist::arg_is(2, allowlist::READ_ONLY_FLAGS)
+        .map_err(|source| SeccompError::Build { kind, source })?;
+    let rules = BTreeMap::from([(libc::SYS_openat, vec![rule])]);
+    build(
+        kind,
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOENT as u32),
-        TargetArch::x86_64,
     )
-    .map_err(|source| SeccompError::Build { kind, source })?;
-    filter
-        .try_into()
-        .map_err(|source| SeccompError::Compile { kind, source })
 }
 
 /// Installs `program` (the filter of `kind`) on the calling thread, with `no_new_privs` set on it.
-///
-/// # Errors
-/// The kernel refused it.
-pub fn install(kind: ThreadKind, program: &BpfProgram) -> Result<(), SeccompError> {
+fn install(kind: ThreadKind, program: &BpfProgram) -> Result<(), SeccompError> {
     seccompiler::apply_filter(program).map_err(|source| SeccompError::Install { kind, source })
 }
 
+/// `kind`'s allowlist: its calls allowed, any other call kills the process.
 fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        allowlist::rules(kind).map_err(|source| SeccompError::Build { kind, source })?;
-    let filter = SeccompFilter::new(
+    let rules = allowlist::rules(kind).map_err(|source| SeccompError::Build { kind, source })?;
+    build(
+        kind,
         rules,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
-        TargetArch::x86_64,
     )
-    .map_err(|source| SeccompError::Build { kind, source })?;
+}
+
+/// Compiles `rules` to BPF: `on_match` for a call its rules match, `mismatch` for any other.
+fn build(
+    kind: ThreadKind,
+    rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>>,
+    mismatch: SeccompAction,
+    on_match: SeccompAction,
+) -> Result<BpfProgram, SeccompError> {
+    let filter = SeccompFilter::new(rules, mismatch, on_match, TargetArch::x86_64)
+        .map_err(|source| SeccompError::Build { kind, source })?;
     filter
         .try_into()
         .map_err(|source| SeccompError::Compile { kind, source })
