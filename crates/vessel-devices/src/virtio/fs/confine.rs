@@ -3,20 +3,26 @@
 //! `PassthroughFs` already resolves every guest-supplied name one component at a time relative
 //! to an inode descriptor (no `/` in names, `..` of the root answered as `.`), but a bug there,
 //! or a rename race on the host, would otherwise hand the guest the VMM's whole file system. So
-//! the serving thread gets a mount namespace of its own whose root holds only the share and a
-//! procfs (all on the calling thread only):
+//! the serving thread gets a mount namespace of its own whose root holds only the share and
+//! the process's own descriptor directory (all on the calling thread only):
 //!
 //! 1. `unshare(CLONE_NEWNS | CLONE_FS)`: a private copy of the mount table and of root, cwd and
 //!    umask (threads otherwise share them);
 //! 2. `mount --make-rprivate /`: nothing this thread does propagates back to the host;
 //! 3. a tmpfs is mounted over `<dir>` (in this namespace only) with two entries: `share`, a
-//!    recursive bind of the original `<dir>`, and `proc`, a procfs. `PassthroughFs` needs the
-//!    procfs: it reaches inodes for the xattr calls by `/proc/self/fd/<n>` paths (without it
-//!    `getxattr` fails with `ENOENT`, and the guest kernel turns that into a failed `execve`,
-//!    because exec reads `security.capability`);
+//!    recursive bind of the original `<dir>`, and `proc/self/fd`, a bind of the host procfs's
+//!    `/proc/<monitor pid>/fd` and nothing else of the procfs. `PassthroughFs` needs that
+//!    directory: it reaches inodes for the xattr calls by `/proc/self/fd/<n>` paths and reopens
+//!    them through it (without it `getxattr` fails with `ENOENT`, and the guest kernel turns that
+//!    into a failed `execve`, because exec reads `security.capability`). A whole procfs there
+//!    would hand code that took over the thread `/proc/<pid>/root` of any process, the host's
+//!    root among them; the bind's `..` is the tmpfs, not the procfs. An empty
+//!    `proc/self/mountinfo` stands for the file `PassthroughFs::new` opens (it reads it only
+//!    for inode file handles, which Vessel does not use);
 //! 4. `pivot_root(<dir>, <dir>)` then `umount2(<old root>, MNT_DETACH)`: the tmpfs is `/`, the
 //!    old root is gone from the namespace;
-//! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.`;
+//! 5. `chdir /share`, then `open` (the caller's closure): the server is rooted at `.` and opens
+//!    its `/proc/self/fd` through the bind;
 //! 6. the thread's capabilities are cut to [`KEPT_CAPABILITIES`] (effective and permitted; none
 //!    inheritable or ambient): what passthrough needs to act for the guest's users on the
 //!    share, as virtiofsd keeps by default, plus `CAP_SYS_ADMIN` for the guest's `trusted.*`
@@ -26,8 +32,8 @@
 //!    `CAP_KILL` and the rest are gone for good: the capabilities of a thread are its own, so the
 //!    monitor's other threads keep theirs.
 //!
-//! The guest reaches only what is under `/share`: the procfs is a sibling of the share, never
-//! inside it, so no guest path leads there.
+//! The guest reaches only what is under `/share`: the descriptor directory is a sibling of the
+//! share, never inside it, so no guest path leads there.
 
 use std::io;
 use std::path::Path;
@@ -43,9 +49,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::FsError;
 
-/// Confines the calling thread to `dir` (see the module doc) and runs `open` between the bind
-/// and the pivot, while the host's file system is still reachable and the working directory is
-/// the share; afterwards the working directory is still the share, now also `/`. Needs
+/// Confines the calling thread to `dir` (see the module doc) and runs `open` after the pivot,
+/// with the share as the working directory (and under `/share`) and `/proc/self/fd` the
+/// process's descriptors; afterwards the working directory is still the share. Needs
 /// `CAP_SYS_ADMIN`.
 /// On error the thread may be half confined and must not serve.
 pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
@@ -86,14 +92,30 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
     }
     move_mount(&tree, &dir.join(SHARE_ENTRY)).map_err(err("move share into place"))?;
     drop(tree);
+    // Only the descriptor directory of the procfs: `/proc/self` resolves to this process now,
+    // while the host's procfs is still reachable.
+    let fds = dir.join(PROC_FD_ENTRY);
+    std::fs::create_dir_all(&fds).map_err(|source| FsError::Confine {
+        path: fds.clone(),
+        step: "create staging entry",
+        source,
+    })?;
     mount(
-        Some("proc"),
-        &dir.join(PROC_ENTRY),
-        Some("proc"),
-        noexec,
+        Some("/proc/self/fd"),
+        &fds,
+        None::<&str>,
+        MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(err("mount proc"))?;
+    .map_err(err("bind /proc/self/fd"))?;
+    // `PassthroughFs::new` opens `/proc/self/mountinfo`, which it reads only to open inodes by
+    // file handle (`inode_file_handles`, off here): an empty file stands for it.
+    let mountinfo = dir.join(PROC_MOUNTINFO_ENTRY);
+    std::fs::write(&mountinfo, b"").map_err(|source| FsError::Confine {
+        path: mountinfo,
+        step: "create staging entry",
+        source,
+    })?;
     chdir(dir).map_err(err("chdir"))?;
     pivot_root(".", ".").map_err(err("pivot_root"))?;
     // The old root is stacked under the new one at "."; detach it and everything below it.
@@ -184,8 +206,12 @@ fn move_mount(tree: &OwnedFd, target: &Path) -> Result<(), nix::errno::Errno> {
 
 /// Name of the share inside the serving thread's root.
 const SHARE_ENTRY: &str = "share";
-/// Name of the procfs inside the serving thread's root.
+/// Name of the procfs directory inside the serving thread's root (a tmpfs directory).
 const PROC_ENTRY: &str = "proc";
+/// Where the process's descriptor directory is bound inside the serving thread's root.
+const PROC_FD_ENTRY: &str = "proc/self/fd";
+/// An empty stand-in for `/proc/self/mountinfo` inside the serving thread's root.
+const PROC_MOUNTINFO_ENTRY: &str = "proc/self/mountinfo";
 
 #[cfg(test)]
 mod tests {
@@ -214,6 +240,24 @@ mod tests {
                 std::fs::read_to_string("marker").unwrap(),
                 std::fs::metadata("/etc/passwd").is_ok(),
                 std::fs::metadata("/proc/self/fd").is_ok(),
+                // A descriptor of the share, reached by its /proc/self/fd path as xattrs are.
+                std::fs::File::open("/share/marker").map(|f| {
+                    let link = format!("/proc/self/fd/{}", f.as_raw_fd());
+                    std::fs::read_to_string(link).unwrap()
+                }),
+                // Nothing else of the procfs: no other process, no /proc/self/root, and the
+                // bind's parent is the staging tmpfs.
+                [
+                    "/proc/1",
+                    "/proc/self/root",
+                    "/proc/self/fd/../root",
+                    "/proc/sys",
+                ]
+                .map(|p| std::fs::symlink_metadata(p).is_ok()),
+                std::fs::read_dir("/proc/self/fd/..")
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect::<Vec<_>>(),
                 std::fs::canonicalize("/..").unwrap(),
                 std::fs::metadata("proc").is_ok(),
                 caps::read(None, CapSet::Effective).unwrap(),
@@ -223,8 +267,20 @@ mod tests {
             // Stay confined while the host side looks at its own mount table.
             done_rx.recv().unwrap();
         });
-        let (cwd, abs, rel, passwd, proc_, up, proc_in_share, effective, permitted) =
-            rx.recv().unwrap();
+        let (
+            cwd,
+            abs,
+            rel,
+            passwd,
+            proc_,
+            through_fd,
+            procfs_rest,
+            fd_parent,
+            up,
+            proc_in_share,
+            effective,
+            permitted,
+        ) = rx.recv().unwrap();
         let kept: CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
         assert_eq!(
             effective, kept,
@@ -247,7 +303,23 @@ mod tests {
         );
         assert!(
             proc_,
-            "the server's own procfs (for /proc/self/fd/N xattr paths) is mounted"
+            "the process's descriptors (for /proc/self/fd/N xattr paths) are bound"
+        );
+        assert_eq!(
+            through_fd.unwrap(),
+            "inside",
+            "a share file reopened through /proc/self/fd/N"
+        );
+        assert_eq!(
+            procfs_rest, [false; 4],
+            "/proc/1, /proc/self/root, /proc/self/fd/../root, /proc/sys must not exist"
+        );
+        let mut fd_parent = fd_parent;
+        fd_parent.sort();
+        assert_eq!(
+            fd_parent,
+            ["fd", "mountinfo"],
+            "/proc/self holds only fd and an empty mountinfo"
         );
         assert!(
             !proc_in_share,

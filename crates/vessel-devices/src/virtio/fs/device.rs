@@ -378,8 +378,8 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use fuse_backend_rs::abi::fuse_abi::{
-        AttrOut, EntryOut, GetattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader, ReadIn, WriteIn,
-        WriteOut,
+        AttrOut, EntryOut, GetattrIn, GetxattrIn, InitIn, InitOut, OpenIn, OpenOut, OutHeader,
+        ReadIn, SetxattrIn, WriteIn, WriteOut,
     };
     use virtio_queue::QueueT;
     use vm_memory::{ByteValued, Bytes};
@@ -397,9 +397,54 @@ mod tests {
     const OPEN: u32 = 14;
     const READ: u32 = 15;
     const WRITE: u32 = 16;
+    const SETXATTR: u32 = 21;
+    const GETXATTR: u32 = 22;
     const INIT: u32 = 26;
     const CREATE: u32 = 35;
     const ROOT: u64 = 1;
+
+    fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
+        let (p, n) = (
+            std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(name).unwrap(),
+        );
+        // SAFETY: NUL-terminated strings and a buffer of `value.len()` bytes, all outliving the
+        // call, which only reads them.
+        let rc = unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "setxattr {name}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    fn xattr_of(path: &std::path::Path, name: &str) -> Vec<u8> {
+        let (p, n) = (
+            std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(name).unwrap(),
+        );
+        let mut buf = vec![0u8; 256];
+        // SAFETY: NUL-terminated strings and a buffer of `buf.len()` bytes, all outliving the
+        // call, which writes at most that many bytes into the buffer.
+        let n =
+            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(
+            n >= 0,
+            "getxattr {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        buf.truncate(n as usize);
+        buf
+    }
 
     /// The device confines its thread with a mount namespace: that needs root.
     fn root() -> bool {
@@ -763,6 +808,37 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o640
         );
+
+        // Extended attributes go through the server's /proc/self/fd/<n> paths (its procfs is
+        // only the process's descriptor directory): a guest's trusted.* and user.* land on the
+        // host file, and a host-set one reads back.
+        for (name, value) in [
+            ("user.vessel", &b"from-guest"[..]),
+            ("trusted.overlay.x", b"y"),
+        ] {
+            let mut args = SetxattrIn {
+                size: value.len() as u32,
+                flags: 0,
+            }
+            .as_slice()
+            .to_vec();
+            args.extend(cname(name));
+            args.extend(value);
+            let (h, _) = s.call(SETXATTR, entry.nodeid, &args);
+            assert_eq!(h.error, 0, "setxattr {name}");
+            assert_eq!(xattr_of(&path, name), value, "{name} on the host file");
+        }
+        set_xattr(&path, "user.host", b"set-on-host");
+        let mut args = GetxattrIn {
+            size: 64,
+            padding: 0,
+        }
+        .as_slice()
+        .to_vec();
+        args.extend(cname("user.host"));
+        let (h, body) = s.call(GETXATTR, entry.nodeid, &args);
+        assert_eq!(h.error, 0, "getxattr user.host");
+        assert_eq!(body, b"set-on-host");
 
         // Missing names are ENOENT; ".." of the root is the root itself.
         assert_eq!(s.lookup(ROOT, "nope").unwrap_err(), libc::ENOENT);
