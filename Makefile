@@ -42,7 +42,7 @@ help:
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
 	@echo "make bench       Vessel vs QEMU microvm (boot, overhead, setup) and vs runc (create+start, state); ratios"
-	@echo "make fuzz        libFuzzer on the frame decoder, vsock packets and virtio-net queues, FUZZ_SECONDS each (stable Rust)"
+	@echo "make fuzz        libFuzzer on the frame decoder, vsock packets, virtio-net queues and virtio-fs requests, FUZZ_SECONDS each (stable Rust)"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -122,7 +122,7 @@ test-lab: artefacts lab-kernel probe-initramfs fixtures
 # target runs over its checked-in seeds (fuzz/corpus/<target>, read only) plus a working corpus
 # under fuzz/target/corpus/<target>; a crash lands in fuzz/artifacts/<target>/ and fails the run.
 FUZZ_SECONDS  ?= 60
-FUZZ_TARGETS  ?= frame_decoder vsock_packet net_queues
+FUZZ_TARGETS  ?= frame_decoder vsock_packet net_queues fs_requests
 FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
                   -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
                   -Cllvm-args=-sanitizer-coverage-pc-table \

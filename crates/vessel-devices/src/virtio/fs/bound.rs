@@ -43,6 +43,7 @@ use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
     SetattrValid, ZeroCopyReader, ZeroCopyWriter, ROOT_ID,
 };
+use fuse_backend_rs::api::validate_path_component;
 use fuse_backend_rs::passthrough::PassthroughFs;
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
@@ -71,13 +72,14 @@ pub fn default_limit() -> usize {
 struct Held {
     /// Lookup count of every inode the guest holds (the root, always held, is not counted).
     inodes: HashMap<u64, u64>,
-    /// Open file and directory handles.
-    handles: usize,
+    /// Open file and directory handles, each with the open flags `PassthroughFs` keeps for it
+    /// (see [`Bounded::kept_flags`]).
+    handles: HashMap<u64, u32>,
 }
 
 impl Held {
     fn descriptors(&self) -> usize {
-        self.inodes.len() + self.handles
+        self.inodes.len() + self.handles.len()
     }
 
     /// Counts one lookup of `inode` (a new entry holds a descriptor).
@@ -158,19 +160,80 @@ impl Bounded {
         Ok(e)
     }
 
-    /// Counts the handle an open returned.
-    fn handle(&self, h: Option<u64>) {
-        if h.is_some() {
-            self.lock().handles += 1;
+    /// Counts the handle an open returned, opened with `flags` as `PassthroughFs` keeps them.
+    fn handle(&self, h: Option<u64>, flags: u32) {
+        if let Some(h) = h {
+            self.lock().handles.insert(h, flags);
         }
     }
 
-    /// Uncounts the handle a successful release closed.
-    fn released(&self, r: io::Result<()>) -> io::Result<()> {
+    /// Uncounts `handle` when a release closed it.
+    fn released(&self, handle: u64, r: io::Result<()>) -> io::Result<()> {
         r?;
-        let mut held = self.lock();
-        held.handles = held.handles.saturating_sub(1);
+        self.lock().handles.remove(&handle);
         Ok(())
+    }
+
+    /// The flags `handle` was opened with, which READ and WRITE pass on instead of the
+    /// guest's.
+    ///
+    /// `PassthroughFs::read` and `write` (fuse-backend-rs 0.14) wrap the handle's descriptor in
+    /// a `File` of their own to borrow it, and call `fcntl(F_SETFL)` with the request's flags
+    /// when they differ from the open flags before they protect that `File` from being dropped.
+    /// When `fcntl` fails (the guest's flags ask for `O_DIRECT` where the host file system has
+    /// none, `EINVAL`; the handle was opened `O_PATH`, `EBADF`; `O_APPEND` cleared on an
+    /// append-only file, `EPERM`) the early return drops it and closes the handle's descriptor,
+    /// which the handle still names: the number is reused by the monitor's next descriptor
+    /// (another file, a socket, the disk image), and the guest's READs and WRITEs on the handle
+    /// then go there, and the handle's RELEASE closes it (found by the `fs_requests` fuzz
+    /// target; test `read_and_write_flags_the_host_refuses_never_close_the_handle`). With the
+    /// open flags, the flags never differ and `fcntl` is never called. The guest loses nothing:
+    /// FUSE gives every READ and WRITE its offset, and its `O_APPEND` and `O_NONBLOCK` act in
+    /// the guest kernel.
+    fn kept_flags(&self, handle: u64) -> io::Result<u32> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .copied()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+    }
+}
+
+impl Bounded {
+    /// CREATE of a name that exists, whose inode `e` was just looked up: `open(2)` with
+    /// `O_CREAT` of an existing file, so `EEXIST` with `O_EXCL`, otherwise an open of it. The
+    /// lookup becomes the reply's entry when the open succeeds and is given back when it fails.
+    ///
+    /// `PassthroughFs::create` (fuse-backend-rs 0.14) looks such a name up too, and then opens
+    /// it, but when that open fails (a directory opened for writing: `EISDIR`; a symlink, FIFO,
+    /// socket or device: `EBADF`) it returns the error and keeps the lookup. The guest, told the
+    /// request failed, never FORGETs an inode it was not given, so its descriptor stayed open
+    /// and uncounted: a guest that makes directories, CREATEs each name once and FORGETs them
+    /// held descriptors past any bound (found by the `fs_requests` fuzz target; test
+    /// `a_create_over_an_existing_directory_holds_nothing`).
+    fn open_existing(
+        &self,
+        ctx: &Context,
+        e: Entry,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        let flags = args.flags & !(libc::O_CREAT | libc::O_EXCL) as u32;
+        let opened = if args.flags & libc::O_EXCL as u32 != 0 {
+            Err(io::Error::from_raw_os_error(libc::EEXIST))
+        } else {
+            self.fs.open(ctx, e.inode, flags, args.fuse_flags)
+        };
+        match opened {
+            Ok((handle, opts, passthrough)) => {
+                self.lock().look_up(e.inode);
+                self.handle(handle, flags);
+                Ok((e, handle, opts, passthrough))
+            }
+            Err(err) => {
+                self.fs.forget(ctx, e.inode, 1);
+                Err(err)
+            }
+        }
     }
 }
 
@@ -227,12 +290,12 @@ impl FileSystem for Bounded {
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         self.reserve(1)?;
         let r = self.fs.opendir(ctx, inode, flags)?;
-        self.handle(r.0);
+        self.handle(r.0, flags | libc::O_DIRECTORY as u32);
         Ok(r)
     }
 
     fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
-        self.released(self.fs.releasedir(ctx, inode, flags, handle))
+        self.released(handle, self.fs.releasedir(ctx, inode, flags, handle))
     }
 
     fn mkdir(
@@ -310,7 +373,7 @@ impl FileSystem for Bounded {
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         self.reserve(1)?;
         let r = self.fs.open(ctx, inode, flags, fuse_flags)?;
-        self.handle(r.0);
+        self.handle(r.0, flags);
         Ok(r)
     }
 
@@ -326,6 +389,7 @@ impl FileSystem for Bounded {
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
         self.released(
+            handle,
             self.fs
                 .release(ctx, inode, flags, handle, flush, flock_release, lock_owner),
         )
@@ -339,9 +403,15 @@ impl FileSystem for Bounded {
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
         self.reserve(2)?;
+        validate_path_component(name)?;
+        // An existing name is opened here, not by `PassthroughFs::create`: see
+        // [`Bounded::open_existing`].
+        if let Ok(e) = self.fs.lookup(ctx, parent, name) {
+            return self.open_existing(ctx, e, args);
+        }
         let r = self.fs.create(ctx, parent, name, args)?;
         self.lock().look_up(r.0.inode);
-        self.handle(r.1);
+        self.handle(r.1, args.flags);
         Ok(r)
     }
 
@@ -385,8 +455,9 @@ impl FileSystem for Bounded {
         size: u32,
         offset: u64,
         lock_owner: Option<u64>,
-        flags: u32,
+        _flags: u32,
     ) -> io::Result<usize> {
+        let flags = self.kept_flags(handle)?;
         self.fs
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
@@ -402,9 +473,10 @@ impl FileSystem for Bounded {
         offset: u64,
         lock_owner: Option<u64>,
         delayed_write: bool,
-        flags: u32,
+        _flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
+        let flags = self.kept_flags(handle)?;
         self.fs.write(
             ctx,
             inode,
@@ -559,6 +631,7 @@ mod tests {
 
     use fuse_backend_rs::abi::fuse_abi::{
         Dirent, EntryOut, ForgetIn, InitIn, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn,
+        WriteIn,
     };
     use virtio_queue::Queue;
     use vm_memory::ByteValued;
@@ -761,6 +834,114 @@ mod tests {
             assert_eq!(s.error(CREATE, ROOT, &create), 0);
             assert!(dir.path().join("newfile").exists());
             assert_eq!(s.held(), 3);
+        });
+    }
+
+    /// Descriptors of this process open on `dir` or below it.
+    fn fds_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir))
+            .count()
+    }
+
+    #[test]
+    fn a_create_over_an_existing_directory_holds_nothing() {
+        on_own_fs_thread(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = std::fs::canonicalize(tmp.path()).unwrap();
+            let mut s = Direct::new(&dir, 3);
+            // A directory made, CREATEd over (it cannot be opened for writing) and forgotten,
+            // again and again: nothing stays held, on the count or on the host.
+            for i in 0..8 {
+                let name = format!("d{i}");
+                let mut mkdir = MkdirIn {
+                    mode: 0o755,
+                    umask: 0,
+                }
+                .as_slice()
+                .to_vec();
+                mkdir.extend_from_slice(&cname(&name));
+                let (h, body) = s.call(MKDIR, ROOT, &mkdir);
+                assert_eq!(h.error, 0);
+                let node = obj::<EntryOut>(&body).nodeid;
+                assert_eq!(
+                    s.error(CREATE, ROOT, &create_args(&name, 0o644)),
+                    libc::EISDIR
+                );
+                assert_eq!(s.held(), 1);
+                s.forget(node, 1);
+                assert_eq!(s.held(), 0);
+                assert_eq!(fds_under(&dir), 1, "only the root is held open");
+            }
+            // A symlink is never opened on the host, and its lookup is given back too.
+            std::os::unix::fs::symlink("/etc/passwd", dir.join("pw")).unwrap();
+            assert_eq!(
+                s.error(CREATE, ROOT, &create_args("pw", 0o644)),
+                libc::EBADF
+            );
+            assert_eq!((s.held(), fds_under(&dir)), (0, 1));
+            // An existing file is opened (O_EXCL refused), with the inode and the handle counted.
+            std::fs::write(dir.join("f"), "f").unwrap();
+            let mut excl = create_args("f", 0o644);
+            excl[0..4].copy_from_slice(
+                &((libc::O_RDWR | libc::O_CREAT | libc::O_EXCL) as u32).to_le_bytes(),
+            );
+            assert_eq!(s.error(CREATE, ROOT, &excl), libc::EEXIST);
+            assert_eq!((s.held(), fds_under(&dir)), (0, 1));
+            assert_eq!(s.error(CREATE, ROOT, &create_args("f", 0o644)), 0);
+            assert_eq!((s.held(), fds_under(&dir)), (2, 3));
+            assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"f", "not truncated");
+        });
+    }
+
+    #[test]
+    fn read_and_write_flags_the_host_refuses_never_close_the_handle() {
+        const READ: u32 = 15;
+        const WRITE: u32 = 16;
+        on_own_fs_thread(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = std::fs::canonicalize(tmp.path()).unwrap();
+            std::fs::write(dir.join("f"), "f").unwrap();
+            let mut s = Direct::new(&dir, 16);
+            let node = s.lookup(ROOT, "f").unwrap();
+            // An O_PATH handle, on which fcntl(F_SETFL) fails with EBADF: READs and WRITEs
+            // whose flags differ from the open's fail, and the handle's descriptor stays open.
+            let args = OpenIn {
+                flags: libc::O_PATH as u32,
+                fuse_flags: 0,
+            };
+            let (h, body) = s.call(OPEN, node, args.as_slice());
+            assert_eq!(h.error, 0);
+            let fh = obj::<OpenOut>(&body).fh;
+            assert_eq!(fds_under(&dir), 3, "root, f and the handle");
+            let read = ReadIn {
+                fh,
+                size: 16,
+                flags: libc::O_RDONLY as u32,
+                ..Default::default()
+            };
+            assert_eq!(s.error(READ, node, read.as_slice()), libc::EBADF);
+            let mut write = WriteIn {
+                fh,
+                size: 1,
+                flags: libc::O_RDWR as u32,
+                ..Default::default()
+            }
+            .as_slice()
+            .to_vec();
+            write.push(b'x');
+            assert_eq!(s.error(WRITE, node, &write), libc::EBADF);
+            assert_eq!(fds_under(&dir), 3, "the handle's descriptor is still open");
+            // A handle the server never gave is refused.
+            let stray = ReadIn {
+                fh: fh + 100,
+                ..read
+            };
+            assert_eq!(s.error(READ, node, stray.as_slice()), libc::EBADF);
+            s.release(RELEASE, node, fh);
+            assert_eq!((s.held(), fds_under(&dir)), (1, 2));
         });
     }
 

@@ -8,6 +8,7 @@
 //!   would take it past [`bound::MAX_HELD_DESCRIPTORS`] (inodes looked up plus open handles) is
 //!   answered `EMFILE`, so a guest cannot exhaust the monitor's `RLIMIT_NOFILE`.
 //! - [`confine`]: the serving thread's private mount namespace whose root is the shared directory.
+//! - `fuzzing` (tests and the `fuzzing` feature): the check behind the `fs_requests` fuzz target.
 //!
 //! The guest mounts the device with `mount -t virtiofs <tag> <dir>`. Two queues: 0 is the
 //! high-priority queue (FORGET, INTERRUPT), 1 the single request queue. No DAX window and no
@@ -17,6 +18,8 @@ pub mod bound;
 pub mod confine;
 pub mod device;
 pub mod event_handler;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod request;
 #[cfg(test)]
 mod test_utils;
