@@ -174,6 +174,29 @@ fn lab_create_start_state_kill_delete() {
         fs_caps.iter().all(|t| t.2 == "00000000882000df"),
         "file server capabilities: {fs_caps:?}"
     );
+    // The rest of the monitor (vessel_runtime::host::capabilities): no thread holds more than
+    // the monitor's set (CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID,
+    // NET_ADMIN, SYS_ADMIN, SYS_RESOURCE, MKNOD, SETFCAP: never SYS_PTRACE, SYS_MODULE, KILL);
+    // the vCPUs, the device thread and the stdio relays hold none; the main thread and the
+    // threads it started after set-up (same name) hold NET_ADMIN, SYS_ADMIN, DAC_OVERRIDE.
+    const MONITOR: u64 = 0x8920_10df;
+    let cap = |t: &(String, String, String)| u64::from_str_radix(&t.2, 16).unwrap();
+    for t in &threads {
+        assert_eq!(cap(t) & !MONITOR, 0, "{t:?} holds more than the monitor's set");
+        if ["vcpu", "vmm-devices", "stdin-relay", "stdout-relay", "stderr-relay"]
+            .iter()
+            .any(|k| t.0.starts_with(k))
+        {
+            assert_eq!(cap(t), 0, "{t:?} holds capabilities");
+        }
+    }
+    let main_name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    let after_set_up: Vec<_> = threads.iter().filter(|t| t.0 == main_name.trim()).collect();
+    assert!(after_set_up.len() >= 3, "main, control and signal threads: {threads:?}");
+    assert!(
+        after_set_up.iter().all(|t| cap(t) == 0x20_1002),
+        "the monitor's threads after set-up: {after_set_up:?}"
+    );
 
     let denied = lab.cmd(&["delete", "lab-life"]).output().unwrap();
     assert_eq!(denied.status.code(), Some(1));

@@ -1,8 +1,9 @@
 //! Host infrastructure the verbs and the monitor stand on: the bundle and its validation, the
 //! state store under `--root`, container IDs, the host cgroup, OCI hooks, signals, terminals and
-//! output relays on the host side, `/proc` parsing and timestamps.
+//! output relays on the host side, the monitor's capabilities, `/proc` parsing and timestamps.
 
 pub mod bundle;
+pub mod capabilities;
 pub mod cgroup;
 pub mod console;
 pub mod hooks;

@@ -145,7 +145,13 @@ fn pump(from: impl Read, to: impl Write) {
 fn spawn_relay(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), SandboxError> {
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(f)
+        .spawn(move || {
+            // A relay only moves bytes between descriptors it holds.
+            if let Err(e) = crate::host::capabilities::limit(&[]) {
+                log::warn!("{}", vessel_error::chain(&e));
+            }
+            f()
+        })
         .map(drop)
         .map_err(spawn_failed)
 }

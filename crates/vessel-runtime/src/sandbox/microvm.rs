@@ -36,6 +36,7 @@ use vessel_vmm::{EndWatch, SerialSink, Vm, VmConfig};
 use super::agent::{AgentConnector, AgentSandbox};
 use super::{Sandbox, SandboxError, WorkloadExit, WorkloadIo};
 use crate::host::bundle::Bundle;
+use crate::host::capabilities;
 use crate::host::net::{netns, Wiring};
 use crate::host::state::VSOCK_SOCKET;
 use crate::sandbox::share;
@@ -369,6 +370,9 @@ impl Sandbox for MicroVmSandbox {
         bundle: &Bundle,
         io: WorkloadIo,
     ) -> Result<(), SandboxError> {
+        // The VMM's threads start from this thread's capabilities: nothing beyond the
+        // monitor's set (host::capabilities).
+        capabilities::limit(&capabilities::MONITOR).map_err(SandboxError::LimitCapabilities)?;
         let layout = share::prepare(&self.state_dir, &bundle.path, &bundle.rootfs, &bundle.spec)
             .map_err(SandboxError::PrepareShare)?;
         let mut config = self.vm_config(layout.dir.clone())?;
@@ -396,7 +400,10 @@ impl Sandbox for MicroVmSandbox {
             ..bundle.clone()
         };
         self.agent.create_container(id, &guest_bundle, io)?;
-        self.configure_network()
+        self.configure_network()?;
+        // Set up: the rest of the monitor's life (control requests, the late wiring, the
+        // teardown) needs only these, and the threads the monitor starts next inherit them.
+        capabilities::limit(&capabilities::AFTER_SET_UP).map_err(SandboxError::LimitCapabilities)
     }
 
     /// Before `process.args` runs, interfaces that came after create (Docker's, moved in by its

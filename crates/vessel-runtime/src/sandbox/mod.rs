@@ -50,6 +50,9 @@ pub enum SandboxError {
         /// The environment variable that names it.
         var: &'static str,
     },
+    /// The monitor could not give up the capabilities it does not need.
+    #[error("limit the monitor's capabilities")]
+    LimitCapabilities(#[source] crate::host::capabilities::CapabilitiesError),
     /// The container's virtio-fs share could not be prepared or taken down.
     #[error("prepare the container's file share")]
     PrepareShare(#[source] crate::sandbox::share::ShareError),

@@ -12,6 +12,12 @@
 //! threads it starts, not the rest of the process (no `TSYNC`), so the monitor's other threads
 //! (its control socket, the stdio relays) are untouched. `docs/threat-model.md` lists what each
 //! kind may call.
+//!
+//! Before its filter, a vCPU or device thread also gives up every capability (effective,
+//! permitted, inheritable, ambient): its work after set-up (`KVM_RUN`, MMIO, the queues, the
+//! console log and the vsock sockets in the root-owned state directory, the open taps) needs
+//! none, and capabilities are per thread, so the rest of the monitor keeps its own. A file
+//! server keeps the few its passthrough needs (`vessel_devices::virtio::fs::confine`).
 
 mod allowlist;
 
@@ -72,6 +78,15 @@ pub enum SeccompError {
         #[source]
         source: seccompiler::BackendError,
     },
+    /// The thread's capabilities could not be cleared.
+    #[error("cannot drop the {kind} thread's capabilities")]
+    DropCapabilities {
+        /// The thread kind.
+        kind: ThreadKind,
+        /// The cause.
+        #[source]
+        source: caps::errors::CapsError,
+    },
     /// The kernel refused the filter (no seccomp support: `CONFIG_SECCOMP_FILTER`).
     #[error("cannot install the {kind} thread's seccomp filter (the host kernel needs CONFIG_SECCOMP_FILTER)")]
     Install {
@@ -120,17 +135,34 @@ impl Filters {
         }
     }
 
-    /// Installs the filter of `kind` on the calling thread, for good.
+    /// Installs the filter of `kind` on the calling thread, for good; a vCPU or device thread
+    /// drops all its capabilities first (see the module doc).
     ///
     /// # Errors
-    /// The kernel refused it.
+    /// The kernel refused the filter or the capability change.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
         // The refusal goes first: the kind's own filter does not allow `seccomp` itself.
         if kind != ThreadKind::FileServer {
+            drop_capabilities(kind)?;
             install(kind, &self.refuse_reads)?;
         }
         install(kind, self.program(kind))
     }
+}
+
+/// Clears the calling thread's capability sets (ambient and inheritable first: they must stay
+/// within the permitted set). A thread that had none (an unprivileged monitor) is unchanged.
+fn drop_capabilities(kind: ThreadKind) -> Result<(), SeccompError> {
+    use caps::CapSet;
+    [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ]
+    .into_iter()
+    .try_for_each(|set| caps::clear(None, set))
+    .map_err(|source| SeccompError::DropCapabilities { kind, source })
 }
 
 /// The filter that turns a read-only `openat` into `ENOENT` (see [`Filters`]); the kinds'

@@ -246,3 +246,88 @@ fn glibcs_read_only_open_fails_with_enoent_on_the_vcpus_and_the_device_thread() 
         );
     }
 }
+
+/// Paths under a directory of another user (uid 1000, mode 0700): root opens them only with
+/// `CAP_DAC_OVERRIDE`. Set before the fork; the child only reads them.
+static OTHERS: std::sync::OnceLock<(std::ffi::CString, std::ffi::CString)> =
+    std::sync::OnceLock::new();
+
+/// Opens `path` with `flags` and exits 0 when that fails with `EACCES`.
+fn open_is_denied(path: &std::ffi::CStr, flags: libc::c_int) {
+    // SAFETY: a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags, 0o600) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    // SAFETY: as in `in_child`.
+    unsafe {
+        libc::_exit(if fd < 0 && errno == Some(libc::EACCES) {
+            0
+        } else {
+            5
+        })
+    };
+}
+
+fn open_others_log_for_append() {
+    let (log, _) = OTHERS.get().unwrap();
+    open_is_denied(
+        log,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+    );
+}
+
+fn open_others_directory_as_a_path() {
+    let (_, sub) = OTHERS.get().unwrap();
+    open_is_denied(sub, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+}
+
+#[test]
+fn the_vcpus_and_the_device_thread_hold_no_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "the_vcpus_and_the_device_thread_hold_no_capabilities: skipped: needs root (it \
+             shows a capability gone by what root can no longer open)"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir_all(theirs.join("sub")).unwrap();
+    std::fs::write(theirs.join("console.log"), "").unwrap();
+    for p in [
+        theirs.join("console.log"),
+        theirs.join("sub"),
+        theirs.clone(),
+    ] {
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::set_permissions(
+        theirs.join("console.log"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let c = |p: std::path::PathBuf| std::ffi::CString::new(p.into_os_string().into_encoded_bytes());
+    let (log, sub) = (
+        c(theirs.join("console.log")).unwrap(),
+        c(theirs.join("sub")).unwrap(),
+    );
+    // With its capabilities, root (this test) opens both.
+    assert!(std::fs::OpenOptions::new()
+        .append(true)
+        .open(theirs.join("console.log"))
+        .is_ok());
+    assert!(std::fs::read_dir(theirs.join("sub")).is_ok());
+    OTHERS.set((log, sub)).unwrap();
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Vcpu, open_others_log_for_append),
+        End::Exited(0),
+        "a vCPU thread opened another user's 0600 file: it kept CAP_DAC_OVERRIDE"
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Devices, open_others_directory_as_a_path),
+        End::Exited(0),
+        "the device thread searched another user's 0700 directory: it kept CAP_DAC_OVERRIDE"
+    );
+}
