@@ -125,9 +125,21 @@ pub const REPORT_CREATED: &str = "created";
 /// `error: <message>`.
 pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd) -> i32 {
     let mut report = std::fs::File::from(report);
+    // Set when `create` is gone (killed) by the time a failure is reported: it cannot remove
+    // the cgroup it made for this process, so the monitor does on its way out (`abandoned`).
+    let orphaned = std::cell::Cell::new(false);
     let mut fail = |e: MonitorError| {
-        let _ = writeln!(report, "error: {}", chain(&e));
+        if writeln!(report, "error: {}", chain(&e)).is_err() {
+            orphaned.set(true);
+        }
         EXIT_FAILED
+    };
+    let (id, cgroup) = (config.id.clone(), config.cgroup.clone());
+    let failed = |status: i32| {
+        if orphaned.get() {
+            abandoned(&id, cgroup.as_ref());
+        }
+        status
     };
     // `vessel:<id>` / `vessel-monitor <id>` in ps rather than the create command line; an
     // unprivileged monitor keeps the command line (debug log only).
@@ -137,41 +149,44 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
     // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
     if let Some(cgroup) = &config.cgroup {
         if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
-            return fail(MonitorError::JoinCgroup(e));
+            return failed(fail(MonitorError::JoinCgroup(e)));
         }
     }
     // Into the container's network namespace while the process is single-threaded (a thread's
     // namespace is inherited by the threads it starts).
     if let Err(e) = crate::host::net::netns::enter(&config.netns) {
-        return fail(MonitorError::EnterNetwork(e));
+        return failed(fail(MonitorError::EnterNetwork(e)));
     }
     if let Err(e) = apply_oom_score_adj(&config.bundle) {
-        return fail(e);
+        return failed(fail(e));
     }
     let forwarded = crate::host::signal::forwarded(&[]);
     // Block forwarded signals before any thread exists (the sandbox may start relay or VMM
     // threads), so that every thread inherits the mask and only the forwarding thread receives
     // them, by sigwait.
     if forwarded.thread_block().is_err() {
-        return fail(MonitorError::BlockSignals);
+        return failed(fail(MonitorError::BlockSignals));
     }
     let terminal = config.terminal.take();
     let resize_from = match terminal.as_ref().map(|t| t.try_clone()).transpose() {
         Ok(t) => t,
-        Err(e) => return fail(MonitorError::DuplicateTerminal(e)),
+        Err(e) => return failed(fail(MonitorError::DuplicateTerminal(e))),
     };
     let listener = match set_up(&config, terminal, sandbox.as_ref()) {
         Ok(l) => l,
         Err(e) => {
             let status = fail(e);
             let _ = sandbox.shutdown();
-            return status;
+            // After the VM is gone: KVM's worker threads sit in the cgroup while it lives.
+            return failed(status);
         }
     };
     if writeln!(report, "{REPORT_CREATED}").is_err() {
-        // `create` is gone (killed): nobody will record or delete this container.
+        // `create` is gone (killed): nobody will record or delete this container, nor remove
+        // its host cgroup, which `create` made before forking this process.
         let _ = sandbox.shutdown();
-        return EXIT_FAILED;
+        orphaned.set(true);
+        return failed(EXIT_FAILED);
     }
     drop(report);
 
@@ -195,6 +210,16 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
     let _answered = busy.lock();
     let _ = sandbox.shutdown();
     status
+}
+
+/// Leaves and removes the host cgroup `create` made for this monitor, once `create` is known to
+/// be gone (its report pipe is closed): nobody else knows of it (`delete` finds no record).
+fn abandoned(id: &str, cgroup: Option<&crate::host::cgroup::CgroupRecord>) {
+    if let Some(cgroup) = cgroup {
+        if let Err(e) = crate::host::cgroup::leave_and_remove(cgroup) {
+            log::warn!("container {id}: {}", chain(&e));
+        }
+    }
 }
 
 /// Boots the sandbox, creates the container, gives stdio (or the terminal) away and binds the

@@ -163,6 +163,30 @@ pub fn join(record: &CgroupRecord, pid: i32) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Moves the calling process to the root of each hierarchy of `record` (the one cgroup that
+/// takes processes whatever its controllers) and removes `record`'s directories: for a monitor
+/// whose `create` was killed before it recorded the container, which nobody else can clean up
+/// after (`delete` finds no record of the cgroup).
+pub fn leave_and_remove(record: &CgroupRecord) -> Result<(), CgroupError> {
+    let pid = std::process::id() as i32;
+    for dir in &record.paths {
+        let root = dir
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.join("cgroup.procs").exists())
+            .last();
+        if let Some(root) = root {
+            let path = root.join("cgroup.procs");
+            std::fs::write(&path, pid.to_string()).map_err(|source| CgroupError::JoinCgroup {
+                pid,
+                path: root.to_owned(),
+                source,
+            })?;
+        }
+    }
+    remove(record)
+}
+
 /// Removes the directories Vessel created, deepest first. Processes still in a container cgroup
 /// once its monitor is gone (stray helpers of the test sandbox, exec relays) are SIGKILLed; a
 /// directory that stays busy for 5 s is an error. Directories already gone are fine, and a

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use fs::{create, join, remove};
+pub use fs::{create, join, leave_and_remove, remove};
 pub use limits::{shares_to_weight, HostLimits};
 pub use path::{expand_slice, inner_path, own_cgroup, parse_mountinfo, resolve, Hierarchy, Layout};
 
