@@ -9,6 +9,8 @@
 #   BENCH_RUNS     runs per side in `make bench` (default 5, see tests/bench/bench.sh)
 #   FUZZ_SECONDS   seconds `make fuzz` runs each target (default 60)
 #   FUZZ_TARGETS   fuzz targets `make fuzz` runs (default: all, see fuzz/Cargo.toml)
+#   SOAK_CYCLES    cycles `make soak` runs (default 1000; `make test` runs 50), see tests/soak/soak.sh
+#   SOAK_TIMEOUT   seconds before `make soak`'s lab is killed (default 14400)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -22,6 +24,8 @@ SHARE        := $(BUILD)/share/vessel
 BIN          := $(BUILD)/bin
 AGENT_BIN    := target/$(TARGET)/$(PROFILE)/vessel-agent
 CMD          ?= uname -a
+SOAK_CYCLES  ?= 1000
+SOAK_TIMEOUT ?= 14400
 
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
@@ -29,7 +33,7 @@ DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl
                 containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
-        lint demo bench fuzz clean probe-initramfs fixtures
+        lint demo bench fuzz soak clean probe-initramfs fixtures
 
 all: artefacts
 
@@ -42,6 +46,7 @@ help:
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
 	@echo "make bench       Vessel vs QEMU microvm (boot, overhead, setup) and vs runc (create+start, state); ratios"
+	@echo "make soak        the fault soak in the lab: SOAK_CYCLES (1000) cycles with faults, a table, leaks must be 0"
 	@echo "make fuzz        libFuzzer on the frame decoder, vsock packets, virtio-net queues and virtio-fs requests, FUZZ_SECONDS each (stable Rust)"
 
 deps:
@@ -115,6 +120,10 @@ test-unit:
 
 test-lab: artefacts lab-kernel probe-initramfs fixtures
 	tests/lab/e2e.sh
+
+# The fault soak (docs/testing.md, "The fault soak"); `make test` runs 50 cycles of it in its lab.
+soak: artefacts lab-kernel fixtures
+	SOAK_CYCLES=$(SOAK_CYCLES) tests/lab/run.sh --timeout $(SOAK_TIMEOUT) bash tests/soak/soak.sh
 
 # Fuzzing on the stable toolchain (docs/testing.md, "Fuzzing"): libfuzzer-sys links libFuzzer,
 # and these flags give it SanitizerCoverage (8-bit counters, PC table, comparison tracing)

@@ -7,6 +7,7 @@
 #   LAB_TESTS=lab_exec   run only the lab_ tests of the test binaries whose names contain this,
 #                        or else the lab_ tests whose names contain it (default: lab_, all)
 #   LAB_COMPAT=0         skip the containerd, podman and Docker scenarios
+#   LAB_SOAK=0           skip the 50-cycle fault soak (tests/soak/soak.sh; `make soak` runs 1000)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 list=${1:?usage: in-lab.sh LIST}
@@ -49,6 +50,11 @@ if [ "${LAB_COMPAT:-1}" != 0 ]; then
   # bridge (its prestart hook moves the veth into the monitor's namespace).
   check podman-network bash "$repo/tests/compat/podman-net.sh"
   check docker bash "$repo/tests/compat/docker.sh"
+fi
+# The fault soak, short: 50 cycles of create/start/exec/kill/delete with faults injected, nothing
+# may hang or leak (`make soak` runs the long one).
+if [ "${LAB_SOAK:-1}" != 0 ]; then
+  check soak env SOAK_CYCLES="${LAB_SOAK_CYCLES:-50}" bash "$repo/tests/soak/soak.sh"
 fi
 filter=${LAB_TESTS:-lab_}
 
