@@ -182,17 +182,30 @@ fn lab_create_start_state_kill_delete() {
     const MONITOR: u64 = 0x8920_10df;
     let cap = |t: &(String, String, String)| u64::from_str_radix(&t.2, 16).unwrap();
     for t in &threads {
-        assert_eq!(cap(t) & !MONITOR, 0, "{t:?} holds more than the monitor's set");
-        if ["vcpu", "vmm-devices", "stdin-relay", "stdout-relay", "stderr-relay"]
-            .iter()
-            .any(|k| t.0.starts_with(k))
+        assert_eq!(
+            cap(t) & !MONITOR,
+            0,
+            "{t:?} holds more than the monitor's set"
+        );
+        if [
+            "vcpu",
+            "vmm-devices",
+            "stdin-relay",
+            "stdout-relay",
+            "stderr-relay",
+        ]
+        .iter()
+        .any(|k| t.0.starts_with(k))
         {
             assert_eq!(cap(t), 0, "{t:?} holds capabilities");
         }
     }
     let main_name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     let after_set_up: Vec<_> = threads.iter().filter(|t| t.0 == main_name.trim()).collect();
-    assert!(after_set_up.len() >= 3, "main, control and signal threads: {threads:?}");
+    assert!(
+        after_set_up.len() >= 3,
+        "main, control and signal threads: {threads:?}"
+    );
     assert!(
         after_set_up.iter().all(|t| cap(t) == 0x20_1002),
         "the monitor's threads after set-up: {after_set_up:?}"
