@@ -320,7 +320,8 @@ awk -F'\t' '$1=="R" {n[$4]++; o[$4","$6]++} END {
 echo
 echo "failures and why (count, command, outcome, message):"
 awk -F'\t' '$1=="R" && $6!="ok" && $6!="killed" && $6!="gone" {print $4 " [" $6 "] " $7}' "$work/all" |
-  sed 's/soak-w[0-9]*-c[0-9]*/ID/g' | sort | uniq -c | sort -rn | head -n 40
+  sed 's/soak-w[0-9]*-c[0-9]*/ID/g; s|/vessel-soak\.[^/]*/w[0-9]*/|/SOAK/W/|g; s/time="[^"]*" level=[a-z]* msg=//' |
+  sort | uniq -c | sort -rn | head -n 40
 echo
 echo "leaks (after - baseline, must be 0):"
 leaks=0
