@@ -143,19 +143,6 @@ fn dispatch(cli: Cli, root_explicit: bool) -> anyhow::Result<i32> {
         cmd.print_help()?;
         return Ok(0);
     };
-    // Read-only commands die of SIGPIPE when their reader goes away, as runc's do; the others
-    // fork processes (the monitor, the exec relay) that must not.
-    if matches!(
-        command,
-        Command::State(_)
-            | Command::List(_)
-            | Command::Ps(_)
-            | Command::Events(_)
-            | Command::Spec(_)
-            | Command::Features(_)
-    ) {
-        vessel_runtime::host::signal::die_on_broken_pipe();
-    }
     match command {
         Command::Create(a) => commands::create::run(&ctx, a),
         Command::Start(a) => commands::start::run(&ctx, a),

@@ -118,17 +118,6 @@ impl Drop for Interrupts {
     }
 }
 
-/// Restores SIGPIPE's default action (Rust programs start with it ignored), so that a process
-/// whose reader has gone (`vessel events | head -n 1`) dies of SIGPIPE on its next write, as
-/// runc does, instead of failing that write. Only for commands that fork nothing that must
-/// outlive a closed pipe: the monitor and the exec relay keep SIGPIPE ignored.
-pub fn die_on_broken_pipe() {
-    // SAFETY: installing SIG_DFL runs no handler code; the caller is single-threaded (called
-    // before a read-only command's work) and nothing in it relies on SIGPIPE being ignored.
-    let _ =
-        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
-}
-
 /// Ends the process by `sig` as if it had not been caught, so that its parent sees a death by
 /// that signal (a shell prints 128 + its number): restores the default action, unblocks it and
 /// raises it. Falls back to exiting with 128 + the signal number should the process survive.
