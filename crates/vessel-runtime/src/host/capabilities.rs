@@ -31,8 +31,8 @@ pub enum CapabilitiesError {
 /// the share's bind mounts and their teardown and the file servers' confinement (`SYS_ADMIN`),
 /// the taps and tc filters (`NET_ADMIN`), the ten a file server keeps for the guest's users
 /// (`CHOWN`, `DAC_OVERRIDE`, `DAC_READ_SEARCH`, `FOWNER`, `FSETID`, `SETUID`, `SETGID`,
-/// `MKNOD`, `SETFCAP`, `SYS_ADMIN`), raising its descriptor limit (`SYS_RESOURCE`) and taking a
-/// terminal as its controlling one (`SYS_ADMIN`). Gone for good: `SYS_MODULE`, `SYS_RAWIO`,
+/// `MKNOD`, `SETFCAP`, `SYS_ADMIN`) and raising its descriptor limit (`SYS_RESOURCE`). Gone
+/// for good: `SYS_MODULE`, `SYS_RAWIO`,
 /// `SYS_PTRACE`, `SYS_BOOT`, `SYS_TIME`, `KILL`, `NET_RAW`, `BPF`, `PERFMON` and the rest.
 pub const MONITOR: [Capability; 12] = [
     Capability::CAP_CHOWN,
@@ -60,8 +60,9 @@ pub const AFTER_SET_UP: [Capability; 3] = [
 ];
 
 /// Limits the calling thread to `kept` (those of them it holds): its bounding set where it holds
-/// `CAP_SETPCAP` (so no later `execve` regains the rest), then its ambient, inheritable,
-/// effective and permitted sets.
+/// `CAP_SETPCAP` (so no later `execve` regains the rest; a thread already limited without
+/// `CAP_SETPCAP` keeps its bounding set), then its ambient, inheritable, effective and
+/// permitted sets.
 ///
 /// # Errors
 /// The kernel refused a change; the thread may be left between the two sets and must not go
