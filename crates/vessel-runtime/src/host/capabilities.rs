@@ -4,7 +4,7 @@
 //! Capabilities are per thread on Linux and a thread starts with its creator's, so the monitor
 //! limits its main thread twice: right after it has joined the container's namespaces (the last
 //! step that may need `CAP_SYS_PTRACE`, to open another process's `/proc/<pid>/ns/net`) to
-//! [`MONITOR`], which every VMM thread then inherits, and after set-up to [`AFTER_SET_UP`],
+//! [`monitor`], which every VMM thread then inherits, and after set-up to [`AFTER_SET_UP`],
 //! which the control and signal-forwarding threads it starts then inherit. The vCPU and device
 //! threads drop the rest themselves (`vessel_vmm::seccomp`), the file servers keep their ten
 //! (`vessel_devices::virtio::fs::confine`). An unprivileged monitor has none to drop.
@@ -34,20 +34,14 @@ pub enum CapabilitiesError {
 /// `MKNOD`, `SETFCAP`, `SYS_ADMIN`) and raising its descriptor limit (`SYS_RESOURCE`). Gone
 /// for good: `SYS_MODULE`, `SYS_RAWIO`,
 /// `SYS_PTRACE`, `SYS_BOOT`, `SYS_TIME`, `KILL`, `NET_RAW`, `BPF`, `PERFMON` and the rest.
-pub const MONITOR: [Capability; 12] = [
-    Capability::CAP_CHOWN,
-    Capability::CAP_DAC_OVERRIDE,
-    Capability::CAP_DAC_READ_SEARCH,
-    Capability::CAP_FOWNER,
-    Capability::CAP_FSETID,
-    Capability::CAP_SETGID,
-    Capability::CAP_SETUID,
-    Capability::CAP_MKNOD,
-    Capability::CAP_SETFCAP,
-    Capability::CAP_SYS_ADMIN,
-    Capability::CAP_NET_ADMIN,
-    Capability::CAP_SYS_RESOURCE,
-];
+pub fn monitor() -> Vec<Capability> {
+    KEPT_BY_FILE_SERVERS
+        .into_iter()
+        .chain([Capability::CAP_NET_ADMIN, Capability::CAP_SYS_RESOURCE])
+        .collect()
+}
+
+use vessel_devices::virtio::fs::confine::KEPT_CAPABILITIES as KEPT_BY_FILE_SERVERS;
 
 /// What the monitor's main thread, its control thread and its signal-forwarding thread keep
 /// once the container is created: the late wiring of an interface a prestart hook brings in
@@ -148,10 +142,16 @@ mod tests {
     #[test]
     fn the_monitor_set_holds_what_a_file_server_keeps() {
         for cap in vessel_devices::virtio::fs::confine::KEPT_CAPABILITIES {
-            assert!(MONITOR.contains(&cap), "{cap} is not in MONITOR");
+            assert!(
+                monitor().contains(&cap),
+                "{cap} is not in the monitor's set"
+            );
         }
         for cap in AFTER_SET_UP {
-            assert!(MONITOR.contains(&cap), "{cap} is not in MONITOR");
+            assert!(
+                monitor().contains(&cap),
+                "{cap} is not in the monitor's set"
+            );
         }
     }
 }

@@ -372,7 +372,7 @@ impl Sandbox for MicroVmSandbox {
     ) -> Result<(), SandboxError> {
         // The VMM's threads start from this thread's capabilities: nothing beyond the
         // monitor's set (host::capabilities).
-        capabilities::limit(&capabilities::MONITOR).map_err(SandboxError::LimitCapabilities)?;
+        capabilities::limit(&capabilities::monitor()).map_err(SandboxError::LimitCapabilities)?;
         let layout = share::prepare(&self.state_dir, &bundle.path, &bundle.rootfs, &bundle.spec)
             .map_err(SandboxError::PrepareShare)?;
         let mut config = self.vm_config(layout.dir.clone())?;
