@@ -10,6 +10,7 @@
 //! (`vessel_devices::virtio::fs::confine`). An unprivileged monitor has none to drop.
 
 use caps::{CapSet, Capability, CapsHashSet};
+use vessel_devices::virtio::fs::confine::KEPT_CAPABILITIES as KEPT_BY_FILE_SERVERS;
 
 /// Why the capabilities could not be limited.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,6 @@ pub fn monitor() -> Vec<Capability> {
         .chain([Capability::CAP_NET_ADMIN, Capability::CAP_SYS_RESOURCE])
         .collect()
 }
-
-use vessel_devices::virtio::fs::confine::KEPT_CAPABILITIES as KEPT_BY_FILE_SERVERS;
 
 /// What the monitor's main thread, its control thread and its signal-forwarding thread keep
 /// once the container is created: the late wiring of an interface a prestart hook brings in
