@@ -26,6 +26,9 @@ pub const MONITOR_SOCKET: &str = "monitor.sock";
 /// Unix socket inside a container directory where other processes reach guest vsock ports
 /// (Firecracker's `CONNECT <port>` convention), used by `vessel exec`.
 pub const VSOCK_SOCKET: &str = "vsock.sock";
+/// File inside a microVM container's directory holding its init's PID in the guest, which the
+/// other containers of its pod join namespaces of (`crate::sandbox::pod`).
+pub const GUEST_INIT_PID: &str = "guest-init.pid";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,10 @@ pub struct ContainerRecord {
     /// paused before `start` is `created` again and can still be started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_from: Option<Status>,
+    /// For a container created in another container's VM (`crate::sandbox::pod`): that
+    /// container's ID, the pod's sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 impl ContainerRecord {
@@ -503,6 +510,7 @@ pub(crate) mod tests {
             cgroup: None,
             hooks: None,
             paused_from: None,
+            pod: None,
         }
     }
 

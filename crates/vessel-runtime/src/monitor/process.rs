@@ -141,6 +141,11 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
         }
         status
     };
+    // While single-threaded: the share's mounts then never appear on the host and go with the
+    // monitor (or, for a pod member, are made in its sandbox's monitor's namespace).
+    if let Err(e) = sandbox.prepare_mounts(&config.id, &config.bundle) {
+        return failed(fail(MonitorError::CreateContainer(e)));
+    }
     // `vessel:<id>` / `vessel-monitor <id>` in ps rather than the create command line; an
     // unprivileged monitor keeps the command line (debug log only).
     if let Err(e) = crate::monitor::proctitle::set(&config.id) {

@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -33,6 +33,49 @@ pub trait AgentConnector: Send + Sync {
     fn guest_rootfs(&self, id: &str, host_rootfs: &Path) -> String;
 }
 
+/// Connects to guest ports through a VMM's vsock Unix socket (`CONNECT <port>\n`, `OK <n>\n`).
+#[derive(Debug, Clone)]
+pub struct VsockUds {
+    /// The socket, `<root>/<id>/vsock.sock`.
+    pub path: PathBuf,
+}
+
+impl AgentConnector for VsockUds {
+    fn connect(&self, port: u32) -> io::Result<UnixStream> {
+        let mut stream = vessel_vmm::uds::connect(&self.path)?;
+        stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+        // One byte at a time: whatever follows the line already belongs to the guest stream.
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while line.len() < 64 {
+            if stream.read(&mut byte)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("guest port {port} refused the connection"),
+                ));
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        if !line.starts_with(b"OK ") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "vsock socket answered {:?} to CONNECT {port}",
+                    String::from_utf8_lossy(&line)
+                ),
+            ));
+        }
+        Ok(stream)
+    }
+
+    fn guest_rootfs(&self, _id: &str, host_rootfs: &Path) -> String {
+        host_rootfs.to_string_lossy().into_owned()
+    }
+}
+
 /// A sandbox whose container is run by a vessel-agent; see the module documentation.
 pub struct AgentSandbox<C> {
     connector: C,
@@ -40,6 +83,8 @@ pub struct AgentSandbox<C> {
     /// The agent missed a deadline on `control`: reconnect before the next call.
     control_stale: AtomicBool,
     id: Mutex<Option<String>>,
+    /// The guest PID of the created container's init.
+    init_pid: Mutex<Option<i32>>,
     relays: Mutex<Vec<OutputRelay>>,
 }
 
@@ -51,6 +96,7 @@ impl<C: AgentConnector> AgentSandbox<C> {
             control: Mutex::new(None),
             control_stale: AtomicBool::new(false),
             id: Mutex::new(None),
+            init_pid: Mutex::new(None),
             relays: Mutex::new(Vec::new()),
         }
     }
@@ -97,6 +143,11 @@ impl<C: AgentConnector> AgentSandbox<C> {
                 interfaces,
             },
         )
+    }
+
+    /// The guest PID of the created container's init.
+    pub fn init_pid(&self) -> Option<i32> {
+        *self.init_pid.lock().expect("init pid lock")
     }
 
     fn call_done(&self, op: &'static str, request: Request) -> Result<(), SandboxError> {
@@ -188,12 +239,13 @@ impl<C: AgentConnector> Sandbox for AgentSandbox<C> {
                 .as_mut()
                 .ok_or(SandboxError::InvalidState("the sandbox is not booted"))?;
             let op = "create the container in the guest";
-            client
+            let pid = client
                 .create(request)
                 .map_err(|e| match super::refusal(op, e) {
                     Ok(reason) => SandboxError::StartProcess(reason),
                     Err(source) => SandboxError::CallAgent { op, source },
                 })?;
+            *self.init_pid.lock().expect("init pid lock") = Some(pid);
         }
         *self.id.lock().expect("id lock") = Some(id.to_owned());
         let stdio = match io {
@@ -488,5 +540,35 @@ mod tests {
         ] {
             assert!(seen.iter().any(|s| s == op), "{op} missing from {seen:?}");
         }
+    }
+
+    /// The socket sits where `<root>/<id>/vsock.sock` of a long root and ID would: past the 107
+    /// bytes `sun_path` holds.
+    #[test]
+    fn vsock_connect_handshake_keeps_following_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let container = dir.path().join("r".repeat(40)).join("f".repeat(64));
+        std::fs::create_dir_all(&container).unwrap();
+        let path = container.join(crate::host::state::VSOCK_SOCKET);
+        assert!(path.as_os_str().len() > 108);
+        let listener = vessel_vmm::uds::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"CONNECT 1024\n");
+            s.write_all(b"OK 77\nguest").unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).unwrap();
+        });
+        let v = VsockUds { path };
+        let mut s = v.connect(1024).unwrap();
+        let mut rest = [0u8; 5];
+        s.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"guest");
+        let err = v.connect(1024).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        server.join().unwrap();
     }
 }

@@ -400,6 +400,18 @@ impl Sandbox for MicroVmSandbox {
             ..bundle.clone()
         };
         self.agent.create_container(id, &guest_bundle, io)?;
+        // For the containers that join this one's pod (crate::sandbox::pod).
+        if let Some(pid) = self.agent.init_pid() {
+            crate::host::state::write_atomic(
+                &self.state_dir.join(crate::host::state::GUEST_INIT_PID),
+                pid.to_string().as_bytes(),
+                0o600,
+            )
+            .map_err(|e| SandboxError::Sys {
+                op: "record the guest init's PID",
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        }
         self.configure_network()?;
         // Set up: the rest of the monitor's life (control requests, the late wiring, the
         // teardown) needs only these, and the threads the monitor starts next inherit them.

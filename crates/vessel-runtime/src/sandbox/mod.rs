@@ -12,6 +12,7 @@ pub mod agent;
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod host;
 pub mod microvm;
+pub mod pod;
 pub mod share;
 pub mod sizing;
 
@@ -201,6 +202,21 @@ pub enum WorkloadIo {
 pub trait Sandbox: Send + Sync {
     /// Short name recorded in the state (`microvm`, `host`).
     fn kind(&self) -> &'static str;
+
+    /// Gives the monitor (freshly forked, still single-threaded) the mount namespace the
+    /// container's share is built in: by default one of its own
+    /// ([`share::unshare_mount_namespace`]; without the privilege to make one, the host's, with a
+    /// debug line); for a pod member, its sandbox monitor's, with the member's entries attached
+    /// there ([`pod::PodMemberSandbox`]).
+    fn prepare_mounts(&self, id: &str, _bundle: &Bundle) -> Result<(), SandboxError> {
+        if let Err(e) = share::unshare_mount_namespace() {
+            log::debug!(
+                "container {id}: the share's mounts stay in the host's mount namespace: {}",
+                vessel_error::chain(&e)
+            );
+        }
+        Ok(())
+    }
 
     /// Brings the sandbox up (for the microVM: boot and wait for the agent's ready message).
     fn boot(&self) -> Result<(), SandboxError>;

@@ -42,6 +42,18 @@ pub enum CreateError {
     /// The VM size could not be worked out from the spec.
     #[error(transparent)]
     SizeVm(#[from] sizing::SizingError),
+    /// The spec names another container's namespaces that cannot be joined.
+    #[error(transparent)]
+    JoinPod(#[from] crate::sandbox::pod::PodError),
+    /// The pod member's link to its sandbox's vsock socket could not be made.
+    #[error("link {path} to the pod sandbox's vsock socket")]
+    LinkVsock {
+        /// The link.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// No sandbox could be chosen.
     #[error("select sandbox")]
     SelectSandbox(#[source] SandboxError),
@@ -183,6 +195,8 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         .ok()
         .flatten()
         .unwrap_or(1) as u32;
+    // A container that names another one's namespaces runs in that one's VM.
+    let pod = crate::sandbox::pod::find(store, &bundle.spec)?;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
     // Before anything is made: host networking is refused naming the field.
     let netns =
@@ -191,11 +205,20 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     // that `start`, `delete` ... of this ID wait for the outcome.
     let (dir, lock) = store.create_dir(&opts.id)?;
     let mut lock = Some(lock);
-    let sandbox: Arc<dyn sandbox::Sandbox> = match sandbox::select(size, &dir) {
+    let selected = match &pod {
+        Some(pod) => link_vsock(pod, &dir).map(|()| {
+            Box::new(crate::sandbox::pod::PodMemberSandbox::new(
+                pod.clone(),
+                &opts.id,
+            )) as Box<dyn sandbox::Sandbox>
+        }),
+        None => sandbox::select(size, &dir).map_err(CreateError::SelectSandbox),
+    };
+    let sandbox: Arc<dyn sandbox::Sandbox> = match selected {
         Ok(s) => Arc::from(s),
         Err(e) => {
             let _ = store.remove(&opts.id);
-            return Err(CreateError::SelectSandbox(e));
+            return Err(e);
         }
     };
     let cgroup = match host_cgroup(&bundle, opts) {
@@ -262,6 +285,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 cgroup: cgroup.clone(),
                 hooks: bundle.spec.hooks().clone(),
                 paused_from: None,
+                pod: pod.as_ref().map(|p| p.sandbox.clone()),
             };
             // Recorded now, as `creating` (which no command reports), so that a create killed
             // outright during its hooks leaves the monitor's PID for `delete`.
@@ -358,6 +382,14 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     result
 }
 
+/// Makes `<dir>/vsock.sock` a link to the pod sandbox's, so that `exec`, `ps`, `events` and
+/// `update` of a member reach the agent of the VM it runs in.
+fn link_vsock(pod: &crate::sandbox::pod::Pod, dir: &std::path::Path) -> Result<(), CreateError> {
+    let path = dir.join(state::VSOCK_SOCKET);
+    std::os::unix::fs::symlink(pod.dir.join(state::VSOCK_SOCKET), &path)
+        .map_err(|source| CreateError::LinkVsock { path, source })
+}
+
 /// Creates the monitor's host cgroup from `linux.cgroupsPath` (see [`cgroup`]). Without
 /// permission (rootless), no `cgroupsPath` and no limits, the container goes without one, as
 /// with runc.
@@ -446,14 +478,6 @@ fn fork_monitor(
             }
             // A new session: the monitor must not get the caller's terminal signals.
             let _ = nix::unistd::setsid();
-            // Its own mount namespace, while still single-threaded: the share's mounts then
-            // never appear on the host and go with the monitor (share::unshare_mount_namespace).
-            if let Err(e) = crate::sandbox::share::unshare_mount_namespace() {
-                log::debug!(
-                    "the share's mounts stay in the host's mount namespace: {}",
-                    vessel_error::chain(&e)
-                );
-            }
             std::process::exit(monitor::run(config, sandbox, write));
         }
         ForkResult::Parent { child } => {

@@ -71,6 +71,9 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
             // We hold the lock, so the create that recorded this is gone (killed outright
             // during its hooks): the container never existed, but its monitor may still run.
             kill_monitor(&r)?;
+            if let Some(sandbox) = &r.pod {
+                crate::sandbox::pod::release(store, sandbox, id);
+            }
             if let Some(cgroup) = &r.cgroup {
                 crate::host::cgroup::remove(cgroup)?;
             }
@@ -100,6 +103,10 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     // The monitor is gone: the redirects it added in a namespace someone else keeps (a monitor
     // killed before its own clean-up), its cgroup (children first), then the state directory.
     remove_network_leftovers(store, id);
+    // A member of another container's pod: out of that VM's guest and share.
+    if let Some(sandbox) = &record.pod {
+        crate::sandbox::pod::release(store, sandbox, id);
+    }
     if let Some(cgroup) = &record.cgroup {
         crate::host::cgroup::remove(cgroup)?;
     }

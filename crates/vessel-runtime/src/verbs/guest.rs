@@ -6,14 +6,15 @@
 //! (`VESSEL_TEST_SANDBOX=agent`), the agent's Unix sockets named by the environment stand for the
 //! vsock ports.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use vessel_protocol::{Client, Request, Response, CONTROL_PORT};
 pub use vessel_protocol::{ProcessInfo, ProcessList, Stats};
 
 use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET, VSOCK_SOCKET};
+pub use crate::sandbox::agent::VsockUds;
 use crate::sandbox::agent::{AgentConnector, UnixAgent};
 use crate::sandbox::{TEST_AGENT_CONTROL_ENV, TEST_AGENT_STDIO_ENV, TEST_SANDBOX_ENV};
 
@@ -60,49 +61,6 @@ pub enum GuestError {
         /// What was being done.
         op: &'static str,
     },
-}
-
-/// Connects to guest ports through a VMM's vsock Unix socket (`CONNECT <port>\n`, `OK <n>\n`).
-#[derive(Debug, Clone)]
-pub struct VsockUds {
-    /// The socket, `<root>/<id>/vsock.sock`.
-    pub path: PathBuf,
-}
-
-impl AgentConnector for VsockUds {
-    fn connect(&self, port: u32) -> io::Result<UnixStream> {
-        let mut stream = vessel_vmm::uds::connect(&self.path)?;
-        stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
-        // One byte at a time: whatever follows the line already belongs to the guest stream.
-        let mut line = Vec::new();
-        let mut byte = [0u8];
-        while line.len() < 64 {
-            if stream.read(&mut byte)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    format!("guest port {port} refused the connection"),
-                ));
-            }
-            if byte[0] == b'\n' {
-                break;
-            }
-            line.push(byte[0]);
-        }
-        if !line.starts_with(b"OK ") {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "vsock socket answered {:?} to CONNECT {port}",
-                    String::from_utf8_lossy(&line)
-                ),
-            ));
-        }
-        Ok(stream)
-    }
-
-    fn guest_rootfs(&self, _id: &str, host_rootfs: &Path) -> String {
-        host_rootfs.to_string_lossy().into_owned()
-    }
 }
 
 /// How another process reaches the agent of a container.
@@ -235,40 +193,5 @@ pub fn update(
     match call(store, id, op, request)? {
         Response::Done => Ok(()),
         _ => Err(GuestError::UnexpectedAnswer { op }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The socket sits where `<root>/<id>/vsock.sock` of a long root and ID would: past the 107
-    /// bytes `sun_path` holds.
-    #[test]
-    fn vsock_connect_handshake_keeps_following_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let container = dir.path().join("r".repeat(40)).join("f".repeat(64));
-        std::fs::create_dir_all(&container).unwrap();
-        let path = container.join(VSOCK_SOCKET);
-        assert!(path.as_os_str().len() > 108);
-        let listener = vessel_vmm::uds::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 13];
-            s.read_exact(&mut buf).unwrap();
-            assert_eq!(&buf, b"CONNECT 1024\n");
-            s.write_all(b"OK 77\nguest").unwrap();
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 13];
-            s.read_exact(&mut buf).unwrap();
-        });
-        let v = VsockUds { path };
-        let mut s = v.connect(1024).unwrap();
-        let mut rest = [0u8; 5];
-        s.read_exact(&mut rest).unwrap();
-        assert_eq!(&rest, b"guest");
-        let err = v.connect(1024).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        server.join().unwrap();
     }
 }

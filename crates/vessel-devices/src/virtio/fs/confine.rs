@@ -8,7 +8,9 @@
 //!
 //! 1. `unshare(CLONE_NEWNS | CLONE_FS)`: a private copy of the mount table and of root, cwd and
 //!    umask (threads otherwise share them);
-//! 2. `mount --make-rprivate /`: nothing this thread does propagates back to the host;
+//! 2. `mount --make-rslave /`: nothing this thread does propagates back to the host or to the
+//!    monitor, while mounts the monitor adds under a shared mount of the share (a pod's other
+//!    containers' entries, `pods/`) reach this copy of it;
 //! 3. a tmpfs is mounted over `<dir>` (in this namespace only) with two entries: `share`, a
 //!    recursive bind of the original `<dir>`, and `proc/self/fd`, a bind of the host procfs's
 //!    `/proc/<monitor pid>/fd` and nothing else of the procfs. `PassthroughFs` needs that
@@ -67,10 +69,10 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(err("make / rprivate"))?;
+    .map_err(err("make / rslave"))?;
     // A detached copy of the share's mount tree, taken before the tmpfs covers its path (a
     // recursive bind taken afterwards would contain the tmpfs itself).
     let tree = open_tree(dir).map_err(err("open_tree share"))?;

@@ -12,6 +12,9 @@
 //!   mounts/<n>        the source of OCI mount <n> (index in config.json "mounts") when that
 //!                     mount is a bind or rbind mount: a directory or a file, like its source,
 //!                     read-only when its options say "ro"
+//!   pods/             a shared bind of itself: the entries of the other containers of the pod
+//!     <id>/rootfs     whose VM this is, the same two kinds as above (`member.rs`), attached
+//!     <id>/mounts/<n> from the monitor's namespace while the VM runs
 //! ```
 //!
 //! Every mount point is created and reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
@@ -23,9 +26,11 @@
 //! [`prepare`] calls it on every failure.
 //!
 //! One file per concern: `layout.rs` (what the share holds and the guest's view of the spec),
-//! `mount.rs` (building and removing the share's mounts), `mountinfo.rs` (what is mounted).
+//! `mount.rs` (building and removing the share's mounts), `member.rs` (a pod member's entries),
+//! `mountinfo.rs` (what is mounted).
 
 mod layout;
+mod member;
 mod mount;
 mod mountinfo;
 
@@ -35,6 +40,7 @@ use std::path::{Path, PathBuf};
 pub use layout::{
     check_relative, is_bind, is_readonly, is_recursive, EntryKind, ShareEntry, ShareLayout,
 };
+pub use member::{open_member, remove_member, MemberTrees};
 pub use mount::{prepare, remove, unshare_mount_namespace};
 pub use mountinfo::mounts_under;
 
@@ -44,6 +50,8 @@ pub const SHARE_DIR: &str = "share";
 pub const ROOTFS_ENTRY: &str = "rootfs";
 /// Directory of the bind-mount sources, relative to the share.
 pub const MOUNTS_DIR: &str = "mounts";
+/// Directory of the pod members' entries (`pods/<id>/...`), relative to the share.
+pub const PODS_DIR: &str = "pods";
 
 /// The virtio-fs tag of the share (`VmConfig` fs entry; the guest mounts it by this name).
 pub const TAG: &str = "vessel";

@@ -14,7 +14,9 @@ use nix::sys::stat::{mkdirat, Mode};
 use oci_spec::runtime::Spec;
 
 use super::layout::{is_bind, is_readonly, is_recursive, EntryKind, ShareEntry, ShareLayout};
-use super::{mounts_under, share_dir, MountIndex, ShareError, MOUNTS_DIR, ROOTFS_ENTRY, SHARE_DIR};
+use super::{
+    mounts_under, share_dir, MountIndex, ShareError, MOUNTS_DIR, PODS_DIR, ROOTFS_ENTRY, SHARE_DIR,
+};
 
 /// How many rounds of unmounting [`remove`] tries before it reports what is still mounted.
 const UNMOUNT_ROUNDS: usize = 16;
@@ -110,6 +112,23 @@ fn build(
     let share_fd =
         beneath(state_fd, SHARE_DIR, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(escape(share))?;
     make_private(&share_fd, share, true)?;
+    // The pod's other containers' entries (`super::member`), attached later from the monitor's
+    // namespace: a shared mount, so that they reach the file server's namespace, a slave copy
+    // of this one (vessel_devices::virtio::fs::confine).
+    let pods = create_dir_beneath(&share_fd, share, PODS_DIR)?;
+    bind_fd(&pods, &pods, false).map_err(mount_err("bind", &share.join(PODS_DIR)))?;
+    drop(pods);
+    let pods = beneath(&share_fd, PODS_DIR, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .map_err(escape(&share.join(PODS_DIR)))?;
+    mount(
+        None::<&str>,
+        &fd_path(&pods),
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(mount_err("make shared", &share.join(PODS_DIR)))?;
+    drop(pods);
 
     let rootfs_readonly = spec
         .root()
@@ -132,22 +151,9 @@ fn build(
     let mounts_fd = create_dir_beneath(&share_fd, share, MOUNTS_DIR)?;
     drop(mounts_fd);
     let mut entries = Vec::new();
-    for (index, m) in spec.mounts().iter().flatten().enumerate() {
-        if !is_bind(m) {
-            continue;
-        }
-        let given = m.source().clone().unwrap_or_default();
-        let given = if given.is_absolute() {
-            given
-        } else {
-            bundle.join(given)
-        };
+    for (index, m, given) in bind_sources(spec, bundle) {
         let source = resolve_source(MountIndex::Mount(index), &given, &real_share)?;
-        let kind = if source.meta.is_dir() {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        };
+        let kind = source.kind();
         let rel = format!("{MOUNTS_DIR}/{index}");
         let readonly = is_readonly(m);
         attach(
@@ -174,12 +180,49 @@ fn build(
     })
 }
 
-struct Source {
-    fd: OwnedFd,
-    meta: std::fs::Metadata,
+pub(super) struct Source {
+    pub(super) fd: OwnedFd,
+    pub(super) meta: std::fs::Metadata,
 }
 
-fn resolve_source(index: MountIndex, given: &Path, share: &Path) -> Result<Source, ShareError> {
+impl Source {
+    /// The kind of entry that stands for it in the share.
+    pub(super) fn kind(&self) -> EntryKind {
+        if self.meta.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        }
+    }
+}
+
+/// The bind and rbind mounts of `spec` with their index in `mounts` and their source (joined
+/// to `bundle` when relative): the entries a share holds besides the rootfs.
+pub(super) fn bind_sources<'a>(
+    spec: &'a Spec,
+    bundle: &'a Path,
+) -> impl Iterator<Item = (usize, &'a oci_spec::runtime::Mount, PathBuf)> + 'a {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, m)| is_bind(m))
+        .map(move |(index, m)| {
+            let given = m.source().clone().unwrap_or_default();
+            let given = if given.is_absolute() {
+                given
+            } else {
+                bundle.join(given)
+            };
+            (index, m, given)
+        })
+}
+
+pub(super) fn resolve_source(
+    index: MountIndex,
+    given: &Path,
+    share: &Path,
+) -> Result<Source, ShareError> {
     let err = |source: io::Error| ShareError::ResolveSource {
         index,
         path: given.to_owned(),
@@ -246,7 +289,11 @@ fn attach(
     Ok(())
 }
 
-fn create_dir_beneath(share_fd: &OwnedFd, share: &Path, rel: &str) -> Result<OwnedFd, ShareError> {
+pub(super) fn create_dir_beneath(
+    share_fd: &OwnedFd,
+    share: &Path,
+    rel: &str,
+) -> Result<OwnedFd, ShareError> {
     let path = share.join(rel);
     let (parent, name) = match rel.rsplit_once('/') {
         Some((p, n)) => (
@@ -289,7 +336,7 @@ fn confined() -> ResolveFlag {
 
 /// Opens `rel` beneath `dir` following no symlink (`ELOOP`) and never leaving `dir` (`EXDEV`);
 /// unlike [`confined`] it may enter a mount, to reach a mount's root.
-fn beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
+pub(super) fn beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
@@ -298,7 +345,7 @@ fn beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+pub(super) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(File::options()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -306,11 +353,11 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
         .into())
 }
 
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(Errno) -> ShareError {
+pub(super) fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(Errno) -> ShareError {
     let path = path.to_owned();
     move |e| ShareError::Mount {
         what,
@@ -362,7 +409,7 @@ const MOUNT_ATTR_RDONLY: u64 = 1;
 
 /// Makes the mount whose root `fd` names read-only, with every mount below it
 /// (`mount_setattr(AT_RECURSIVE)`, Linux 5.12; runc's `rro`), leaving its other flags alone.
-fn set_readonly(fd: &OwnedFd) -> Result<(), Errno> {
+pub(super) fn set_readonly(fd: &OwnedFd) -> Result<(), Errno> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -408,7 +455,28 @@ pub fn remove(state_dir: &Path) -> Result<(), ShareError> {
         })?
         .join(SHARE_DIR);
     unmount_all(&real)?;
-    let mounts = real.join(MOUNTS_DIR);
+    let pods = real.join(PODS_DIR);
+    match std::fs::read_dir(&pods) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|source| ShareError::RemoveEntry {
+                    path: pods.clone(),
+                    source,
+                })?;
+                remove_entries(&entry.path())?;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ShareError::RemoveEntry { path: pods, source }),
+    }
+    remove_empty_dir(&pods)?;
+    remove_entries(&real)
+}
+
+/// Removes the mount points a share's entries left in `dir` (`mounts/<n>`, `rootfs`) once
+/// nothing is mounted on them, then `dir` itself. A missing entry is not an error.
+pub(super) fn remove_entries(dir: &Path) -> Result<(), ShareError> {
+    let mounts = dir.join(MOUNTS_DIR);
     match std::fs::read_dir(&mounts) {
         Ok(entries) => {
             for entry in entries {
@@ -434,18 +502,25 @@ pub fn remove(state_dir: &Path) -> Result<(), ShareError> {
             })
         }
     }
-    for dir in [mounts, real.join(ROOTFS_ENTRY), real.clone()] {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ShareError::RemoveEntry { path: dir, source }),
-        }
+    for d in [mounts, dir.join(ROOTFS_ENTRY), dir.to_owned()] {
+        remove_empty_dir(&d)?;
     }
     Ok(())
 }
 
+fn remove_empty_dir(dir: &Path) -> Result<(), ShareError> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ShareError::RemoveEntry {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Refuses `path` when it is a symlink (never followed: it could point anywhere on the host).
-fn refuse_symlink(path: &Path) -> Result<(), ShareError> {
+pub(super) fn refuse_symlink(path: &Path) -> Result<(), ShareError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(ShareError::EscapeShare {
             path: path.to_owned(),
@@ -455,7 +530,7 @@ fn refuse_symlink(path: &Path) -> Result<(), ShareError> {
     }
 }
 
-fn unmount_all(share: &Path) -> Result<(), ShareError> {
+pub(super) fn unmount_all(share: &Path) -> Result<(), ShareError> {
     for _ in 0..UNMOUNT_ROUNDS {
         let points = mounts_under(share)?;
         if points.is_empty() {
@@ -494,6 +569,7 @@ fn unmount_all(share: &Path) -> Result<(), ShareError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::share::{open_member, remove_member};
     use std::io::ErrorKind;
 
     /// Mounting needs root (CAP_SYS_ADMIN in the initial user namespace).
@@ -629,7 +705,7 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
         assert_eq!(std::fs::read_to_string(f.p("ro-vol/data")).unwrap(), "keep");
 
-        // Mounted: the share itself, rootfs and three entries; all private.
+        // Mounted: the share itself, rootfs and three entries, all private; `pods`, shared.
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let lines: Vec<&str> = info
             .lines()
@@ -639,8 +715,11 @@ mod tests {
                     .is_some_and(|m| m.starts_with(share.to_str().unwrap()))
             })
             .collect();
-        assert_eq!(lines.len(), 5, "{lines:#?}");
-        assert!(lines.iter().all(|l| !l.contains("shared:")), "{lines:#?}");
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        let pods = format!(" {} ", share.join(PODS_DIR).display());
+        for l in &lines {
+            assert_eq!(l.contains("shared:"), l.contains(&pods), "{lines:#?}");
+        }
 
         remove(&f.p("state")).unwrap();
         assert_eq!(f.mounted(), Vec::<PathBuf>::new());
@@ -762,5 +841,97 @@ mod tests {
         assert_eq!(e.to_string(), want);
         assert_eq!(mounts_under(&outside).unwrap(), vec![outside.join("sub")]);
         umount2(&outside.join("sub"), MntFlags::empty()).unwrap();
+    }
+
+    /// A pod member's entries, attached after a slave copy of the namespace was taken (as the
+    /// file server's is), reach that copy, read-only where asked, and go from it with
+    /// `remove_member`; the sandbox's `remove` leaves no `pods/` behind.
+    #[test]
+    fn member_entries_reach_a_slave_copy_and_leave_with_remove_member() {
+        if !root() {
+            return;
+        }
+        let f = Fixture::new();
+        std::fs::create_dir_all(f.p("bundle2/rootfs/etc")).unwrap();
+        std::fs::write(f.p("bundle2/rootfs/etc/hostname"), "member\n").unwrap();
+        f.prepare(&f.spec(serde_json::json!([]), false)).unwrap();
+        let share = f.p("state/share");
+        let (to_copy, from_main) = std::sync::mpsc::channel::<()>();
+        let (to_main, from_copy) = std::sync::mpsc::channel::<Vec<String>>();
+        let watched = share.clone();
+        let copy = std::thread::spawn(move || {
+            nix::sched::unshare(
+                nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS,
+            )
+            .unwrap();
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .unwrap();
+            let look = || {
+                let member = watched.join("pods/c2");
+                vec![
+                    std::fs::read_to_string(member.join("rootfs/etc/hostname"))
+                        .unwrap_or_else(|e| e.to_string()),
+                    std::fs::write(member.join("mounts/0/data"), "no")
+                        .map_or_else(|e| format!("{:?}", e.raw_os_error()), |()| "written".into()),
+                    std::fs::read_to_string("/proc/thread-self/mountinfo")
+                        .unwrap()
+                        .lines()
+                        .filter(|l| l.contains("/pods/c2"))
+                        .count()
+                        .to_string(),
+                ]
+            };
+            to_main.send(look()).unwrap();
+            from_main.recv().unwrap();
+            to_main.send(look()).unwrap();
+            from_main.recv().unwrap();
+            to_main.send(look()).unwrap();
+        });
+        // The copy exists before the member does.
+        assert_eq!(from_copy.recv().unwrap()[2], "0");
+        let spec = f.spec(
+            serde_json::json!([
+                {"destination": "/ro", "type": "bind", "source": f.p("ro-vol"),
+                 "options": ["rbind", "ro"]},
+            ]),
+            false,
+        );
+        let trees = open_member(
+            &f.p("state"),
+            "c2",
+            &f.p("bundle2"),
+            &f.p("bundle2/rootfs"),
+            &spec,
+        )
+        .unwrap();
+        let layout = trees.attach(&f.p("state")).unwrap();
+        assert_eq!(layout.rootfs, "pods/c2/rootfs");
+        assert_eq!(layout.mounts[0].path, "pods/c2/mounts/0");
+        assert!(layout.mounts[0].readonly);
+        to_copy.send(()).unwrap();
+        let seen = from_copy.recv().unwrap();
+        assert_eq!(seen[0], "member\n");
+        assert_eq!(seen[1], format!("{:?}", Some(libc::EROFS)));
+        assert_eq!(seen[2], "2");
+        // Here too.
+        assert_eq!(
+            std::fs::read_to_string(share.join("pods/c2/rootfs/etc/hostname")).unwrap(),
+            "member\n"
+        );
+        remove_member(&f.p("state"), "c2").unwrap();
+        assert!(!share.join("pods/c2").exists());
+        to_copy.send(()).unwrap();
+        assert_eq!(from_copy.recv().unwrap()[2], "0");
+        copy.join().unwrap();
+        assert_eq!(std::fs::read_to_string(f.p("ro-vol/data")).unwrap(), "keep");
+        remove(&f.p("state")).unwrap();
+        assert!(!share.exists());
+        assert_eq!(f.mounted(), Vec::<PathBuf>::new());
     }
 }
