@@ -15,6 +15,9 @@
 # 5. after `podman rm`, no Vessel monitor, no tap and no state is left;
 # 6. through the CLI on a namespace the caller keeps: the guest serves a page on its address; after SIGKILL of the
 #    monitor, `delete` takes the tc redirect off and leaves the caller's veth as it was.
+# 7. a pod (`podman pod create`, `podman run -d --pod`, `podman run --rm --pod`): one microVM for
+#    the whole pod; a member reaches another on localhost; the lab host reaches the pod's
+#    address; `podman pod rm -f` leaves no monitor, VM, mount or state.
 #
 # Environment: VESSEL (default build/bin/vessel), RUNTIME (default $VESSEL; `runc` runs the same
 # checks under runc, for reference), KEEP=1 keeps the scratch dir on exit.
@@ -213,3 +216,41 @@ PY
   [ ! -e "$work/vroot/kept" ] || fail "state of kept left in $work/vroot"
   ok "kept namespace: the guest answered on 10.78.0.2:80; after SIGKILL of the monitor, delete left eth0 as it was and nothing else"
 fi
+
+# 7. A pod. Debian's podman has no catatonit to build its pause image from: the infra container
+# is BusyBox's sleep, the command of an image made for it.
+pm import --change 'CMD ["/bin/sleep","1000000"]' \
+  "$("$repo/tests/compat/archives.sh" busybox)/rootfs.tar" localhost/vessel-pause:latest \
+  >/dev/null 2>"$work/import.err" || fail "podman import (pause): $(cat "$work/import.err")"
+pm pod create --name pod1 --infra-image localhost/vessel-pause:latest \
+  >/dev/null 2>"$work/pod.err" || fail "podman pod create: $(cat "$work/pod.err")"
+pm run -d --pod pod1 --name pod-web "$image" sh -c \
+  'mkdir -p /www && echo "pod-page" > /www/index.html && exec httpd -f -p 80 -h /www' \
+  >/dev/null 2>"$work/podweb.err" || fail "podman run -d --pod: $(cat "$work/podweb.err")"
+got=$(pm run --rm --pod pod1 --name pod-client "$image" sh -c \
+  'for i in $(seq 50); do printf "GET /index.html HTTP/1.0\r\n\r\n" | nc 127.0.0.1 80 && break; usleep 200000; done' \
+  2>"$work/podclient.err" | tail -n 1 || true)
+[ "$got" = pod-page ] || fail "a pod member got '$got' from localhost:80 ($(cat "$work/podclient.err"))"
+if [ "$runtime" = "$vessel" ]; then
+  # vCPU threads are named vcpu<N>: only the infra container's monitor runs a VM.
+  vms=$(grep -lx 'vcpu0' /proc/[0-9]*/task/*/comm 2>/dev/null | cut -d/ -f3 | sort -u | wc -l)
+  [ "$vms" = 1 ] || fail "$vms processes run a microVM for the pod, want 1"
+fi
+infra=$(pm pod inspect pod1 --format '{{.InfraContainerID}}')
+pip=$(pm inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$infra")
+page=""
+for _ in $(seq 1 100); do
+  page=$(curl -s --max-time 5 "http://$pip/index.html" || true)
+  [ "$page" = pod-page ] && break
+  sleep 0.3
+done
+[ "$page" = pod-page ] || fail "the lab host got '$page' from the pod's address $pip:80"
+pm pod rm -f -t 2 pod1 >/dev/null 2>"$work/podrm.err" || fail "podman pod rm -f: $(cat "$work/podrm.err")"
+[ -z "$(pm ps -a -q)" ] || fail "containers left: $(pm ps -a)"
+if [ "$runtime" = "$vessel" ]; then
+  left=$(pgrep -af 'vessel-monitor|vessel:' || true)
+  [ -z "$left" ] || fail "monitors left after podman pod rm: $left"
+  left=$(grep -c ' /run/vessel' /proc/self/mountinfo || true)
+  [ "$left" = 0 ] || fail "mounts left under /run/vessel: $(grep ' /run/vessel' /proc/self/mountinfo)"
+fi
+ok "pod: one microVM; a member reached another on localhost; the lab host reached $pip:80; nothing left after podman pod rm"

@@ -15,6 +15,7 @@ pub mod host;
 pub mod image_cache;
 pub mod joined;
 pub mod limits;
+pub mod preopen;
 pub mod seccomp;
 pub mod uds;
 pub mod vm;
@@ -44,6 +45,9 @@ pub enum VmmError {
     /// `/dev/kvm` could not be opened.
     #[error("cannot open /dev/kvm")]
     OpenKvm(#[source] kvm_ioctls::Error),
+    /// `/dev/net/tun` could not be opened ahead of the taps ([`preopen::open`]).
+    #[error("cannot open /dev/net/tun for the VM's taps")]
+    OpenTaps(#[source] vessel_devices::virtio::net::tap::TapError),
     /// `KVM_CREATE_VM` failed.
     #[error("cannot create kvm vm")]
     CreateVm(#[source] kvm_ioctls::Error),

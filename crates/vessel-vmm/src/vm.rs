@@ -90,7 +90,8 @@ impl Vm {
             thread: "vmm".into(),
             source,
         })?);
-        if !config.allow_unsupported_host {
+        let preopened = crate::preopen::take_kvm();
+        if !config.allow_unsupported_host && preopened.is_none() {
             let report = host::probe();
             if !report.verdict.can_run_guests() {
                 return Err(VmmError::UnsupportedHost {
@@ -113,7 +114,16 @@ impl Vm {
             name: "vmm-loader".into(),
             source,
         })?;
-        let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+        let kvm = match preopened {
+            // SAFETY: the descriptor is an open `/dev/kvm` (crate::preopen) whose ownership
+            // passes to `Kvm`, which closes it.
+            Some(fd) => unsafe {
+                <Kvm as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+                    fd,
+                ))
+            },
+            None => Kvm::new().map_err(VmmError::OpenKvm)?,
+        };
         let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::CreateVm)?);
         let kvm_err = |what: &'static str| move |source| VmmError::SetupVm { what, source };
         vm_fd

@@ -151,16 +151,26 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
     if let Err(e) = crate::monitor::proctitle::set(&config.id) {
         log::debug!("container {}: {}", config.id, chain(&e));
     }
-    // Into linux.cgroupsPath first, so that everything the VM costs is charged there.
-    if let Some(cgroup) = &config.cgroup {
-        if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
-            return failed(fail(MonitorError::JoinCgroup(e)));
-        }
-    }
     // Into the container's network namespace while the process is single-threaded (a thread's
     // namespace is inherited by the threads it starts).
     if let Err(e) = crate::host::net::netns::enter(&config.netns) {
         return failed(fail(MonitorError::EnterNetwork(e)));
+    }
+    // The device files first: the cgroup's device filter may refuse them (a podman pod's
+    // refuses every device, `/dev/null` included).
+    if let Err(e) = sandbox.open_devices(&config.bundle) {
+        return failed(fail(MonitorError::BootSandbox(e)));
+    }
+    let null = match OpenOptions::new().read(true).write(true).open("/dev/null") {
+        Ok(null) => null,
+        Err(e) => return failed(fail(MonitorError::OpenDevNull(e))),
+    };
+    // Into linux.cgroupsPath before anything else, so that everything the VM costs is charged
+    // there.
+    if let Some(cgroup) = &config.cgroup {
+        if let Err(e) = crate::host::cgroup::join(cgroup, std::process::id() as i32) {
+            return failed(fail(MonitorError::JoinCgroup(e)));
+        }
     }
     if let Err(e) = apply_oom_score_adj(&config.bundle) {
         return failed(fail(e));
@@ -177,7 +187,7 @@ pub fn run(mut config: MonitorConfig, sandbox: Arc<dyn Sandbox>, report: OwnedFd
         Ok(t) => t,
         Err(e) => return failed(fail(MonitorError::DuplicateTerminal(e))),
     };
-    let listener = match set_up(&config, terminal, sandbox.as_ref()) {
+    let listener = match set_up(&config, terminal, null, sandbox.as_ref()) {
         Ok(l) => l,
         Err(e) => {
             let status = fail(e);
@@ -227,11 +237,12 @@ fn abandoned(id: &str, cgroup: Option<&crate::host::cgroup::CgroupRecord>) {
     }
 }
 
-/// Boots the sandbox, creates the container, gives stdio (or the terminal) away and binds the
-/// control socket.
+/// Boots the sandbox, creates the container, gives stdio (or the terminal) away (fds 0-2 then
+/// point at `null`) and binds the control socket.
 fn set_up(
     config: &MonitorConfig,
     terminal: Option<OwnedFd>,
+    null: std::fs::File,
     sandbox: &dyn Sandbox,
 ) -> Result<UnixListener, MonitorError> {
     let io = match terminal {
@@ -248,11 +259,6 @@ fn set_up(
         .map_err(MonitorError::CreateContainer)?;
     // The workload owns the caller's stdio now; the monitor must neither write to it nor keep
     // copies that would delay the caller's EOF.
-    let null = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(MonitorError::OpenDevNull)?;
     for fd in 0..=2 {
         nix::unistd::dup2(null.as_raw_fd(), fd)
             .map_err(|source| MonitorError::RedirectStdio { fd, source })?;

@@ -359,6 +359,16 @@ impl Sandbox for MicroVmSandbox {
         "microvm"
     }
 
+    /// `/dev/kvm`, and `/dev/net/tun` for one tap per interface the namespace holds now (or for
+    /// the one Docker moves in later).
+    fn open_devices(&self, bundle: &Bundle) -> Result<(), SandboxError> {
+        let taps = Wiring::plan(netns::is_new(&bundle.spec))
+            .map_err(SandboxError::Network)?
+            .devices()
+            .len();
+        vessel_vmm::preopen::open(taps).map_err(SandboxError::StartVm)
+    }
+
     fn boot(&self) -> Result<(), SandboxError> {
         // The VM needs the bundle's share, which `create_container` prepares.
         Ok(())

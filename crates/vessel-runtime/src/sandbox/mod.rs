@@ -218,6 +218,13 @@ pub trait Sandbox: Send + Sync {
         Ok(())
     }
 
+    /// Opens the device files the sandbox will need, in the container's network namespace and
+    /// before the monitor joins the container's cgroup, whose device filter may refuse them
+    /// (`vessel_vmm::preopen`). By default nothing.
+    fn open_devices(&self, _bundle: &Bundle) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
     /// Brings the sandbox up (for the microVM: boot and wait for the agent's ready message).
     fn boot(&self) -> Result<(), SandboxError>;
 

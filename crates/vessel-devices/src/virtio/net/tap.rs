@@ -19,6 +19,47 @@ use super::packet::HDR_LEN;
 pub const MAX_TAP_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 const TUN_PATH: &str = "/dev/net/tun";
 
+/// Descriptors of `/dev/net/tun` opened ahead by [`preopen`], taken by [`Tap::open`] first.
+static PREOPENED: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Opens `count` descriptors of `/dev/net/tun` now for the taps this process opens later
+/// ([`Tap::open`] takes them before opening new ones): a process that is about to join a
+/// cgroup whose device filter refuses the device (podman's pod cgroups allow only a container's
+/// default devices) opens them first, as the device filter is consulted at `open` only. A tap's
+/// network namespace is the one its descriptor was opened in: call this in the namespace the
+/// taps belong to.
+///
+/// # Errors
+/// [`TapError::OpenTun`] when the device cannot be opened.
+pub fn preopen(count: usize) -> Result<(), TapError> {
+    let mut fds = Vec::with_capacity(count);
+    for _ in 0..count {
+        fds.push(open_tun()?);
+    }
+    PREOPENED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(fds);
+    Ok(())
+}
+
+fn open_tun() -> Result<OwnedFd, TapError> {
+    let path = CString::new(TUN_PATH).expect("constant has no NUL");
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; `open` takes no other
+    // pointer and its result is checked before use.
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(TapError::OpenTun(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a descriptor `open` just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Why a tap could not be opened or set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -78,20 +119,11 @@ impl Tap {
         if name.is_empty() || name.len() > MAX_TAP_NAME_LEN || name.contains('\0') {
             return Err(TapError::BadName { name: name.into() });
         }
-        let path = CString::new(TUN_PATH).expect("constant has no NUL");
-        // SAFETY: `path` is a NUL-terminated string that outlives the call; `open` takes no
-        // other pointer and its result is checked before use.
-        let raw = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
+        let preopened = PREOPENED.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let fd = match preopened {
+            Some(fd) => fd,
+            None => open_tun()?,
         };
-        if raw < 0 {
-            return Err(TapError::OpenTun(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a descriptor `open` just returned, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         // SAFETY: `ifreq` is plain old data; all zeroes is a valid value.
         let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
