@@ -11,6 +11,8 @@
 #   FUZZ_TARGETS   fuzz targets `make fuzz` runs (default: all, see fuzz/Cargo.toml)
 #   SOAK_CYCLES    cycles `make soak` runs (default 1000; `make test` runs 50), see tests/soak/soak.sh
 #   SOAK_TIMEOUT   seconds before `make soak`'s lab is killed (default 14400)
+#   PREFIX         where `make install` puts vessel and its guest artefacts (default /usr/local)
+#   DESTDIR        staging root prepended to PREFIX by `make install` (packagers; default empty)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -26,13 +28,15 @@ AGENT_BIN    := target/$(TARGET)/$(PROFILE)/vessel-agent
 CMD          ?= uname -a
 SOAK_CYCLES  ?= 1000
 SOAK_TIMEOUT ?= 14400
+PREFIX       ?= /usr/local
+DESTDIR      ?=
 
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux strace \
                 containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl
 
-.PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
+.PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts install lab test test-unit test-lab test-lab-runner \
         lint demo bench fuzz soak clean probe-initramfs fixtures
 
 all: artefacts
@@ -40,6 +44,7 @@ all: artefacts
 help:
 	@echo "make deps        install missing Debian packages (idempotent)"
 	@echo "make             build vessel, the guest kernel and the agent initramfs into $(BUILD)/"
+	@echo "make install     vessel to \$$DESTDIR\$$PREFIX/bin, its guest kernel and initramfs to .../share/vessel (PREFIX=$(PREFIX))"
 	@echo "make kernel      guest kernel (cached under $(VESSEL_CACHE)/kernel)"
 	@echo "make lab-kernel  lab-host kernel (cached)"
 	@echo "make lab CMD=..  run CMD inside the nested KVM lab"
@@ -82,6 +87,13 @@ initramfs: agent
 	@tests/lab/mkinitramfs.sh $(SHARE)/initramfs.cpio /init=$(AGENT_BIN).stripped
 
 artefacts: vessel kernel initramfs
+
+# The layout vessel looks in without environment variables: <prefix>/bin/vessel and
+# <prefix>/share/vessel/{vmlinux,initramfs.cpio} (vessel_vmm::artefacts).
+install: artefacts
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/vessel
+	install -m 0755 $(BIN)/vessel $(DESTDIR)$(PREFIX)/bin/vessel
+	install -m 0644 $(SHARE)/vmlinux $(SHARE)/initramfs.cpio $(DESTDIR)$(PREFIX)/share/vessel/
 
 # Test-only guest init (tests/guest-probe) packed as /init of its own initramfs, for the VMM's
 # lab tests (VESSEL_PROBE_INITRAMFS).

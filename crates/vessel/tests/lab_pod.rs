@@ -151,6 +151,51 @@ fn lab_pod_members_share_the_sandbox_vm() {
         !listed.contains("httpd"),
         "only the member's processes: {listed}"
     );
+    // Pause, stats and update act on the member only.
+    ok(&lab, &["pause", "worker"]);
+    assert_eq!(lab.state("worker")["status"], "paused");
+    assert_eq!(lab.state("pod")["status"], "running");
+    ok(&lab, &["resume", "worker"]);
+    let stats: serde_json::Value =
+        serde_json::from_str(ok(&lab, &["events", "--stats", "worker"]).trim()).unwrap();
+    assert_eq!(stats["id"], "worker");
+    let pids = stats["data"]["pids"]["current"].as_u64().unwrap();
+    assert!(
+        (1..4).contains(&pids),
+        "the member's processes only: {stats}"
+    );
+    let refused = output_within(
+        &mut lab.cmd(&["update", "--memory", "2g", "worker"]),
+        LIMIT,
+        "update worker",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("512 MiB"),
+        "the pod VM's size: {}",
+        text(&refused.stderr)
+    );
+    // A member larger than the pod's VM is refused before anything is made.
+    let big = lab.bundle("big", "true");
+    join(&big, pid, false);
+    let path = big.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["linux"]["resources"]["memory"] = serde_json::json!({"limit": 1u64 << 30});
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let refused = output_within(
+        lab.cmd(&["create", "--bundle"]).arg(&big).arg("big"),
+        LIMIT,
+        "create big",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr)
+            .contains("linux.resources.memory.limit 1024 MiB does not fit pod pod's VM"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!lab.root().join("big").exists());
     ok(&lab, &["kill", "worker", "KILL"]);
     match reap_within(worker_pid, LIMIT, "the killed member's host process") {
         WaitStatus::Exited(_, code) => assert_eq!(code, 137),

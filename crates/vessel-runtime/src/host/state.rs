@@ -188,6 +188,10 @@ pub struct ContainerRecord {
     /// container's ID, the pod's sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The size of the container's own VM (none for a pod member), which the containers that
+    /// join its pod must fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_size: Option<crate::sandbox::sizing::VmSize>,
 }
 
 impl ContainerRecord {
@@ -511,6 +515,7 @@ pub(crate) mod tests {
             hooks: None,
             paused_from: None,
             pod: None,
+            vm_size: None,
         }
     }
 

@@ -116,6 +116,8 @@ pub struct Pod {
     pub monitor_start_time: u64,
     /// The namespaces the member shares with the sandbox's init in the guest.
     pub joined: Vec<LinuxNamespaceType>,
+    /// The size of the sandbox's VM, as its create recorded it.
+    pub vm_size: Option<crate::sandbox::sizing::VmSize>,
 }
 
 /// The `/proc` name of a namespace type (`/proc/<pid>/ns/<name>`).
@@ -150,6 +152,7 @@ struct Candidate {
     start_time: u64,
     status: Status,
     pod: Option<String>,
+    vm_size: Option<crate::sandbox::sizing::VmSize>,
 }
 
 fn candidates(store: &StateStore) -> Result<Vec<Candidate>, PodError> {
@@ -178,6 +181,7 @@ fn candidates(store: &StateStore) -> Result<Vec<Candidate>, PodError> {
             pid: record.monitor_pid,
             start_time: record.monitor_start_time,
             pod: record.pod,
+            vm_size: record.vm_size,
         });
     }
     Ok(out)
@@ -296,6 +300,7 @@ pub fn find(store: &StateStore, spec: &Spec) -> Result<Option<Pod>, PodError> {
         monitor_pid: c.pid,
         monitor_start_time: c.start_time,
         joined,
+        vm_size: c.vm_size,
     }))
 }
 
@@ -568,6 +573,7 @@ pub fn release(store: &StateStore, sandbox: &str, id: &str) {
         monitor_pid: record.monitor_pid,
         monitor_start_time: record.monitor_start_time,
         joined: Vec::new(),
+        vm_size: None,
     };
     // SAFETY: the caller is single-threaded (documented), so the child is a complete copy and
     // may run ordinary Rust code before it exits.
@@ -659,6 +665,7 @@ mod tests {
                 LinuxNamespaceType::Ipc,
                 LinuxNamespaceType::Uts,
             ],
+            vm_size: None,
         };
         let g = guest_spec(&s, &layout, &pod, 5);
         assert_eq!(

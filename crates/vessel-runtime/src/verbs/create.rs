@@ -198,6 +198,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
     // A container that names another one's namespaces runs in that one's VM.
     let pod = crate::sandbox::pod::find(store, &bundle.spec)?;
     let size = sizing::size_vm(&bundle.spec, host_cpus)?;
+    if let Some((vm, pod)) = pod.as_ref().and_then(|p| Some((p.vm_size?, p))) {
+        sizing::check_member(&bundle.spec, vm, &pod.sandbox)?;
+    }
     // Before anything is made: host networking is refused naming the field.
     let netns =
         crate::host::net::netns::plan(&bundle.spec, std::path::Path::new("/proc/self/ns/net"))?;
@@ -286,6 +289,7 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 hooks: bundle.spec.hooks().clone(),
                 paused_from: None,
                 pod: pod.as_ref().map(|p| p.sandbox.clone()),
+                vm_size: pod.is_none().then_some(size),
             };
             // Recorded now, as `creating` (which no command reports), so that a create killed
             // outright during its hooks leaves the monitor's PID for `delete`.

@@ -73,7 +73,15 @@ pub fn update(store: &StateStore, id: &str, request: &LinuxResources) -> Result<
         return Err(UpdateError::NotRunning);
     }
     let bundle = Bundle::load(&record.bundle).map_err(UpdateError::LoadBundle)?;
-    let size = sizing::size_vm(&bundle.spec, sizing::host_cpus()).map_err(UpdateError::SizeVm)?;
+    // The VM's size as create recorded it: a pod member's is its pod's sandbox's.
+    let recorded = match &record.pod {
+        Some(sandbox) => store.load_any(sandbox).ok().and_then(|r| r.vm_size),
+        None => record.vm_size,
+    };
+    let size = match recorded {
+        Some(size) => size,
+        None => sizing::size_vm(&bundle.spec, sizing::host_cpus()).map_err(UpdateError::SizeVm)?,
+    };
     check_supported(request)?;
     let file = store.container_dir(id)?.join(RESOURCES_FILE);
     let current = match read_current(&file)? {
