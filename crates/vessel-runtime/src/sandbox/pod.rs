@@ -468,14 +468,21 @@ impl Sandbox for PodMemberSandbox {
             .ok_or(SandboxError::InvalidState(
                 "the pod's sandbox container has not recorded its guest init's PID",
             ))?;
+        let mut spec = guest_spec(&bundle.spec, &layout, &self.pod, sandbox_init);
+        if let Some(vm) = self.pod.vm_size {
+            spec = crate::sandbox::sizing::guest_cpuset(&spec, vm.vcpus);
+        }
         let guest = Bundle {
-            spec: guest_spec(&bundle.spec, &layout, &self.pod, sandbox_init),
+            spec,
             ..bundle.clone()
         };
         self.agent.create_container(id, &guest, io)?;
         self.created
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        // What the rest of a monitor's life needs (its share's unmounting, the state
+        // directory); the threads it starts next inherit them.
+        crate::host::capabilities::limit(&crate::host::capabilities::AFTER_SET_UP)
+            .map_err(SandboxError::LimitCapabilities)
     }
 
     fn start(&self) -> Result<(), SandboxError> {
