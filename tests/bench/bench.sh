@@ -6,7 +6,7 @@
 # Builds the VMM's debug entry point (examples/vmm.rs), the static test init vessel-guest-probe
 # and its initramfs, and the timer tests/bench (vessel-bench); measures VM setup natively, then
 # boots the lab ONCE and measures boot to init and host overhead there (measure.sh), then
-# create+start and state (lifecycle.sh) and exec round trip and exec stdout throughput (exec.sh)
+# create+start and state (lifecycle.sh), a two-container pod (pod.sh), and exec round trip and exec stdout throughput (exec.sh)
 # against runc, and the network between the lab host and a container on podman's bridge
 # (net.sh) against runc, with build/bin/vessel.
 #
@@ -48,7 +48,8 @@ echo "bench: native setup ($(uname -r))" >&2
 tests/bench/measure.sh native "$stage" | grep '^BENCH ' > "$records"
 echo "bench: lab" >&2
 tests/lab/run.sh --timeout "${LAB_TIMEOUT:-1800}" bash -c \
-  'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/exec.sh "$2" &&
+  'tests/bench/measure.sh lab "$1" && tests/bench/lifecycle.sh "$1" && tests/bench/pod.sh &&
+   tests/bench/exec.sh "$2" &&
    tests/bench/net.sh &&
    VESSEL_KERNEL=$4/build/share/vessel/vmlinux VESSEL_INITRAMFS=$4/build/share/vessel/initramfs.cpio \
      "$3" --exact lab_agent_protocol_bad_input_bench_and_guest_loss --nocapture --test-threads 1' \
@@ -90,11 +91,13 @@ table "virtio-fs in a Vessel guest vs the lab host, same tmpfs; 256 MiB sequenti
   "fs_create_ms|create 10,000 files, ms [lab]|1|ratio <= 4" \
   "fs_stat_ms|stat 10,000 files, ms [lab]|1|ratio <= 4" \
   "fs_delete_ms|delete 10,000 files, ms [lab]|1|ratio <= 4"
-table "vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p'), same BusyBox bundle [lab] (issues 6, 7)" runc \
+table "vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p'), same BusyBox bundle [lab] (issues 6, 7, 19)" runc \
   "create_start_ms|create+start until the workload runs, ms|1|" \
   "state_ms|state of a running container, ms|1|ratio <= 1.5" \
   "exec_rtt_ms|exec <id> true, ms|1|" \
-  "exec_mibs|exec stdout, 100 MiB, MiB/s|1|"
+  "exec_mibs|exec stdout, 100 MiB, MiB/s|1|" \
+  "pod_ready_ms|pod: sandbox create until its 2nd container runs, ms|1|" \
+  "pod_pss_kib|pod: idle 2-container pod, host PSS, MiB|1024|"
 table "network: lab host <-> a container on podman's default bridge, vessel vs runc $(runc --version 2>/dev/null | sed -n 's/^runc version //p') [lab] (issue 18)" runc \
   "net_tx_mbit|TCP host -> container, Mbit/s (iperf3)|1|hardware: ratio >= 0.8" \
   "net_rx_mbit|TCP container -> host, Mbit/s (iperf3 -R)|1|hardware: ratio >= 0.8" \
