@@ -30,7 +30,8 @@ SOAK_TIMEOUT ?= 14400
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux strace \
-                containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl
+                containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl \
+                python3-grpcio python3-grpc-tools
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts lab test test-unit test-lab test-lab-runner \
         lint demo bench fuzz soak clean probe-initramfs fixtures
