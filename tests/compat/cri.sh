@@ -22,7 +22,8 @@
 # 8. a second pod with one PID namespace for the pod (namespace_options.pid = POD): ps in one
 #    container lists another's sleep; two pods, two microVMs;
 # 9. StopPodSandbox + RemovePodSandbox of both; then (here) no monitor, no VM thread, no mount
-#    under the vessel Root or containerd's state, and no container directory in the vessel Root.
+#    under the vessel Root or containerd's state, and no container directory in the vessel Root
+#    (<Root>/k8s.io: the shim's --root for vessel adds the containerd namespace).
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
 set -euo pipefail
@@ -163,7 +164,9 @@ left=$(grep -lx vcpu0 /proc/[0-9]*/task/*/comm 2>/dev/null || true)
 [ -z "$left" ] || fail "VM threads left after RemovePodSandbox: $left"
 left=$(grep -E " ($vroot|$work/state)[/ ]" /proc/self/mountinfo || true)
 [ -z "$left" ] || fail "mounts left under $vroot or $work/state: $left"
-left=$(ls -A "$vroot" 2>/dev/null || true)
+# The shim runs vessel with --root <Root>/<containerd namespace>: container directories are one
+# level down, and the namespace directory (the shim's, as with runc) stays.
+left=$(find "$vroot" -mindepth 2 -maxdepth 2 2>/dev/null || true)
 [ -z "$left" ] || fail "left in the vessel Root $vroot: $left"
-ok "nothing left: no monitor, no VM thread, no mount under the vessel Root or containerd's state, empty vessel Root"
+ok "nothing left: no monitor, no VM thread, no mount under the vessel Root or containerd's state, no container directory in $vroot/k8s.io"
 echo "cri: all checks passed"
