@@ -49,6 +49,8 @@ if [ "${LAB_COMPAT:-1}" != 0 ]; then
   # Networks: podman's default CNI bridge (published port, MTU, 50 MiB each way) and Docker's
   # bridge (its prestart hook moves the veth into the monitor's namespace).
   check podman-network bash "$repo/tests/compat/podman-net.sh"
+  # Pods as the kubelet makes them: containerd's CRI with a runtime handler whose BinaryName is vessel.
+  check cri bash "$repo/tests/compat/cri.sh"
   check docker bash "$repo/tests/compat/docker.sh"
 fi
 filter=${LAB_TESTS:-lab_}
