@@ -188,11 +188,13 @@ def scenario(cri, image, pause):
                      "want b'exec-ok\\n' and 3")
     ok("ExecSync in web: stdout 'exec-ok', exit code 3")
 
-    # Separate PID namespaces: web does not see client's sleep.
+    # Separate PID namespaces: client sees its own sleep, web does not.
+    wait_for("ps in client to list its 'sleep 1000000'", lambda: "sleep 1000000" in
+             cri.exec_sync(client, ["ps", "-o", "args"]).stdout.decode().splitlines(), timeout=60)
     got = cri.exec_sync(web, ["ps", "-o", "args"])
     if "sleep 1000000" in got.stdout.decode().splitlines():
         raise Failed(f"pid CONTAINER: web sees client's sleep: {got.stdout.decode()!r}")
-    ok("pod1 (pid CONTAINER): ps in web does not list client's sleep")
+    ok("pod1 (pid CONTAINER): ps in client lists its 'sleep 1000000', ps in web does not")
 
     wait_for(f"the page from http://{ip}/index.html", lambda: subprocess.run(
         ["curl", "-s", "--max-time", "5", f"http://{ip}/index.html"],
