@@ -207,8 +207,10 @@ def scenario(cri, image, pause):
     ok("one microVM (one process with a vcpu0 thread) for pod1's pause, web and client")
 
     quits = cri.start_container(pod1, sb1, "quits", image, ["sh", "-c", "exit 5"], pb.CONTAINER)
-    st = wait_for("quits to exit", lambda: (lambda s: s if s.state == pb.CONTAINER_EXITED else None)(
-        cri.container_status(quits)), timeout=120)
+    def exited():
+        st = cri.container_status(quits)
+        return st if st.state == pb.CONTAINER_EXITED else None
+    st = wait_for("quits to exit", exited, timeout=120)
     if st.exit_code != 5 or st.finished_at == 0:
         raise Failed(f"quits: exit code {st.exit_code}, finished_at {st.finished_at}, reason '{st.reason}'; want 5")
     ok(f"a container that exits by itself: CONTAINER_EXITED, exit code 5 (reason '{st.reason}')")
@@ -218,9 +220,11 @@ def scenario(cri, image, pause):
     pod2 = cri.run_pod(sb2)
     cri.start_container(pod2, sb2, "sleeper", image, ["sleep", "1000"], pb.POD)
     lister = cri.start_container(pod2, sb2, "lister", image, ["sleep", "1000000"], pb.POD)
-    got = wait_for("ps in lister to list 'sleep 1000'", lambda: (lambda r: r if "sleep 1000" in
-        r.stdout.decode().splitlines() else None)(cri.exec_sync(lister, ["ps", "-o", "args"])), timeout=60)
-    ok(f"pod2 (pid POD): ps in lister lists sleeper's 'sleep 1000' ({len(got.stdout.decode().splitlines()) - 1} processes)")
+    def listed():
+        procs = cri.exec_sync(lister, ["ps", "-o", "args"]).stdout.decode().splitlines()[1:]
+        return procs if "sleep 1000" in procs else None
+    procs = wait_for("ps in lister to list 'sleep 1000'", listed, timeout=60)
+    ok(f"pod2 (pid POD): ps in lister lists sleeper's 'sleep 1000' among {procs}")
     vms = vm_count()
     if vms != 2:
         raise Failed(f"{vms} processes run a microVM with pod1 and pod2 running, want 2")
