@@ -34,7 +34,8 @@ DESTDIR      ?=
 # Debian packages the build, the lab and the tests need (`make deps` installs the missing ones).
 DEB_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils \
                 busybox-static debootstrap iproute2 util-linux strace \
-                containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl
+                containerd podman conmon runc docker.io containernetworking-plugins iptables iperf3 curl \
+                python3-grpcio python3-grpc-tools
 
 .PHONY: all help deps vessel agent kernel lab-kernel initramfs artefacts install lab test test-unit test-lab test-lab-runner \
         lint demo bench fuzz soak clean probe-initramfs fixtures
@@ -131,6 +132,7 @@ test-unit:
 	set -o pipefail; $(CARGO) test --workspace -- --show-output 2>&1 | tests/count-skips.sh
 
 test-lab: artefacts lab-kernel probe-initramfs fixtures
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/target/lab-install PREFIX=/usr/local
 	tests/lab/e2e.sh
 
 # The fault soak (docs/testing.md, "The fault soak"); `make test` runs 50 cycles of it in its lab.

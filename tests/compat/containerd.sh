@@ -14,7 +14,7 @@
 # 6. the configured way: containerd accepted the runtime entry (config dump, cri plugin loaded);
 # 7. a Debian bookworm image (the debootstrap fixture) prints its os-release and the guest kernel,
 #    and coreutils' timeout (a POSIX timer) ends a sleep with 124.
-# Not covered: a CRI pod (no CRI client in the lab).
+# CRI pods through the same runtime entry: tests/compat/cri.sh.
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
 set -euo pipefail

@@ -26,6 +26,13 @@ check() { # name command...
 check kvm-device test -c /dev/kvm
 check svm-with-npt grep -qw npt /proc/cpuinfo
 check vessel-check "$repo/build/bin/vessel" check
+# `make install`'s layout (test-lab installs it under target/lab-install): vessel finds its guest
+# kernel and initramfs beside itself, without VESSEL_KERNEL/VESSEL_INITRAMFS.
+installed=$repo/target/lab-install/usr/local/bin/vessel
+if [ -x "$installed" ]; then
+  check vessel-check-installed env -u VESSEL_KERNEL -u VESSEL_INITRAMFS bash -c \
+    "'$installed' check > /tmp/installed-check && grep -qx 'guest kernel: *$repo/target/lab-install/usr/local/share/vessel/vmlinux' /tmp/installed-check"
+fi
 # The lab kernel builds in both vendor modules; the CPU (QEMU -cpu max) has SVM.
 check vessel-check-names-kvm-amd bash -c "'$repo/build/bin/vessel' check | grep -q '^kvm backend: *kvm_amd'"
 # The VMM's debug entry point: a JSON VmConfig booting the probe init to a clean shutdown.
@@ -49,6 +56,13 @@ if [ "${LAB_COMPAT:-1}" != 0 ]; then
   # Networks: podman's default CNI bridge (published port, MTU, 50 MiB each way) and Docker's
   # bridge (its prestart hook moves the veth into the monitor's namespace).
   check podman-network bash "$repo/tests/compat/podman-net.sh"
+  # Pods as the kubelet makes them: containerd's CRI with a runtime handler whose BinaryName is vessel.
+  # As a node runs it: the installed layout, without VESSEL_KERNEL/VESSEL_INITRAMFS.
+  if [ -x "$installed" ]; then
+    check cri env -u VESSEL_KERNEL -u VESSEL_INITRAMFS VESSEL="$installed" bash "$repo/tests/compat/cri.sh"
+  else
+    check cri bash "$repo/tests/compat/cri.sh"
+  fi
   check docker bash "$repo/tests/compat/docker.sh"
 fi
 filter=${LAB_TESTS:-lab_}
