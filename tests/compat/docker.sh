@@ -12,8 +12,9 @@
 #    namespace from its prestart hook, after the VM booted): curl of 127.0.0.1:18090 returns the
 #    page; the container's eth0 has the MAC and address `docker inspect` reports;
 # 3. `docker exec` (output, exit code), `docker logs`, `docker stop` (exit status), `docker rm`;
-# 4. `--network none`: no eth0; `--network host` and `--network container:<vessel container>`
-#    fail with errors that say why;
+# 4. `--network none`: no eth0; `--network host` fails with an error that says why;
+#    `--network container:<vessel container>` runs the second container in the first one's VM,
+#    where it reaches the first on localhost;
 # 5. nothing left: no monitor.
 #
 # Environment: VESSEL (default build/bin/vessel), KEEP=1 keeps the scratch dir on exit.
@@ -121,13 +122,17 @@ rc=$?
 set -e
 [ "$rc" != 0 ] && echo "$out" | grep -q "host's network" || fail "--network host: exit $rc, '$out'"
 ok "--network host refused: $(echo "$out" | grep -o "a microVM cannot share the host's network stack" | head -1)"
-dk run --runtime vessel -d --name web "$image" sleep 300 >/dev/null
+dk run --runtime vessel -d --name web "$image" sh -c \
+  'mkdir -p /www && echo sidecar-page > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www' >/dev/null
 set +e
-out=$(dk run --runtime vessel --rm --name sidecar --network container:web "$image" true 2>&1)
+out=$(dk run --runtime vessel --rm --name sidecar --network container:web "$image" sh -c \
+  'for i in $(seq 50); do printf "GET /index.html HTTP/1.0\r\n\r\n" | nc 127.0.0.1 8080 && break; usleep 200000; done' 2>&1)
 rc=$?
 set -e
-[ "$rc" != 0 ] && echo "$out" | grep -q "already given to another Vessel microVM" || fail "--network container:web: exit $rc, '$out'"
-ok "--network container:<vessel container> refused, saying why"
+[ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = sidecar-page ] || fail "--network container:web: exit $rc, '$out'"
+vms=$(grep -lx 'vcpu0' /proc/[0-9]*/task/*/comm 2>/dev/null | cut -d/ -f3 | sort -u | wc -l)
+[ "$vms" = 1 ] || fail "$vms processes run a microVM after the sidecar, want 1 (web's)"
+ok "--network container:<vessel container>: the sidecar ran in web's VM and reached it on localhost"
 dk rm -f web >/dev/null
 
 # 5. Nothing left.
