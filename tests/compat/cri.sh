@@ -155,6 +155,7 @@ ctr -a "$sock" -n k8s.io image import "$work/pause.tar" >/dev/null || fail "ctr 
 rm -f "$work/pause.tar"
 ok "imported $image and $pause into namespace k8s.io"
 
+find /sys/fs/cgroup -mindepth 1 -type d | sort > "$work/cgroups.before"
 scenario run || fail "the CRI scenario (above)"
 
 # Nothing of Vessel's is left behind.
@@ -168,5 +169,11 @@ left=$(grep -E " ($vroot|$work/state)[/ ]" /proc/self/mountinfo || true)
 # level down, and the namespace directory (the shim's, as with runc) stays.
 left=$(find "$vroot" -mindepth 2 -maxdepth 2 2>/dev/null || true)
 [ -z "$left" ] || fail "left in the vessel Root $vroot: $left"
-ok "nothing left: no monitor, no VM thread, no mount under the vessel Root or containerd's state, no container directory in $vroot/k8s.io"
+# containerd's cgroupsPath is /k8s.io/<id>: the parent stays, as runc leaves it.
+left=$(find /sys/fs/cgroup -mindepth 1 -type d | sort | comm -13 "$work/cgroups.before" - |
+  grep -vx /sys/fs/cgroup/k8s.io || true)
+[ -z "$left" ] || fail "cgroups left after RemovePodSandbox: $left"
+left=$(ip -o link show | grep vessel-tap || true)
+[ -z "$left" ] || fail "taps left in the lab host's namespace: $left"
+ok "nothing left: no monitor, no VM thread, no cgroup, no tap, no mount under the vessel Root or containerd's state, no container directory in $vroot/k8s.io"
 echo "cri: all checks passed"
