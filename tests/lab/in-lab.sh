@@ -76,7 +76,11 @@ while IFS=$'\t' read -r exe dir; do
   case $name in *"$filter"*) f=lab_ ;; esac
   "$exe" --list 2>/dev/null | grep '^lab_\|::lab_' | grep -qF -- "$f" || continue
   echo "=== $name ($f)"
-  if ! (cd "$dir" && "$exe" "$f" --test-threads=1); then failed+=("$name"); retry+=("$exe"$'\t'"$dir"$'\t'"$f"); fi
+  # A bound on each binary, so that a guest the lab's emulation stalls fails it (and gets the
+  # second run below) instead of holding the lab up until its own timeout.
+  if ! (cd "$dir" && timeout -k 10 "${LAB_BINARY_TIMEOUT:-900}" "$exe" "$f" --test-threads=1); then
+    failed+=("$name"); retry+=("$exe"$'\t'"$dir"$'\t'"$f")
+  fi
 done < "$list"
 
 # A test binary that failed gets one more run, alone, after all the others: the lab's emulation
@@ -87,7 +91,7 @@ for entry in "${retry[@]}"; do
   IFS=$'\t' read -r exe dir f <<<"$entry"
   name=$(basename "$exe")
   echo "=== $name ($f): second run after a failure"
-  if (cd "$dir" && "$exe" "$f" --test-threads=1); then
+  if (cd "$dir" && timeout -k 10 "${LAB_BINARY_TIMEOUT:-900}" "$exe" "$f" --test-threads=1); then
     echo "lab: $name FAILED once and passed on its second run (see docs/testing.md, known lab failures)"
     kept=()
     for n in "${failed[@]}"; do [ "$n" = "$name" ] || kept+=("$n"); done

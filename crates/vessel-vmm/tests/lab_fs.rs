@@ -89,8 +89,10 @@ fn lab_virtio_fs_share() {
     });
     let t0 = Instant::now();
     let mut vm = Vm::start(cfg).unwrap();
+    // 20-30 s in the lab; a guest stalled by the lab's known failures (docs/testing.md) fails
+    // here instead of holding the whole lab run up.
     let reason = vm
-        .wait_timeout(Duration::from_secs(900))
+        .wait_timeout(Duration::from_secs(300))
         .unwrap_or_else(|| vm.stop());
     let text = std::fs::read_to_string(&log).unwrap();
     for l in text.lines().filter(|l| l.starts_with("PROBE fs")) {
