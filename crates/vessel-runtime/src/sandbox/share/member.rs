@@ -21,13 +21,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 
 use super::layout::{is_readonly, is_recursive, EntryKind, ShareEntry, ShareLayout};
 use super::mount::{
-    beneath, bind_sources, create_dir_beneath, fd_path, mount_err, open_dir, refuse_symlink,
-    remove_entries, resolve_source, set_readonly, unmount_all,
+    beneath, bind_sources, create_dir_beneath, create_file_beneath, fd_path, mount_err, open_dir,
+    refuse_symlink, remove_entries, resolve_source, set_readonly, unmount_all,
 };
 use super::{share_dir, MountIndex, ShareError, MOUNTS_DIR, PODS_DIR, ROOTFS_ENTRY, SHARE_DIR};
 
@@ -212,32 +212,4 @@ fn move_tree(tree: &OwnedFd, target: &OwnedFd) -> Result<(), Errno> {
         )
     };
     Errno::result(rc).map(drop)
-}
-
-/// Creates the empty file `rel` beneath the share, reached without following anything, as the
-/// mount point of a file's tree. Its directory is reached first: it lies on the `pods/` mount.
-fn create_file_beneath(share_fd: &OwnedFd, share: &Path, rel: &str) -> Result<OwnedFd, ShareError> {
-    let path = share.join(rel);
-    let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
-    let parent =
-        beneath(share_fd, parent, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|source| {
-            ShareError::EscapeShare {
-                path: path.clone(),
-                source,
-            }
-        })?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
-        .mode(nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = openat2(parent.as_raw_fd(), name, how).map_err(|e| ShareError::CreateEntry {
-        path,
-        source: e.into(),
-    })?;
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

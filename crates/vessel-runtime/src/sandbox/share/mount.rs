@@ -260,19 +260,7 @@ fn attach(
     let path = share.join(rel);
     let target = match kind {
         EntryKind::Dir => create_dir_beneath(share_fd, share, rel)?,
-        EntryKind::File => {
-            let how = OpenHow::new()
-                .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
-                .mode(Mode::from_bits_truncate(0o600))
-                .resolve(confined());
-            let fd =
-                openat2(share_fd.as_raw_fd(), rel, how).map_err(|e| ShareError::CreateEntry {
-                    path: path.clone(),
-                    source: e.into(),
-                })?;
-            // SAFETY: openat2 returned a new descriptor that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        }
+        EntryKind::File => create_file_beneath(share_fd, share, rel)?,
     };
     bind_fd(&source.fd, &target, recursive).map_err(mount_err("bind", &path))?;
     drop(target);
@@ -326,6 +314,35 @@ pub(super) fn create_dir_beneath(
     })?;
     beneath(share_fd, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)
         .map_err(|source| ShareError::EscapeShare { path, source })
+}
+
+/// Creates the empty file `rel` beneath the share, reached without following anything, as the
+/// mount point of a file entry. Its directory is reached first (it may lie on the `pods/` mount),
+/// then the file is created there without crossing into another mount.
+pub(super) fn create_file_beneath(
+    share_fd: &OwnedFd,
+    share: &Path,
+    rel: &str,
+) -> Result<OwnedFd, ShareError> {
+    let path = share.join(rel);
+    let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
+    let parent =
+        beneath(share_fd, parent, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|source| {
+            ShareError::EscapeShare {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(0o600))
+        .resolve(confined());
+    let fd = openat2(parent.as_raw_fd(), name, how).map_err(|e| ShareError::CreateEntry {
+        path,
+        source: e.into(),
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The resolution rules for everything under the share: stay beneath the starting directory,
@@ -456,18 +473,8 @@ pub fn remove(state_dir: &Path) -> Result<(), ShareError> {
         .join(SHARE_DIR);
     unmount_all(&real)?;
     let pods = real.join(PODS_DIR);
-    match std::fs::read_dir(&pods) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.map_err(|source| ShareError::RemoveEntry {
-                    path: pods.clone(),
-                    source,
-                })?;
-                remove_entries(&entry.path())?;
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(ShareError::RemoveEntry { path: pods, source }),
+    for entry in entries_of(&pods)? {
+        remove_entries(&entry.path())?;
     }
     remove_empty_dir(&pods)?;
     remove_entries(&real)
@@ -477,35 +484,33 @@ pub fn remove(state_dir: &Path) -> Result<(), ShareError> {
 /// nothing is mounted on them, then `dir` itself. A missing entry is not an error.
 pub(super) fn remove_entries(dir: &Path) -> Result<(), ShareError> {
     let mounts = dir.join(MOUNTS_DIR);
-    match std::fs::read_dir(&mounts) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.map_err(|source| ShareError::RemoveEntry {
-                    path: mounts.clone(),
-                    source,
-                })?;
-                let path = entry.path();
-                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                let r = if is_dir {
-                    std::fs::remove_dir(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                r.map_err(|source| ShareError::RemoveEntry { path, source })?;
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ShareError::RemoveEntry {
-                path: mounts,
-                source,
-            })
-        }
+    for entry in entries_of(&mounts)? {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let r = if is_dir {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        r.map_err(|source| ShareError::RemoveEntry { path, source })?;
     }
     for d in [mounts, dir.join(ROOTFS_ENTRY), dir.to_owned()] {
         remove_empty_dir(&d)?;
     }
     Ok(())
+}
+
+/// The entries of `dir`; none when it does not exist.
+fn entries_of(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ShareError> {
+    let err = |source| ShareError::RemoveEntry {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<_, _>>().map_err(err),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 fn remove_empty_dir(dir: &Path) -> Result<(), ShareError> {
