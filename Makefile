@@ -10,7 +10,8 @@
 #   FUZZ_SECONDS   seconds `make fuzz` runs each target (default 60)
 #   FUZZ_TARGETS   fuzz targets `make fuzz` runs (default: all, see fuzz/Cargo.toml)
 #   SOAK_CYCLES    cycles `make soak` runs (default 1000; `make test` runs 50), see tests/soak/soak.sh
-#   SOAK_TIMEOUT   seconds before `make soak`'s lab is killed (default 14400)
+#   SOAK_ROUND     cycles per lab boot of `make soak` (default 250, see tests/soak/rounds.sh)
+#   SOAK_TIMEOUT   seconds before one round's lab is killed (default 5400)
 #   PREFIX         where `make install` puts vessel and its guest artefacts (default /usr/local)
 #   DESTDIR        staging root prepended to PREFIX by `make install` (packagers; default empty)
 
@@ -27,7 +28,8 @@ BIN          := $(BUILD)/bin
 AGENT_BIN    := target/$(TARGET)/$(PROFILE)/vessel-agent
 CMD          ?= uname -a
 SOAK_CYCLES  ?= 1000
-SOAK_TIMEOUT ?= 14400
+SOAK_ROUND   ?= 250
+SOAK_TIMEOUT ?= 5400
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
@@ -52,7 +54,7 @@ help:
 	@echo "make test        every test layer: unit/host tests natively, end-to-end tests in the lab"
 	@echo "make lint        rustfmt and clippy with -D warnings"
 	@echo "make bench       Vessel vs QEMU microvm (boot, overhead, setup) and vs runc (create+start, state); ratios"
-	@echo "make soak        the fault soak in the lab: SOAK_CYCLES (1000) cycles with faults, a table, leaks must be 0"
+	@echo "make soak        the fault soak in the lab: SOAK_CYCLES (1000) cycles with faults in rounds of SOAK_ROUND (250), a table, leaks must be 0"
 	@echo "make fuzz        libFuzzer on the frame decoder, vsock packets, virtio-net queues and virtio-fs requests, FUZZ_SECONDS each (stable Rust)"
 
 deps:
@@ -137,7 +139,7 @@ test-lab: artefacts lab-kernel probe-initramfs fixtures
 
 # The fault soak (docs/testing.md, "The fault soak"); `make test` runs 50 cycles of it in its lab.
 soak: artefacts lab-kernel fixtures
-	SOAK_CYCLES=$(SOAK_CYCLES) tests/lab/run.sh --timeout $(SOAK_TIMEOUT) bash tests/soak/soak.sh
+	SOAK_CYCLES=$(SOAK_CYCLES) SOAK_ROUND=$(SOAK_ROUND) SOAK_TIMEOUT=$(SOAK_TIMEOUT) tests/soak/rounds.sh
 
 # Fuzzing on the stable toolchain (docs/testing.md, "Fuzzing"): libfuzzer-sys links libFuzzer,
 # and these flags give it SanitizerCoverage (8-bit counters, PC table, comparison tracing)

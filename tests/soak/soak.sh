@@ -11,9 +11,10 @@
 #   create-sigkill-boot   SIGKILL of `vessel create` at a random point of its first 3 s (the boot)
 #   create-sigkill-hooks  SIGKILL of `vessel create` while its createRuntime hook runs
 #   agent-killed          the guest agent (PID 1 in the guest) killed from the workload: a root
-#                         process in the guest's PID namespace overwrites its code through
-#                         /proc/1/mem; PID 1's death panics the guest kernel (the guest kernel
-#                         has no sysrq, so this is also the soak's guest kernel panic)
+#                         process in the guest's PID namespace fills its code with int3 through
+#                         /proc/1/mem; the agent dies of SIGTRAP at its next instruction and
+#                         PID 1's death panics the guest kernel (the guest kernel has no sysrq,
+#                         so this is also the soak's guest kernel panic)
 #   guest-reset           `reboot -f` from a root workload in the guest's PID namespace: the
 #                         guest resets under the agent
 #   state-full            the worker's state root file system filled up, then `create`
@@ -163,10 +164,10 @@ worker() { # index cycles
     timeout -k 5 "$limit" "$vessel" --root "$root" "$@" </dev/null >"$of" 2>"$err"
     rc=$?
     out=$(cat "$of")
-    msg=$(grep -v '^\s*$' "$err" | tail -n 1 | tr '\t' ' ' | cut -c1-200)
+    msg=$(grep -v '^\s*$' "$err" | tail -n 1 | tr '\t' ' ' | cut -c1-600)
     # An exec that ran its process reports the process's status: its own words are its output.
     if [ -z "$msg" ] && [ "$expect" != ok ]; then
-      msg=$(grep -v '^\s*$' "$of" | tail -n 1 | tr '\t' ' ' | cut -c1-200)
+      msg=$(grep -v '^\s*$' "$of" | tail -n 1 | tr '\t' ' ' | cut -c1-600)
       [ -n "$msg" ] && msg="(the process's output) $msg"
     fi
     # exec's status is its process's (as runc's): 128+N is a process that died of signal N, as
@@ -217,7 +218,7 @@ worker() { # index cycles
       outcome=hung msg="no answer within ${create_deadline}s"
     fi
     wait "$pid" 2>/dev/null; rc=$?
-    msg=${msg:-$(grep -v '^\s*$' "$work/w$w/err.create" | tail -n 1 | tr '\t' ' ' | cut -c1-200)}
+    msg=${msg:-$(grep -v '^\s*$' "$work/w$w/err.create" | tail -n 1 | tr '\t' ' ' | cut -c1-600)}
     if [ -n "${outcome:-}" ]; then :
     elif [ "$fired" = 1 ] && [ "$rc" -eq 137 ]; then outcome=killed msg="create killed after $((SECONDS - t0))s"
     elif [ "$rc" -eq 0 ]; then outcome=ok msg="create had ended before the kill"
@@ -253,10 +254,15 @@ worker() { # index cycles
       agent-killed)
         cmd ok create "$create_deadline" create --bundle "$work/root" "$id" &&
           cmd ok start "$deadline" start "$id" && {
-            # Zero PID 1's first executable mapping: its next instruction faults.
+            # Fill PID 1's first executable mapping with int3 (0xcc): whichever byte a thread
+            # runs next, even in a page half written, traps, and a forced SIGTRAP kills init.
+            # (Zeros did not always: 00 00 is `add %al,(%rax)`, which a thread can slide
+            # through into code not yet overwritten and run from the middle of an instruction;
+            # one cycle in 37 wedged the agent that way.)
             cmd any exec-kill-agent "$deadline" exec "$id" sh -c \
               'set -- $(grep -m1 " r-xp " /proc/1/maps); a=$((0x${1%-*})); b=$((0x${1#*-}));
-               dd if=/dev/zero of=/proc/1/mem bs=4096 seek=$((a / 4096)) count=$(((b - a) / 4096)) conv=notrunc 2>&1'
+               head -c $((b - a)) /dev/zero | tr "\000" "\314" |
+                 dd of=/proc/1/mem bs=4096 seek=$((a / 4096)) conv=notrunc 2>&1'
             wait_stopped "$id"
           } ;;
       guest-reset)
@@ -283,9 +289,11 @@ worker() { # index cycles
       printf 'R\t%s\t%s\tleft\t1\tundeletable\tstill listed after delete --force\n' "$c" "$fault" >> "$log"
     fi
     rm -f "$work/hook-ran-$id"
-    # One line per cycle as it ends: its fault, then each command's outcome.
+    # One line per cycle as it ends: its fault, then each command's outcome, with the message
+    # of any that failed (so a lab that dies mid-run still leaves every cycle's why behind).
     echo "soak: $id $fault ($((SECONDS - t_cycle)) s):" \
-      "$(awk -F'\t' -v c="$c" '$1=="R" && $2==c {printf "%s=%s ", $4, $6}' "$log")"
+      "$(awk -F'\t' -v c="$c" '$1=="R" && $2==c {printf "%s=%s", $4, $6;
+          if ($6 != "ok" && $6 != "killed") printf " [%s]", $7; printf " "}' "$log")"
   done
 }
 
@@ -325,38 +333,20 @@ done
 cat "$work"/w*/log > "$work/all"
 echo
 echo "soak: $cycles cycles in ${wall}s (seed $seed)"
-printf '%-22s %s\n' fault injected
-for f in "${faults[@]}"; do printf '%-22s %s\n' "$f" "$(awk -F'\t' -v f="$f" '$1=="F" && $3==f' "$work/all" | wc -l)"; done
-echo
-printf '%-18s %6s %6s %8s %8s %10s %7s %5s %5s\n' command run ok expected killed unexpected unclear hung gone
-awk -F'\t' '$1=="R" {n[$4]++; o[$4","$6]++} END {
-  for (c in n) printf "%-18s %6d %6d %8d %8d %10d %7d %5d %5d\n", c, n[c], o[c",ok"], o[c",expected"],
-    o[c",killed"], o[c",unexpected"], o[c",unclear"], o[c",hung"], o[c",gone"] }' "$work/all" | sort
-echo
-echo "failures and why (count, command, outcome, message):"
-awk -F'\t' '$1=="R" && $6!="ok" && $6!="killed" && $6!="gone" {print $4 " [" $6 "] " $7}' "$work/all" |
-  sed 's/soak-w[0-9]*-c[0-9]*/ID/g; s|/vessel-soak\.[^/]*/w[0-9]*/|/SOAK/W/|g; s/time="[^"]*" level=[a-z]* msg=//' |
-  sort | uniq -c | sort -rn | head -n 40
-echo
-echo "leaks (after - baseline, must be 0):"
-leaks=0
-while read -r name before after d flag; do
-  printf '  %-18s %6d -> %6d  (%+d)%s\n' "$name" "$before" "$after" "$d" "${flag:+  $flag}"
-  [ -n "$flag" ] && leaks=$((leaks + 1))
-done < "$work/leaks"
-hung=$(awk -F'\t' '$1=="R" && $6=="hung"' "$work/all" | wc -l)
-unclear=$(awk -F'\t' '$1=="R" && $6=="unclear"' "$work/all" | wc -l)
-undeletable=$(awk -F'\t' '$1=="R" && $6=="undeletable"' "$work/all" | wc -l)
-echo
-echo "soak: wall ${wall}s; hung $hung, unclear $unclear, undeletable $undeletable, leaks $leaks"
-if [ "$hung" -gt 0 ] || [ "$unclear" -gt 0 ] || [ "$undeletable" -gt 0 ] || [ "$leaks" -gt 0 ]; then
-  echo "soak: FAILED"
+# For tests/soak/rounds.sh, which sums several labs' runs into one table: the raw records.
+if [ "${SOAK_RECORDS:-0}" = 1 ]; then
+  sed 's/^/SOAK-RECORD\t/' "$work/all"
+  sed 's/^/SOAK-LEAK\t/' "$work/leaks"
+  echo "SOAK-WALL	$wall"
+fi
+"$repo/tests/soak/table.sh" "$work/all" "$work/leaks" "${faults[@]}"
+verdict=$?
+if [ "$verdict" -ne 0 ]; then
   echo "processes not there before:"
   awk '{$1=""; print}' "$work/baseline.processes" | sort > "$work/p0"
   awk '{$1=""; print}' "$work/after.processes" | sort | comm -13 "$work/p0" - | head -n 20
   echo "cgroups not there before:"
   sort "$work/baseline.cgroups" > "$work/c0"
   sort "$work/after.cgroups" | comm -13 "$work/c0" - | head -n 20
-  exit 1
 fi
-echo "soak: passed"
+exit "$verdict"

@@ -153,12 +153,18 @@ fn lab_create_start_state_kill_delete() {
     );
 
     // Every VMM thread that handles what the guest sends runs under its seccomp filter (mode 2):
-    // each vCPU, the device thread and the file server (vessel_vmm::seccomp).
+    // each vCPU, the device thread, the file server and the stdio relays (vessel_vmm::seccomp).
     // The file server also keeps only the capabilities passthrough needs: CHOWN, DAC_OVERRIDE,
     // DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP, SYS_ADMIN
     // (virtio/fs/confine.rs).
     let threads = monitor_threads(pid);
-    for kind in ["vcpu", "vmm-devices", "vessel-fs-"] {
+    for kind in [
+        "vcpu",
+        "vmm-devices",
+        "vessel-fs-",
+        "stdout-relay",
+        "stderr-relay",
+    ] {
         let of_kind: Vec<_> = threads.iter().filter(|t| t.0.starts_with(kind)).collect();
         assert!(!of_kind.is_empty(), "no {kind} thread in {threads:?}");
         assert!(

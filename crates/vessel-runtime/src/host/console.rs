@@ -324,6 +324,7 @@ pub fn relay_terminal(
     std::thread::Builder::new()
         .name("tty-input".into())
         .spawn(move || {
+            crate::host::output::confine_relay("tty-input");
             // EIO once the master is closed: the caller has gone.
             let _ = vessel_protocol::stdio::relay(slave_in, &input);
             let _ = input.shutdown(std::net::Shutdown::Write);
@@ -439,12 +440,14 @@ pub fn copy_foreground(master: OwnedFd) -> Result<JoinHandle<()>, ConsoleError> 
     std::thread::Builder::new()
         .name("tty-stdin".into())
         .spawn(move || {
+            crate::host::output::confine_relay("tty-stdin");
             let _ = vessel_protocol::stdio::relay(File::from(input), to_master);
         })
         .map_err(ConsoleError::SpawnRelay)?;
     std::thread::Builder::new()
         .name("tty-stdout".into())
         .spawn(move || {
+            crate::host::output::confine_relay("tty-stdout");
             let _ = vessel_protocol::stdio::relay(File::from(master), File::from(output));
         })
         .map_err(ConsoleError::SpawnRelay)

@@ -64,10 +64,7 @@ impl OutputRelay {
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                // A relay only moves bytes between descriptors it holds.
-                if let Err(e) = crate::host::capabilities::limit(&[]) {
-                    log::warn!("{}", vessel_error::chain(&e));
-                }
+                confine_relay(name);
                 let _ = copy(from, to, &p);
                 p.done.store(true, Ordering::Release);
             })?;
@@ -103,6 +100,16 @@ impl OutputRelay {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// Confines the calling relay thread named `name`: it only moves bytes between descriptors it
+/// holds, so it gives up every capability and runs under the relay's seccomp filter
+/// ([`vessel_vmm::seccomp::confine_relay`]; `docs/threat-model.md`). A kernel that refuses is
+/// logged and the relay goes on unconfined, as a relay of runc's would run.
+pub fn confine_relay(name: &str) {
+    if let Err(e) = vessel_vmm::seccomp::confine_relay() {
+        log::warn!("{name}: {}", vessel_error::chain(&e));
     }
 }
 

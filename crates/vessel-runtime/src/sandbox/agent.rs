@@ -197,10 +197,7 @@ fn spawn_relay(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            // A relay only moves bytes between descriptors it holds.
-            if let Err(e) = crate::host::capabilities::limit(&[]) {
-                log::warn!("{}", vessel_error::chain(&e));
-            }
+            crate::host::output::confine_relay(name);
             f()
         })
         .map(drop)

@@ -144,6 +144,14 @@ impl MicroVmSandbox {
 
     /// Runs `f` (a request to the agent) with the vCPUs running; when `pause` had paused them,
     /// they are paused again afterwards unless `keep_running`.
+    /// Whether a pod member's entry is in this VM's share (`share/pods/<id>`, made by the
+    /// member's create in this monitor's mount namespace and removed by its delete).
+    fn hosts_pod_members(&self) -> bool {
+        std::fs::read_dir(self.state_dir.join(share::SHARE_DIR).join(share::PODS_DIR))
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+    }
+
     fn with_vcpus<T>(
         &self,
         keep_running: bool,
@@ -218,7 +226,7 @@ impl MicroVmSandbox {
                     vm.stop();
                     return Err(SandboxError::WaitAgent {
                         waited: ready_timeout,
-                        console: self.state_dir.join(CONSOLE_LOG),
+                        last_lines: super::console_tail(&self.state_dir.join(CONSOLE_LOG)),
                         source: e,
                     });
                 }
@@ -226,7 +234,7 @@ impl MicroVmSandbox {
                     if let Some(reason) = vm.wait_timeout(Duration::from_millis(20)) {
                         return Err(SandboxError::GuestEnded {
                             reason: reason.to_string(),
-                            console: self.state_dir.join(CONSOLE_LOG),
+                            last_lines: super::console_tail(&self.state_dir.join(CONSOLE_LOG)),
                         });
                     }
                 }
@@ -474,6 +482,12 @@ impl Sandbox for MicroVmSandbox {
             return Ok(());
         }
         self.agent.pause()?;
+        // Other containers of the pod run in this VM (their entries are under the share's
+        // `pods/`): only this container's guest cgroup is frozen, as runc freezes only the
+        // pause container's cgroup; the vCPUs keep running for the members.
+        if self.hosts_pod_members() {
+            return Ok(());
+        }
         let vm = self.vm.lock().expect("vm lock");
         let Some(vm) = vm.as_ref() else {
             return Ok(());

@@ -67,12 +67,14 @@ pub enum SandboxError {
     #[error("pause or resume the microVM's vCPUs")]
     PauseVcpus(#[source] vessel_vmm::VmmError),
     /// The guest ended before its agent answered.
-    #[error("the microVM ended before its agent was ready ({reason}); guest console: {}", console.display())]
+    /// The console log goes with the failed container's state directory, so the error carries
+    /// its last lines.
+    #[error("the microVM ended before its agent was ready ({reason}); the guest console's last lines: {last_lines}")]
     GuestEnded {
         /// Why the VM ended.
         reason: String,
-        /// The guest's console log.
-        console: std::path::PathBuf,
+        /// The guest console's last lines ([`console_tail`]).
+        last_lines: String,
     },
     /// The guest ended under a created or running container (the agent died, which panics the
     /// guest kernel and resets the VM, or the kernel itself failed or was rebooted): every
@@ -84,13 +86,14 @@ pub enum SandboxError {
         /// The guest's console log.
         console: std::path::PathBuf,
     },
-    /// The agent did not answer in time.
-    #[error("the guest agent did not answer within {waited:?}; guest console: {}", console.display())]
+    /// The agent did not answer in time (at create: the console log goes with the failed
+    /// container's state directory, so the error carries its last lines).
+    #[error("the guest agent did not answer within {waited:?}; the guest console's last lines: {last_lines}")]
     WaitAgent {
         /// How long was waited.
         waited: std::time::Duration,
-        /// The guest's console log.
-        console: std::path::PathBuf,
+        /// The guest console's last lines ([`console_tail`]).
+        last_lines: String,
         /// The last connection error.
         #[source]
         source: std::io::Error,
@@ -350,9 +353,58 @@ pub fn select(size: VmSize, state_dir: &std::path::Path) -> Result<Box<dyn Sandb
     }
 }
 
+/// The last non-empty lines (at most 8, from the file's last 4 KiB) of the guest console log at
+/// `path`, joined with ` | ` for a one-line error; what went wrong reading it otherwise.
+pub fn console_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4096;
+    let read = || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+        let mut bytes = Vec::new();
+        f.take(TAIL).read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            if lines.is_empty() {
+                "(none)".to_owned()
+            } else {
+                lines[lines.len().saturating_sub(8)..].join(" | ")
+            }
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_tail_is_its_last_eight_non_empty_lines_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let text: String = (1..=12).map(|i| format!("line {i}\n\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(
+            console_tail(&log),
+            "line 5 | line 6 | line 7 | line 8 | line 9 | line 10 | line 11 | line 12"
+        );
+        std::fs::write(&log, "\n \n").unwrap();
+        assert_eq!(console_tail(&log), "(none)");
+        let missing = console_tail(&dir.path().join("gone.log"));
+        assert!(
+            missing.starts_with("(cannot read ") && missing.contains("gone.log"),
+            "{missing}"
+        );
+    }
 
     #[test]
     fn codes_are_the_agents_wherever_it_refused() {

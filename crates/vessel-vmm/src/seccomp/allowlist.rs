@@ -140,6 +140,17 @@ const FILE_SERVER: &[libc::c_long] = &[
     libc::SYS_poll,
 ];
 
+/// A stdio or terminal relay: reads and writes on the sockets, pipes, files and terminals it
+/// holds (`recvfrom`/`sendto` are the standard library's socket reads and writes), and the
+/// half-close of a stream whose input ended.
+const RELAY: &[libc::c_long] = &[
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+];
+
 /// `_IOC(dir, 0xAE, nr, size)` of a KVM vCPU ioctl.
 const fn kvm_ioc(dir: u64, nr: u64, size: u64) -> u64 {
     (dir << 30) | (size << 16) | (0xAE << 8) | nr
@@ -214,6 +225,10 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             );
         }
         ThreadKind::FileServer => always(&mut rules, FILE_SERVER),
+        ThreadKind::Relay => {
+            always(&mut rules, RELAY);
+            rules.insert(libc::SYS_openat, vec![arg_is(2, READ_ONLY_FLAGS)?]);
+        }
     }
     Ok(rules)
 }

@@ -10,7 +10,7 @@
 //! ([`install`]): the vCPUs before their first `KVM_RUN`, the device thread before its first
 //! event, a file server once it is confined to its share. A filter binds the calling thread and
 //! threads it starts, not the rest of the process (no `TSYNC`), so the monitor's other threads
-//! (its control socket, the stdio relays) are untouched. `docs/threat-model.md` lists what each
+//! (its control socket, signal forwarding, the VM's watch) are untouched. `docs/threat-model.md` lists what each
 //! kind may call.
 //!
 //! Before its filter, a vCPU or device thread also gives up every capability (effective,
@@ -36,14 +36,18 @@ pub enum ThreadKind {
     Devices,
     /// A virtio-fs serving thread (`vessel-fs-<tag>`): FUSE requests against its share.
     FileServer,
+    /// A stdio or terminal relay of the monitor or of `vessel exec`/`run` (`stdout-relay`,
+    /// `tty-input`, ...): copies bytes the guest sends between descriptors it already holds.
+    Relay,
 }
 
 impl ThreadKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ThreadKind; 3] = [
+    pub const ALL: [ThreadKind; 4] = [
         ThreadKind::Vcpu,
         ThreadKind::Devices,
         ThreadKind::FileServer,
+        ThreadKind::Relay,
     ];
 }
 
@@ -53,6 +57,7 @@ impl fmt::Display for ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Devices => "device",
             ThreadKind::FileServer => "file server",
+            ThreadKind::Relay => "stdio relay",
         })
     }
 }
@@ -87,6 +92,12 @@ pub enum SeccompError {
         #[source]
         source: caps::errors::CapsError,
     },
+    /// An earlier compilation of the filters, shared by the process's relays, failed.
+    #[error("the stdio relays' seccomp filters did not compile: {message}")]
+    Precompiled {
+        /// The first compilation's error.
+        message: String,
+    },
     /// The kernel refused the filter (no seccomp support: `CONFIG_SECCOMP_FILTER`).
     #[error("cannot install the {kind} thread's seccomp filter (the host kernel needs CONFIG_SECCOMP_FILTER)")]
     Install {
@@ -104,7 +115,8 @@ pub struct Filters {
     vcpu: BpfProgram,
     devices: BpfProgram,
     file_server: BpfProgram,
-    /// Stacked under the vCPU's and device thread's own: `openat(..., O_RDONLY | O_CLOEXEC)`
+    relay: BpfProgram,
+    /// Stacked under the vCPU's, device thread's and relays' own: `openat(..., O_RDONLY | O_CLOEXEC)`
     /// fails with `ENOENT` instead of killing the process. glibc's `malloc` opens
     /// `/proc/sys/vm/overcommit_memory` that way the first time any thread shrinks a heap of a
     /// per-thread arena (`check_may_shrink_heap`), which can be one of these threads; without
@@ -122,6 +134,7 @@ impl Filters {
             vcpu: compile(ThreadKind::Vcpu)?,
             devices: compile(ThreadKind::Devices)?,
             file_server: compile(ThreadKind::FileServer)?,
+            relay: compile(ThreadKind::Relay)?,
             refuse_reads: compile_refuse_reads()?,
         })
     }
@@ -132,11 +145,12 @@ impl Filters {
             ThreadKind::Vcpu => &self.vcpu,
             ThreadKind::Devices => &self.devices,
             ThreadKind::FileServer => &self.file_server,
+            ThreadKind::Relay => &self.relay,
         }
     }
 
-    /// Installs the filter of `kind` on the calling thread, for good; a vCPU or device thread
-    /// drops all its capabilities first (see the module doc).
+    /// Installs the filter of `kind` on the calling thread, for good; every kind but the file
+    /// server drops all its capabilities first (see the module doc).
     ///
     /// # Errors
     /// The kernel refused the filter or the capability change.
@@ -148,6 +162,22 @@ impl Filters {
         }
         install(kind, self.program(kind))
     }
+}
+
+/// Confines the calling thread as a stdio relay ([`ThreadKind::Relay`]): no capabilities, the
+/// relay's filter. The filters are compiled once per process, on the first relay's call.
+///
+/// # Errors
+/// The filters could not be compiled, or the kernel refused the capability change or the filter.
+pub fn confine_relay() -> Result<(), SeccompError> {
+    static FILTERS: std::sync::OnceLock<Result<Filters, String>> = std::sync::OnceLock::new();
+    let filters = FILTERS
+        .get_or_init(|| Filters::compile().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|message| SeccompError::Precompiled {
+            message: message.clone(),
+        })?;
+    filters.install(ThreadKind::Relay)
 }
 
 /// Clears the calling thread's capability sets (ambient and inheritable first: they must stay

@@ -134,6 +134,10 @@ fn only_the_file_server_may_open_a_file_for_reading() {
         End::Signaled(libc::SIGSYS)
     );
     assert_eq!(
+        in_child(&f, ThreadKind::Relay, open_etc_passwd_for_reading),
+        End::Signaled(libc::SIGSYS)
+    );
+    assert_eq!(
         in_child(&f, ThreadKind::FileServer, open_etc_passwd_for_reading),
         End::Exited(0)
     );
@@ -150,7 +154,7 @@ fn only_the_device_thread_may_open_a_socket_and_only_a_unix_one() {
         in_child(&f, ThreadKind::Devices, inet_socket),
         End::Signaled(libc::SIGSYS)
     );
-    for kind in [ThreadKind::Vcpu, ThreadKind::FileServer] {
+    for kind in [ThreadKind::Vcpu, ThreadKind::FileServer, ThreadKind::Relay] {
         assert_eq!(
             in_child(&f, kind, unix_socket),
             End::Signaled(libc::SIGSYS),
@@ -164,6 +168,69 @@ fn a_vcpu_may_make_only_its_own_ioctls() {
     let f = Filters::compile().unwrap();
     assert_eq!(
         in_child(&f, ThreadKind::Vcpu, tty_ioctl),
+        End::Signaled(libc::SIGSYS)
+    );
+}
+
+/// The descriptors `relay_a_socket_to_a_pipe` uses: a socket pair and a pipe's write end, made
+/// before the fork (a relay holds its descriptors before its filter).
+static RELAY_FDS: [std::sync::atomic::AtomicI32; 3] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; 3];
+
+/// What a relay does: reads a socket, writes a pipe, half-closes the socket; exits 5 when a
+/// call failed.
+fn relay_a_socket_to_a_pipe() {
+    let [a, b, out] = RELAY_FDS
+        .each_ref()
+        .map(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+    let mut byte = [0u8; 1];
+    // SAFETY: send/recv/write on descriptors the test made, from and into local buffers.
+    let ok = unsafe {
+        libc::send(b, b"x".as_ptr().cast(), 1, 0) == 1
+            && libc::recv(a, byte.as_mut_ptr().cast(), 1, 0) == 1
+            && libc::write(out, byte.as_ptr().cast(), 1) == 1
+            && libc::shutdown(a, libc::SHUT_WR) == 0
+            && libc::close(a) == 0
+    };
+    if !ok {
+        // SAFETY: as in `in_child`.
+        unsafe { libc::_exit(5) };
+    }
+}
+
+#[test]
+fn a_relay_may_move_bytes_between_descriptors_it_holds() {
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    let f = Filters::compile().unwrap();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (mut from_child, to_parent) = std::io::pipe().unwrap();
+    let fds = [a.into_raw_fd(), b.into_raw_fd(), to_parent.into_raw_fd()];
+    for (slot, fd) in RELAY_FDS.iter().zip(fds) {
+        slot.store(fd, std::sync::atomic::Ordering::SeqCst);
+    }
+    assert_eq!(
+        in_child(&f, ThreadKind::Relay, relay_a_socket_to_a_pipe),
+        End::Exited(0)
+    );
+    for fd in fds {
+        // SAFETY: closes the descriptors made above, which nothing else owns.
+        unsafe { libc::close(fd) };
+    }
+    let mut got = Vec::new();
+    from_child.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"x");
+}
+
+#[test]
+fn a_relay_may_not_open_a_socket_or_make_an_ioctl() {
+    let f = Filters::compile().unwrap();
+    assert_eq!(
+        in_child(&f, ThreadKind::Relay, tty_ioctl),
+        End::Signaled(libc::SIGSYS)
+    );
+    assert_eq!(
+        in_child(&f, ThreadKind::Relay, inet_socket),
         End::Signaled(libc::SIGSYS)
     );
 }
@@ -236,9 +303,9 @@ fn open_etc_passwd_read_only_cloexec() {
 }
 
 #[test]
-fn glibcs_read_only_open_fails_with_enoent_on_the_vcpus_and_the_device_thread() {
+fn glibcs_read_only_open_fails_with_enoent_on_every_kind_but_the_file_server() {
     let f = Filters::compile().unwrap();
-    for kind in [ThreadKind::Vcpu, ThreadKind::Devices] {
+    for kind in [ThreadKind::Vcpu, ThreadKind::Devices, ThreadKind::Relay] {
         assert_eq!(
             in_child(&f, kind, open_etc_passwd_read_only_cloexec),
             End::Exited(0),

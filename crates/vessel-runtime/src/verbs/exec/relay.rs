@@ -140,6 +140,7 @@ fn relay_process(
         return 255;
     };
     std::thread::spawn(move || {
+        crate::host::output::confine_relay("stdin-relay");
         let _ = vessel_protocol::stdio::relay(stdin, &input);
         let _ = input.shutdown(Shutdown::Write);
     });
