@@ -206,6 +206,11 @@ fn lab_create_start_state_kill_delete() {
             assert_eq!(cap(t), 0, "{t:?} holds capabilities");
         }
     }
+    let watch: Vec<_> = threads.iter().filter(|t| t.0 == "vm-watch").collect();
+    assert!(
+        watch.len() == 1 && cap(watch[0]) == 0x20_1002,
+        "the VM's watch thread keeps NET_ADMIN, SYS_ADMIN, DAC_OVERRIDE: {watch:?}"
+    );
     let main_name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     let after_set_up: Vec<_> = threads.iter().filter(|t| t.0 == main_name.trim()).collect();
     assert!(

@@ -296,6 +296,11 @@ impl MicroVmSandbox {
         std::thread::Builder::new()
             .name("vm-watch".to_owned())
             .spawn(move || {
+                // Started during set-up, with the monitor's set: it keeps what the main thread
+                // keeps after set-up (the VM's teardown needs no more).
+                if let Err(e) = capabilities::limit(&capabilities::AFTER_SET_UP) {
+                    log::warn!("vm-watch: {}", vessel_error::chain(&e));
+                }
                 let reason = watch.wait();
                 if stopping.load(Ordering::SeqCst) {
                     return;

@@ -77,12 +77,14 @@ pub fn enter<T>(dir: &Path, open: impl FnOnce() -> Result<T, FsError>) -> Result
     // recursive bind taken afterwards would contain the tmpfs itself).
     let tree = open_tree(dir).map_err(err("open_tree share"))?;
     let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // Bounded: it holds only the few mount-point directories below, and nothing else may grow
+    // in it (one page, 16 inodes).
     mount(
         Some("vessel-fs"),
         dir,
         Some("tmpfs"),
         noexec,
-        Some("mode=0700"),
+        Some("mode=0700,size=4k,nr_inodes=16"),
     )
     .map_err(err("mount staging tmpfs"))?;
     for sub in [SHARE_ENTRY, PROC_ENTRY] {
