@@ -1,8 +1,10 @@
 //! `kill`: send a signal to the container's init (runc kill.go).
 
+use std::time::{Duration, Instant};
+
 use vessel_protocol::Code;
 
-use crate::host::state::{StateError, StateStore, Status, MONITOR_SOCKET};
+use crate::host::state::{ContainerRecord, StateError, StateStore, Status, MONITOR_SOCKET};
 use crate::monitor::control::{self, ControlError, ControlRequest};
 
 /// Errors of [`kill`].
@@ -53,8 +55,34 @@ pub fn kill(store: &StateStore, id: &str, signal: i32, all: bool) -> Result<(), 
     let socket = store.container_dir(id)?.join(MONITOR_SOCKET);
     match control::call(&socket, &ControlRequest::Signal { signal, all }) {
         Ok(()) => Ok(()),
-        // The monitor exited between the status check and the call.
-        Err(ControlError::ConnectMonitor { .. }) if record.status() == Status::Stopped => stopped(),
+        // The monitor exited between the status check and the call, or is exiting under it (the
+        // guest ended: the agent's connection broke, or the monitor's did): the container is
+        // stopped, as a `kill` racing the init's exit finds it under runc. Not when the agent
+        // itself answered (an error with a code).
+        Err(source) if source.code().is_none() && ends_soon(&record) => {
+            log::debug!(
+                "kill: the monitor ended during the call: {}",
+                vessel_error::chain(&source)
+            );
+            stopped()
+        }
         Err(source) => Err(KillError::SendSignal { signal, source }),
+    }
+}
+
+/// How long a failed call waits for the monitor to be gone before its error is reported.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the container's monitor is gone, or goes within [`EXIT_GRACE`].
+fn ends_soon(record: &ContainerRecord) -> bool {
+    let deadline = Instant::now() + EXIT_GRACE;
+    loop {
+        if record.status() == Status::Stopped {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

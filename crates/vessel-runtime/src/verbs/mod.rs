@@ -88,4 +88,55 @@ mod tests {
         monitor.join().unwrap();
         assert_eq!(store.load("c1").unwrap().status, Status::Created);
     }
+
+    /// A monitor that drops the connection of a `kill` as it exits (the guest ended under it):
+    /// the container is stopped, with runc's error (none with `--all`); a monitor that drops it
+    /// and lives on is a failure to signal.
+    #[test]
+    fn kill_of_a_monitor_that_exits_during_the_call_finds_the_container_stopped() {
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let (dir, lock) = store.create_dir("c1").unwrap();
+        drop(lock);
+        let listener = UnixListener::bind(dir.join(MONITOR_SOCKET)).unwrap();
+        let drops = std::thread::spawn(move || {
+            for _ in 0..3 {
+                drop(listener.accept().unwrap());
+            }
+        });
+        let save = |pid: i32| {
+            let start = crate::host::procfs::stat(pid).unwrap().start_time;
+            let mut record = crate::host::state::tests::record("c1", pid, start);
+            record.status = Status::Running;
+            store.save(&record).unwrap();
+        };
+
+        // The "monitor" exits 0.3 s after the call broke: within the grace.
+        let mut dying = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        save(dying.id() as i32);
+        assert!(matches!(
+            kill::kill(&store, "c1", 9, false),
+            Err(kill::KillError::SignalStopped)
+        ));
+        dying.wait().unwrap();
+        let mut dying = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        save(dying.id() as i32);
+        kill::kill(&store, "c1", 9, true).unwrap();
+        dying.wait().unwrap();
+
+        // This test process as the monitor: alive past the grace, so the broken call is an error.
+        save(std::process::id() as i32);
+        let e = kill::kill(&store, "c1", 15, false).unwrap_err();
+        assert!(
+            matches!(&e, kill::KillError::SendSignal { signal: 15, source } if source.code().is_none()),
+            "{e:?}"
+        );
+        drops.join().unwrap();
+    }
 }
