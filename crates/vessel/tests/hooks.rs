@@ -400,13 +400,24 @@ fn wait_dead(pid: i64, what: &str) {
     }
 }
 
-/// The PID a hook wrote to `path`.
+/// The PID a hook wrote to `path`, once it is all there: the file can exist before the hook's
+/// shell has written into it (`echo $$ > file` creates, then writes). Up to 5 s.
 fn read_pid(path: &Path) -> i64 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap();
+        if let Ok(pid) = text.trim().parse() {
+            if text.ends_with('\n') {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "{} holds {text:?}, not a PID",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Lines of /proc/self/mountinfo that name `dir` (mount points or sources below it).

@@ -264,15 +264,18 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         terminal: slave,
         netns,
     };
-    let forked = fork_monitor(monitor, Arc::clone(&sandbox), &mut lock, &parent_only);
-    // With create hooks: caught from the first hook on, and held to the end, so that a second
-    // signal cannot cut the clean-up of a failed create short (nor a late one the writing of the
-    // console and pid-file of a created container); dropped, it delivers any still queued.
-    let mut interrupts: Option<Interrupts> = None;
-    let result = forked.and_then(|pid| {
-        let finish = || -> Result<Created, CreateError> {
+    // Recorded as soon as the monitor exists, as `creating` (runc's status while it creates), so
+    // that a create killed at any later point, during the guest's boot as during the hooks,
+    // leaves the monitor's PID for `delete --force` (which then kills it and cleans up).
+    let mut recorded: Option<ContainerRecord> = None;
+    let forked = fork_monitor(
+        monitor,
+        Arc::clone(&sandbox),
+        &mut lock,
+        &parent_only,
+        &mut |pid| {
             let start = procfs::stat(pid.as_raw()).map_err(CreateError::StatMonitor)?;
-            let mut record = ContainerRecord {
+            let record = ContainerRecord {
                 id: opts.id.clone(),
                 oci_version: bundle.spec.version().clone(),
                 bundle: bundle.path.clone(),
@@ -291,9 +294,20 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
                 pod: pod.as_ref().map(|p| p.sandbox.clone()),
                 vm_size: pod.is_none().then_some(size),
             };
-            // Recorded now, as `creating` (which no command reports), so that a create killed
-            // outright during its hooks leaves the monitor's PID for `delete`.
             store.save(&record)?;
+            recorded = Some(record);
+            Ok(())
+        },
+    );
+    // With create hooks: caught from the first hook on, and held to the end, so that a second
+    // signal cannot cut the clean-up of a failed create short (nor a late one the writing of the
+    // console and pid-file of a created container); dropped, it delivers any still queued.
+    let mut interrupts: Option<Interrupts> = None;
+    let result = forked.and_then(|pid| {
+        let finish = || -> Result<Created, CreateError> {
+            let mut record = recorded
+                .take()
+                .expect("recorded when the monitor was forked");
             if record.hooks.is_some() {
                 // runc runs prestart and createRuntime in its create process once init's PID is
                 // known, and createContainer inside the container before pivot_root. Vessel
@@ -458,15 +472,16 @@ fn open_terminal(
     Ok((console::open_pty(size)?, socket))
 }
 
-/// Forks the monitor and waits for its report; returns its PID once it says `created`. The
-/// monitor closes its inherited copy of `lock` (the parent keeps holding it) and the fds in
-/// `parent_only` (the pty master and console socket); the host pty slave in `config` goes to
-/// the monitor only.
+/// Forks the monitor, has `forked` record it, and waits for its report; returns its PID once it
+/// says `created`. The monitor closes its inherited copy of `lock` (the parent keeps holding it)
+/// and the fds in `parent_only` (the pty master and console socket); the host pty slave in
+/// `config` goes to the monitor only. A monitor that `forked` fails for is killed.
 fn fork_monitor(
     config: MonitorConfig,
     sandbox: Arc<dyn sandbox::Sandbox>,
     lock: &mut Option<ContainerLock>,
     parent_only: &[i32],
+    forked: &mut dyn FnMut(Pid) -> Result<(), CreateError>,
 ) -> Result<Pid, CreateError> {
     let (read, write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CreateError::CreatePipe)?;
@@ -488,6 +503,11 @@ fn fork_monitor(
             drop(write);
             // Only the monitor holds the pty slave: the caller's EOF on the master depends on it.
             drop(config);
+            if let Err(e) = forked(child) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
             let mut line = String::new();
             let _ = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
             let line = line.trim_end();
