@@ -354,6 +354,27 @@ impl MicroVmSandbox {
     }
 }
 
+impl MicroVmSandbox {
+    /// `e` from the agent's create of the container: as it is unless the call to the agent
+    /// broke (not a refusal, which is the spec's error as runc words it); then
+    /// ([`Self::lost_or`]: the guest may have ended) with the guest console's last lines, since
+    /// the log goes with the failed create's directory.
+    fn failed_at_create(&self, e: SandboxError) -> SandboxError {
+        let broke = matches!(
+            &e,
+            SandboxError::CallAgent { source, .. }
+                if !matches!(source, vessel_protocol::ClientError::Refuse { .. })
+        );
+        if !broke {
+            return e;
+        }
+        SandboxError::FailedAtCreate {
+            source: Box::new(self.lost_or(e)),
+            last_lines: super::console_tail(&self.state_dir.join(CONSOLE_LOG)),
+        }
+    }
+}
+
 /// Whether a failed call had an answer that stopping the VM would not change: the guest is
 /// already gone, or the agent refused the request (for a signal: the process has exited).
 fn lost_or_refused(e: &SandboxError) -> bool {
@@ -422,7 +443,9 @@ impl Sandbox for MicroVmSandbox {
             ),
             ..bundle.clone()
         };
-        self.agent.create_container(id, &guest_bundle, io)?;
+        self.agent
+            .create_container(id, &guest_bundle, io)
+            .map_err(|e| self.failed_at_create(e))?;
         // For the containers that join this one's pod (crate::sandbox::pod).
         if let Some(pid) = self.agent.init_pid() {
             crate::host::state::write_atomic(

@@ -86,6 +86,17 @@ pub enum SandboxError {
         /// The guest's console log.
         console: std::path::PathBuf,
     },
+    /// The guest failed a step of `create` other than by refusing it (the agent's connection
+    /// broke, the VM ended): the console log goes with the failed container's state directory,
+    /// so the error carries its last lines.
+    #[error("the guest failed during create (its console's last lines: {last_lines})")]
+    FailedAtCreate {
+        /// The guest console's last lines ([`console_tail`]).
+        last_lines: String,
+        /// What failed.
+        #[source]
+        source: Box<SandboxError>,
+    },
     /// The agent did not answer in time (at create: the console log goes with the failed
     /// container's state directory, so the error carries its last lines).
     #[error("the guest agent did not answer within {waited:?}; the guest console's last lines: {last_lines}")]
