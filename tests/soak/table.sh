@@ -16,10 +16,10 @@ all=$1 leaksf=$2; shift 2
 printf '%-22s %s\n' fault injected
 for f in "$@"; do printf '%-22s %s\n' "$f" "$(awk -F'\t' -v f="$f" '$1=="F" && $3==f' "$all" | wc -l)"; done
 echo
-printf '%-18s %6s %6s %8s %8s %10s %7s %5s %5s\n' command run ok expected killed unexpected unclear hung gone
+printf '%-18s %6s %6s %8s %8s %10s %7s %5s %5s %6s\n' command run ok expected killed unexpected unclear hung gone wedged
 awk -F'\t' '$1=="R" {n[$4]++; o[$4","$6]++} END {
-  for (c in n) printf "%-18s %6d %6d %8d %8d %10d %7d %5d %5d\n", c, n[c], o[c",ok"], o[c",expected"],
-    o[c",killed"], o[c",unexpected"], o[c",unclear"], o[c",hung"], o[c",gone"] }' "$all" | sort
+  for (c in n) printf "%-18s %6d %6d %8d %8d %10d %7d %5d %5d %6d\n", c, n[c], o[c",ok"], o[c",expected"],
+    o[c",killed"], o[c",unexpected"], o[c",unclear"], o[c",hung"], o[c",gone"], o[c",wedged"] }' "$all" | sort
 echo
 echo "failures and why (count, command, outcome, message):"
 awk -F'\t' '$1=="R" && $6!="ok" && $6!="killed" && $6!="gone" {print $4 " [" $6 "] " $7}' "$all" |

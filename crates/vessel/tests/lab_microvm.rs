@@ -221,6 +221,12 @@ fn lab_create_start_state_kill_delete() {
         after_set_up.iter().all(|t| cap(t) == 0x20_1002),
         "the monitor's threads after set-up: {after_set_up:?}"
     );
+    // And under the monitor's filter of calls it never makes (vessel_vmm::seccomp::
+    // confine_monitor): the main thread, the control and signal threads, vm-watch.
+    assert!(
+        after_set_up.iter().chain(&watch).all(|t| t.1 == "2"),
+        "the monitor's threads not filtered: {threads:?}"
+    );
 
     let denied = lab.cmd(&["delete", "lab-life"]).output().unwrap();
     assert_eq!(denied.status.code(), Some(1));

@@ -301,6 +301,9 @@ impl MicroVmSandbox {
                 if let Err(e) = capabilities::limit(&capabilities::AFTER_SET_UP) {
                     log::warn!("vm-watch: {}", vessel_error::chain(&e));
                 }
+                if let Err(e) = vessel_vmm::seccomp::confine_monitor() {
+                    log::warn!("vm-watch: {}", vessel_error::chain(&e));
+                }
                 let reason = watch.wait();
                 if stopping.load(Ordering::SeqCst) {
                     return;
@@ -461,7 +464,10 @@ impl Sandbox for MicroVmSandbox {
         self.configure_network()?;
         // Set up: the rest of the monitor's life (control requests, the late wiring, the
         // teardown) needs only these, and the threads the monitor starts next inherit them.
-        capabilities::limit(&capabilities::AFTER_SET_UP).map_err(SandboxError::LimitCapabilities)
+        capabilities::limit(&capabilities::AFTER_SET_UP)
+            .map_err(SandboxError::LimitCapabilities)?;
+        // And the calls none of them makes are refused (vessel_vmm::seccomp::confine_monitor).
+        vessel_vmm::seccomp::confine_monitor().map_err(SandboxError::ConfineMonitor)
     }
 
     /// Before `process.args` runs, interfaces that came after create (Docker's, moved in by its

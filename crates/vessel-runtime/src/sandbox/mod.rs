@@ -54,6 +54,9 @@ pub enum SandboxError {
     /// The monitor could not give up the capabilities it does not need.
     #[error("limit the monitor's capabilities")]
     LimitCapabilities(#[source] crate::host::capabilities::CapabilitiesError),
+    /// The monitor's seccomp filter could not be installed once the container was set up.
+    #[error("put the monitor under its seccomp filter")]
+    ConfineMonitor(#[source] vessel_vmm::seccomp::SeccompError),
     /// The container's virtio-fs share could not be prepared or taken down.
     #[error("prepare the container's file share")]
     PrepareShare(#[source] crate::sandbox::share::ShareError),

@@ -482,7 +482,8 @@ impl Sandbox for PodMemberSandbox {
         // What the rest of a monitor's life needs (its share's unmounting, the state
         // directory); the threads it starts next inherit them.
         crate::host::capabilities::limit(&crate::host::capabilities::AFTER_SET_UP)
-            .map_err(SandboxError::LimitCapabilities)
+            .map_err(SandboxError::LimitCapabilities)?;
+        vessel_vmm::seccomp::confine_monitor().map_err(SandboxError::ConfineMonitor)
     }
 
     fn start(&self) -> Result<(), SandboxError> {

@@ -2,6 +2,7 @@
 //! the lab's real workloads (podman's bridge network, exec, pause and resume, update, a file
 //! system workout on the share), plus those its code paths can reach that a run may not show
 //! (a panic's abort, the console log's rotation, every FUSE operation the file server answers).
+//! The monitor's list is the other way round: the calls it never makes ([`MONITOR_DENIED`]).
 //! `docs/threat-model.md` lists them; keep the two together.
 
 use std::collections::BTreeMap;
@@ -151,6 +152,45 @@ const RELAY: &[libc::c_long] = &[
     libc::SYS_shutdown,
 ];
 
+/// What the monitor's threads never make once the container is set up (the one list of calls
+/// denied rather than allowed): a program run, another process traced or its memory read,
+/// kernel code or BPF loaded, the host rebooted, its clock, name, keys, swap or accounting
+/// changed, a new root, raw port I/O, a file opened by handle.
+pub(super) const MONITOR_DENIED: &[libc::c_long] = &[
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_personality,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_open_by_handle_at,
+];
+
 /// `_IOC(dir, 0xAE, nr, size)` of a KVM vCPU ioctl.
 const fn kvm_ioc(dir: u64, nr: u64, size: u64) -> u64 {
     (dir << 30) | (size << 16) | (0xAE << 8) | nr
@@ -197,6 +237,10 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             rules.insert(c, Vec::new());
         }
     };
+    if kind == ThreadKind::Monitor {
+        always(&mut rules, MONITOR_DENIED);
+        return Ok(rules);
+    }
     always(&mut rules, COMMON);
     match kind {
         ThreadKind::Vcpu => {
@@ -229,6 +273,8 @@ pub(super) fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             always(&mut rules, RELAY);
             rules.insert(libc::SYS_openat, vec![arg_is(2, READ_ONLY_FLAGS)?]);
         }
+        // Its list is of the calls denied, made above.
+        ThreadKind::Monitor => {}
     }
     Ok(rules)
 }

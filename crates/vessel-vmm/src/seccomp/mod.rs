@@ -9,8 +9,9 @@
 //! thread installs its own after its set-up and before it handles anything from the guest
 //! ([`install`]): the vCPUs before their first `KVM_RUN`, the device thread before its first
 //! event, a file server once it is confined to its share. A filter binds the calling thread and
-//! threads it starts, not the rest of the process (no `TSYNC`), so the monitor's other threads
-//! (its control socket, signal forwarding, the VM's watch) are untouched. `docs/threat-model.md` lists what each
+//! threads it starts, not the rest of the process (no `TSYNC`). The monitor's own threads, which
+//! tear the container down and so need much of the system call table, get a list of what they
+//! never make instead ([`confine_monitor`]: no `execve`, `ptrace`, module loading, `bpf`, ...). `docs/threat-model.md` lists what each
 //! kind may call.
 //!
 //! Before its filter, a vCPU or device thread also gives up every capability (effective,
@@ -39,15 +40,21 @@ pub enum ThreadKind {
     /// A stdio or terminal relay of the monitor or of `vessel exec`/`run` (`stdout-relay`,
     /// `tty-input`, ...): copies bytes the guest sends between descriptors it already holds.
     Relay,
+    /// The monitor's own threads once the container is set up (its main thread, and so its
+    /// control and signal-forwarding threads, started after; `vm-watch`): they tear the
+    /// container down (unmounts, netlink, cgroups), so theirs is a list of the calls they never
+    /// make (`allowlist::MONITOR_DENIED`), not of those they may.
+    Monitor,
 }
 
 impl ThreadKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Vcpu,
         ThreadKind::Devices,
         ThreadKind::FileServer,
         ThreadKind::Relay,
+        ThreadKind::Monitor,
     ];
 }
 
@@ -58,6 +65,7 @@ impl fmt::Display for ThreadKind {
             ThreadKind::Devices => "device",
             ThreadKind::FileServer => "file server",
             ThreadKind::Relay => "stdio relay",
+            ThreadKind::Monitor => "monitor",
         })
     }
 }
@@ -92,8 +100,9 @@ pub enum SeccompError {
         #[source]
         source: caps::errors::CapsError,
     },
-    /// An earlier compilation of the filters, shared by the process's relays, failed.
-    #[error("the stdio relays' seccomp filters did not compile: {message}")]
+    /// An earlier compilation of the filters, shared by the process's relays and monitor
+    /// threads, failed.
+    #[error("the seccomp filters did not compile: {message}")]
     Precompiled {
         /// The first compilation's error.
         message: String,
@@ -116,6 +125,7 @@ pub struct Filters {
     devices: BpfProgram,
     file_server: BpfProgram,
     relay: BpfProgram,
+    monitor: BpfProgram,
     /// Stacked under the vCPU's, device thread's and relays' own: `openat(..., O_RDONLY | O_CLOEXEC)`
     /// fails with `ENOENT` instead of killing the process. glibc's `malloc` opens
     /// `/proc/sys/vm/overcommit_memory` that way the first time any thread shrinks a heap of a
@@ -135,6 +145,7 @@ impl Filters {
             devices: compile(ThreadKind::Devices)?,
             file_server: compile(ThreadKind::FileServer)?,
             relay: compile(ThreadKind::Relay)?,
+            monitor: compile(ThreadKind::Monitor)?,
             refuse_reads: compile_refuse_reads()?,
         })
     }
@@ -146,17 +157,18 @@ impl Filters {
             ThreadKind::Devices => &self.devices,
             ThreadKind::FileServer => &self.file_server,
             ThreadKind::Relay => &self.relay,
+            ThreadKind::Monitor => &self.monitor,
         }
     }
 
     /// Installs the filter of `kind` on the calling thread, for good; every kind but the file
-    /// server drops all its capabilities first (see the module doc).
+    /// server and the monitor drops all its capabilities first (see the module doc).
     ///
     /// # Errors
     /// The kernel refused the filter or the capability change.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
         // The refusal goes first: the kind's own filter does not allow `seccomp` itself.
-        if kind != ThreadKind::FileServer {
+        if !matches!(kind, ThreadKind::FileServer | ThreadKind::Monitor) {
             drop_capabilities(kind)?;
             install(kind, &self.refuse_reads)?;
         }
@@ -170,14 +182,29 @@ impl Filters {
 /// # Errors
 /// The filters could not be compiled, or the kernel refused the capability change or the filter.
 pub fn confine_relay() -> Result<(), SeccompError> {
+    process_filters()?.install(ThreadKind::Relay)
+}
+
+/// Puts the calling thread of the monitor, once the container is set up, under the monitor's
+/// filter ([`ThreadKind::Monitor`]); the threads it starts afterwards inherit it. Its
+/// capabilities are left as they are.
+///
+/// # Errors
+/// The filters could not be compiled, or the kernel refused the filter.
+pub fn confine_monitor() -> Result<(), SeccompError> {
+    process_filters()?.install(ThreadKind::Monitor)
+}
+
+/// The filters of every kind, compiled once per process (for the threads that confine
+/// themselves outside a VM's set-up).
+fn process_filters() -> Result<&'static Filters, SeccompError> {
     static FILTERS: std::sync::OnceLock<Result<Filters, String>> = std::sync::OnceLock::new();
-    let filters = FILTERS
+    FILTERS
         .get_or_init(|| Filters::compile().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|message| SeccompError::Precompiled {
             message: message.clone(),
-        })?;
-    filters.install(ThreadKind::Relay)
+        })
 }
 
 /// Clears the calling thread's capability sets (ambient and inheritable first: they must stay
@@ -216,15 +243,15 @@ fn install(kind: ThreadKind, program: &BpfProgram) -> Result<(), SeccompError> {
     seccompiler::apply_filter(program).map_err(|source| SeccompError::Install { kind, source })
 }
 
-/// `kind`'s allowlist: its calls allowed, any other call kills the process.
+/// `kind`'s allowlist: its calls allowed, any other call kills the process. The monitor's is
+/// the other way round: its calls kill the process, any other is allowed.
 fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     let rules = allowlist::rules(kind).map_err(|source| SeccompError::Build { kind, source })?;
-    build(
-        kind,
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-    )
+    let (mismatch, on_match) = match kind {
+        ThreadKind::Monitor => (SeccompAction::Allow, SeccompAction::KillProcess),
+        _ => (SeccompAction::KillProcess, SeccompAction::Allow),
+    };
+    build(kind, rules, mismatch, on_match)
 }
 
 /// Compiles `rules` to BPF: `on_match` for a call its rules match, `mismatch` for any other.

@@ -235,6 +235,43 @@ fn a_relay_may_not_open_a_socket_or_make_an_ioctl() {
     );
 }
 
+fn load_a_module() {
+    // SAFETY: finit_module(2) on an invalid descriptor with a static empty string.
+    unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) };
+}
+
+fn load_bpf() {
+    // SAFETY: bpf(2) with a null attribute pointer and size 0: fails if it is let through.
+    unsafe { libc::syscall(libc::SYS_bpf, 0, std::ptr::null::<u8>(), 0) };
+}
+
+fn unmount_nothing() {
+    // SAFETY: umount2(2) of a static path that is not a mount point: fails with EINVAL/ENOENT.
+    unsafe { libc::umount2(c"/nonexistent-vessel-test".as_ptr(), 0) };
+}
+
+/// The monitor's threads may do what its teardown does (files, sockets, unmounts) but never
+/// load kernel code or BPF.
+#[test]
+fn the_monitor_may_tear_down_but_not_load_code_into_the_kernel() {
+    let f = Filters::compile().unwrap();
+    for call in [
+        open_etc_passwd_for_reading as fn(),
+        unix_socket,
+        inet_socket,
+        unmount_nothing,
+        tty_ioctl,
+    ] {
+        assert_eq!(in_child(&f, ThreadKind::Monitor, call), End::Exited(0));
+    }
+    for call in [load_a_module as fn(), load_bpf] {
+        assert_eq!(
+            in_child(&f, ThreadKind::Monitor, call),
+            End::Signaled(libc::SIGSYS)
+        );
+    }
+}
+
 fn set_stdin_nonblocking_by_ioctl() {
     let mut on: libc::c_int = 0;
     // SAFETY: FIONBIO reads one int from a local (0: leaves the descriptor blocking).
@@ -303,7 +340,7 @@ fn open_etc_passwd_read_only_cloexec() {
 }
 
 #[test]
-fn glibcs_read_only_open_fails_with_enoent_on_every_kind_but_the_file_server() {
+fn glibcs_read_only_open_fails_with_enoent_on_the_vcpus_the_device_thread_and_the_relays() {
     let f = Filters::compile().unwrap();
     for kind in [ThreadKind::Vcpu, ThreadKind::Devices, ThreadKind::Relay] {
         assert_eq!(
