@@ -112,7 +112,7 @@ pub enum StateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// Recorded by `create` while its create hooks run; never reported. runc writes state.json
+    /// Recorded by `create` from the monitor's fork until its create hooks end; never reported. runc writes state.json
     /// only once those hooks have succeeded (libcontainer process_linux.go `initProcess.start`:
     /// the hooks run at `procHooks`, `updateState` at `procReady`), so until then `state`,
     /// `kill`, `delete`, `start` ... say `container does not exist`: [`StateStore::load`] and

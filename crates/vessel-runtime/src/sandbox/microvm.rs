@@ -142,8 +142,6 @@ impl MicroVmSandbox {
         }
     }
 
-    /// Runs `f` (a request to the agent) with the vCPUs running; when `pause` had paused them,
-    /// they are paused again afterwards unless `keep_running`.
     /// Whether a pod member's entry is in this VM's share (`share/pods/<id>`, made by the
     /// member's create in this monitor's mount namespace and removed by its delete).
     fn hosts_pod_members(&self) -> bool {
@@ -152,6 +150,8 @@ impl MicroVmSandbox {
             .unwrap_or(false)
     }
 
+    /// Runs `f` (a request to the agent) with the vCPUs running; when `pause` had paused them,
+    /// they are paused again afterwards unless `keep_running`.
     fn with_vcpus<T>(
         &self,
         keep_running: bool,
@@ -363,11 +363,13 @@ impl MicroVmSandbox {
     /// ([`Self::lost_or`]: the guest may have ended) with the guest console's last lines, since
     /// the log goes with the failed create's directory.
     fn failed_at_create(&self, e: SandboxError) -> SandboxError {
-        let broke = matches!(
-            &e,
-            SandboxError::CallAgent { source, .. }
-                if !matches!(source, vessel_protocol::ClientError::Refuse { .. })
-        );
+        let broke = match &e {
+            SandboxError::CallAgent { source, .. } => {
+                !matches!(source, vessel_protocol::ClientError::Refuse { .. })
+            }
+            SandboxError::ConnectAgent { .. } => true,
+            _ => false,
+        };
         if !broke {
             return e;
         }

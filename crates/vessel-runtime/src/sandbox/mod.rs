@@ -382,9 +382,17 @@ pub fn console_tail(path: &std::path::Path) -> String {
     };
     match read() {
         Ok(text) => {
-            let lines: Vec<&str> = text
+            // What the guest wrote, minus control characters (escape sequences would reach the
+            // caller's terminal or log through the error).
+            let lines: Vec<String> = text
                 .lines()
-                .map(str::trim)
+                .map(|l| {
+                    l.chars()
+                        .filter(|c| !c.is_control())
+                        .collect::<String>()
+                        .trim()
+                        .to_owned()
+                })
                 .filter(|l| !l.is_empty())
                 .collect();
             if lines.is_empty() {
@@ -413,6 +421,8 @@ mod tests {
         );
         std::fs::write(&log, "\n \n").unwrap();
         assert_eq!(console_tail(&log), "(none)");
+        std::fs::write(&log, "\x1b[31mKernel panic\x1b[0m\r\n\x07").unwrap();
+        assert_eq!(console_tail(&log), "[31mKernel panic[0m");
         let missing = console_tail(&dir.path().join("gone.log"));
         assert!(
             missing.starts_with("(cannot read ") && missing.contains("gone.log"),

@@ -373,6 +373,11 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
         })
     });
     if result.is_err() {
+        // A pod member's monitor may have created it in the sandbox's guest and attached its
+        // entries to the sandbox's share before it was killed: both are taken out again.
+        if let Some(p) = &pod {
+            crate::sandbox::pod::release(store, &p.sandbox, &opts.id);
+        }
         // The monitor is dead and reaped by now: its cgroup is empty.
         if let Some(c) = &cgroup {
             let _ = cgroup::remove(c);

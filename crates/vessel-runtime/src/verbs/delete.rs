@@ -8,9 +8,10 @@
 //! - unknown ID: a leftover `<root>/<id>` is removed anyway; exit 0 with `--force`;
 //! - a container whose `create` still runs its create hooks does not exist yet (runc has no
 //!   state.json then): `container does not exist`, exit 0 with `--force`, and the create goes
-//!   on untouched; the record of a `create` killed outright during its hooks (status
-//!   `creating`, nobody holding the lock) is a leftover: its monitor is killed, its cgroup and
-//!   directory removed, no hooks run, and it is reported as not existing.
+//!   on untouched; the record of a `create` killed outright during the guest's boot or its
+//!   hooks (status `creating`, nobody holding the lock) is a leftover: its monitor is killed,
+//!   its network redirects, pod entries, cgroup and directory removed, no hooks run, and it is
+//!   reported as not existing.
 //!
 //! Once the container's resources are gone, its `poststop` hooks run with status `stopped`;
 //! a failing one is logged as a warning and the others still run (spec runtime.md; runc logs
@@ -69,8 +70,10 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     let record = match store.load_any(id) {
         Ok(r) if r.status == Status::Creating => {
             // We hold the lock, so the create that recorded this is gone (killed outright
-            // during its hooks): the container never existed, but its monitor may still run.
+            // during the guest's boot or its hooks): the container never existed, but its
+            // monitor may still run.
             kill_monitor(&r)?;
+            remove_network_leftovers(store, id);
             if let Some(sandbox) = &r.pod {
                 crate::sandbox::pod::release(store, sandbox, id);
             }

@@ -126,6 +126,12 @@ pub struct Filters {
     file_server: BpfProgram,
     relay: BpfProgram,
     monitor: BpfProgram,
+    /// Stacked under the monitor's denylist: any x32 system call (number with
+    /// `__X32_SYSCALL_BIT`) kills the process. The arch field of an x32 call is x86_64's, so
+    /// the denylist, which lets through every number not on it, would let `execve` in by its
+    /// x32 number on a kernel built with `CONFIG_X86_X32_ABI`; the allowlists need no such
+    /// guard (a number not on them kills).
+    no_x32: BpfProgram,
     /// Stacked under the vCPU's, device thread's and relays' own: `openat(..., O_RDONLY | O_CLOEXEC)`
     /// fails with `ENOENT` instead of killing the process. glibc's `malloc` opens
     /// `/proc/sys/vm/overcommit_memory` that way the first time any thread shrinks a heap of a
@@ -146,6 +152,7 @@ impl Filters {
             file_server: compile(ThreadKind::FileServer)?,
             relay: compile(ThreadKind::Relay)?,
             monitor: compile(ThreadKind::Monitor)?,
+            no_x32: no_x32(),
             refuse_reads: compile_refuse_reads()?,
         })
     }
@@ -171,6 +178,9 @@ impl Filters {
         if !matches!(kind, ThreadKind::FileServer | ThreadKind::Monitor) {
             drop_capabilities(kind)?;
             install(kind, &self.refuse_reads)?;
+        }
+        if kind == ThreadKind::Monitor {
+            install(kind, &self.no_x32)?;
         }
         install(kind, self.program(kind))
     }
@@ -236,6 +246,31 @@ fn compile_refuse_reads() -> Result<BpfProgram, SeccompError> {
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOENT as u32),
     )
+}
+
+/// The filter that kills the process on any x32 system call or any architecture but x86_64
+/// (see [`Filters`]), written out: seccompiler's rules match system call numbers one by one.
+fn no_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const ARCH_OFFSET: u32 = 4; // struct seccomp_data: nr (u32), arch (u32), ...
+    const NR_OFFSET: u32 = 0;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code, k, jt, jf| sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, ARCH_OFFSET, 0, 0),
+        // Not x86_64: to the kill at the end.
+        op(JEQ_K, AUDIT_ARCH_X86_64, 0, 3),
+        op(LD_W_ABS, NR_OFFSET, 0, 0),
+        // An x32 number: to the kill; else on to the allow.
+        op(JGE_K, X32_SYSCALL_BIT, 1, 0),
+        op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+        op(RET_K, libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
+    ]
 }
 
 /// Installs `program` (the filter of `kind`) on the calling thread, with `no_new_privs` set on it.

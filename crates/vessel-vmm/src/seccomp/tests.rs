@@ -123,7 +123,7 @@ fn no_thread_kind_may_exec_or_trace() {
 }
 
 #[test]
-fn only_the_file_server_may_open_a_file_for_reading() {
+fn of_the_allowlisted_threads_only_the_file_server_may_open_a_file_for_reading() {
     let f = Filters::compile().unwrap();
     assert_eq!(
         in_child(&f, ThreadKind::Vcpu, open_etc_passwd_for_reading),
@@ -245,6 +245,11 @@ fn load_bpf() {
     unsafe { libc::syscall(libc::SYS_bpf, 0, std::ptr::null::<u8>(), 0) };
 }
 
+fn x32_getpid() {
+    // SAFETY: getpid by its x32 number (`__X32_SYSCALL_BIT | 39`); no arguments.
+    unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+}
+
 fn unmount_nothing() {
     // SAFETY: umount2(2) of a static path that is not a mount point: fails with EINVAL/ENOENT.
     unsafe { libc::umount2(c"/nonexistent-vessel-test".as_ptr(), 0) };
@@ -264,7 +269,8 @@ fn the_monitor_may_tear_down_but_not_load_code_into_the_kernel() {
     ] {
         assert_eq!(in_child(&f, ThreadKind::Monitor, call), End::Exited(0));
     }
-    for call in [load_a_module as fn(), load_bpf] {
+    // An x32 call (the same arch field as x86_64's) is refused whatever it is.
+    for call in [load_a_module as fn(), load_bpf, x32_getpid] {
         assert_eq!(
             in_child(&f, ThreadKind::Monitor, call),
             End::Signaled(libc::SIGSYS)
