@@ -113,8 +113,9 @@ pub enum StateError {
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Recorded by `create` from the monitor's fork until its create hooks end; never
-    /// reported. runc writes state.json only once those hooks have succeeded (libcontainer process_linux.go `initProcess.start`:
-    /// the hooks run at `procHooks`, `updateState` at `procReady`), so until then `state`,
+    /// reported. runc writes state.json only once those hooks have succeeded (libcontainer
+    /// process_linux.go `initProcess.start`: the hooks run at `procHooks`, `updateState` at
+    /// `procReady`), so until then `state`,
     /// `kill`, `delete`, `start` ... say `container does not exist`: [`StateStore::load`] and
     /// [`StateStore::lock`] do the same for a record with this status. It is recorded all the
     /// same (not just left out) so that a `create` killed outright leaves the monitor's PID for
