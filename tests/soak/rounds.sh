@@ -77,4 +77,5 @@ echo "soak: $done_cycles of $cycles cycles in $r rounds of up to $round, ${wall}
 read -r -a faults <<<"${SOAK_FAULTS:-none monitor-sigkill create-sigkill-boot create-sigkill-hooks agent-killed guest-reset state-full delete-race-start}"
 echo "(leaks: each resource's largest rise over its own round's baseline)"
 "$repo/tests/soak/table.sh" "$logs/all" "$logs/leaks" "${faults[@]}" || failed=1
+[ "$failed" = 0 ] || echo "soak rounds: FAILED (a round failed its checks or ended without records: see above)"
 exit "$failed"
