@@ -224,11 +224,30 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             return Err(e);
         }
     };
-    let cgroup = match host_cgroup(&bundle, opts) {
+    let cgroup = match host_cgroup(&bundle, opts)
+        .map_err(CreateError::from)
+        .and_then(|c| {
+            // Named in the directory at once: a create killed before its monitor is recorded
+            // leaves `delete` the cgroup to remove (state::CGROUP_FILE).
+            if let Some(record) = &c {
+                let json = serde_json::to_vec(record).expect("a cgroup record serializes");
+                if let Err(source) =
+                    state::write_atomic(&dir.join(state::CGROUP_FILE), &json, 0o600)
+                {
+                    let _ = cgroup::remove(record);
+                    return Err(StateError::WriteFile {
+                        path: dir.join(state::CGROUP_FILE),
+                        source,
+                    }
+                    .into());
+                }
+            }
+            Ok(c)
+        }) {
         Ok(c) => c,
         Err(e) => {
             let _ = store.remove(&opts.id);
-            return Err(e.into());
+            return Err(e);
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());

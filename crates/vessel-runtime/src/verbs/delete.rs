@@ -85,7 +85,12 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
         }
         Ok(r) => r,
         Err(StateError::FindContainer) => {
-            // An aborted create can leave a directory without state.json: remove it anyway.
+            // An aborted create can leave a directory without state.json: remove it anyway,
+            // and the host cgroup it had made, if it had named one (killed between making the
+            // cgroup and recording its monitor; a monitor still in it is killed).
+            if let Some(cgroup) = made_cgroup(store, id) {
+                crate::host::cgroup::remove(&cgroup)?;
+            }
             store.remove(id)?;
             return missing();
         }
@@ -117,6 +122,16 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), DeleteErr
     let state = HookState::of(&record, "stopped");
     hooks::run_warn(HookKind::Poststop, record.hooks.as_ref(), &state, None);
     Ok(())
+}
+
+/// The host cgroup an aborted create named in the container's directory
+/// ([`crate::host::state::CGROUP_FILE`]), if any.
+fn made_cgroup(store: &StateStore, id: &str) -> Option<crate::host::cgroup::CgroupRecord> {
+    let path = store
+        .container_dir(id)
+        .ok()?
+        .join(crate::host::state::CGROUP_FILE);
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// Takes off the tc redirects recorded in the state directory ([`crate::host::net::WIRED_FILE`])

@@ -89,6 +89,44 @@ mod tests {
         assert_eq!(store.load("c1").unwrap().status, Status::Created);
     }
 
+    /// A create killed after it made the host cgroup but before its monitor was recorded leaves
+    /// a directory without `state.json` and the cgroup named in `cgroup.json`: `delete --force`
+    /// removes both. Needs root and cgroup v2 at /sys/fs/cgroup: the lab runs it (`lab_`).
+    #[test]
+    fn lab_delete_removes_the_cgroup_an_aborted_create_named() {
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if !nix::unistd::geteuid().is_root() || !v2 {
+            eprintln!(
+                "lab_delete_removes_the_cgroup_an_aborted_create_named: skipped: needs root \
+                 and cgroup v2 at /sys/fs/cgroup (the lab has both)"
+            );
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let store = StateStore::new(root.path().join("r"));
+        let (dir, lock) = store.create_dir("c1").unwrap();
+        drop(lock);
+        let cgroup = std::path::PathBuf::from(format!(
+            "/sys/fs/cgroup/vessel-test-aborted-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&cgroup).unwrap();
+        let record = crate::host::cgroup::CgroupRecord {
+            paths: vec![cgroup.clone()],
+            created: vec![cgroup.clone()],
+        };
+        std::fs::write(
+            dir.join(crate::host::state::CGROUP_FILE),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        crate::verbs::delete::delete(&store, "c1", true).unwrap();
+        let left = cgroup.exists();
+        let _ = std::fs::remove_dir(&cgroup);
+        assert!(!left, "{} left", cgroup.display());
+        assert!(!dir.exists(), "state directory left");
+    }
+
     /// A monitor that drops the connection of a `kill` as it exits (the guest ended under it):
     /// the container is stopped, with runc's error (none with `--all`); a monitor that drops it
     /// and lives on is a failure to signal.
