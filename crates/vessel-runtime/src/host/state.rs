@@ -30,9 +30,9 @@ pub const VSOCK_SOCKET: &str = "vsock.sock";
 /// other containers of its pod join namespaces of (`crate::sandbox::pod`).
 pub const GUEST_INIT_PID: &str = "guest-init.pid";
 
-/// File inside a container's directory naming the host cgroup `create` made for it, written
-/// as soon as it is made: until `state.json` names it too, it is how `delete` finds the cgroup
-/// of a `create` killed before its monitor was recorded.
+/// File inside a container's directory naming the host cgroup `create` makes for it, each
+/// directory written down before it is made: until `state.json` names it too, it is how
+/// `delete` finds the cgroup of a `create` killed before its monitor was recorded.
 pub const CGROUP_FILE: &str = "cgroup.json";
 
 /// Errors of the state store.

@@ -224,30 +224,11 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<Created, Creat
             return Err(e);
         }
     };
-    let cgroup = match host_cgroup(&bundle, opts)
-        .map_err(CreateError::from)
-        .and_then(|c| {
-            // Named in the directory at once: a create killed before its monitor is recorded
-            // leaves `delete` the cgroup to remove (state::CGROUP_FILE).
-            if let Some(record) = &c {
-                let json = serde_json::to_vec(record).expect("a cgroup record serializes");
-                if let Err(source) =
-                    state::write_atomic(&dir.join(state::CGROUP_FILE), &json, 0o600)
-                {
-                    let _ = cgroup::remove(record);
-                    return Err(StateError::WriteFile {
-                        path: dir.join(state::CGROUP_FILE),
-                        source,
-                    }
-                    .into());
-                }
-            }
-            Ok(c)
-        }) {
+    let cgroup = match host_cgroup(&bundle, opts, &dir) {
         Ok(c) => c,
         Err(e) => {
             let _ = store.remove(&opts.id);
-            return Err(e);
+            return Err(e.into());
         }
     };
     let created_at = time::rfc3339_nanos(std::time::SystemTime::now());
@@ -435,7 +416,13 @@ fn link_vsock(pod: &crate::sandbox::pod::Pod, dir: &std::path::Path) -> Result<(
 /// Creates the monitor's host cgroup from `linux.cgroupsPath` (see [`cgroup`]). Without
 /// permission (rootless), no `cgroupsPath` and no limits, the container goes without one, as
 /// with runc.
-fn host_cgroup(bundle: &Bundle, opts: &CreateOptions) -> Result<Option<CgroupRecord>, CgroupError> {
+/// Each directory is named in `<dir>/cgroup.json` before it is made (`state::CGROUP_FILE`): a
+/// create killed before its monitor is recorded leaves `delete` the cgroup to remove.
+fn host_cgroup(
+    bundle: &Bundle,
+    opts: &CreateOptions,
+    dir: &std::path::Path,
+) -> Result<Option<CgroupRecord>, CgroupError> {
     let spec_path = bundle
         .spec
         .linux()
@@ -455,7 +442,12 @@ fn host_cgroup(bundle: &Bundle, opts: &CreateOptions) -> Result<Option<CgroupRec
         return Ok(None);
     }
     let shown = spec_path.unwrap_or_default();
-    match cgroup::create(&layout, &inner, &shown, &limits) {
+    let marker = dir.join(state::CGROUP_FILE);
+    let mut note = |planned: &CgroupRecord| {
+        let json = serde_json::to_vec(planned).map_err(std::io::Error::other)?;
+        state::write_atomic(&marker, &json, 0o600)
+    };
+    match cgroup::create(&layout, &inner, &shown, &limits, &mut note) {
         Ok(record) => Ok(Some(record)),
         Err(CgroupError::CreateCgroup { source, .. })
             if optional

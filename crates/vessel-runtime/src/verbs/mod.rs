@@ -106,24 +106,36 @@ mod tests {
         let store = StateStore::new(root.path().join("r"));
         let (dir, lock) = store.create_dir("c1").unwrap();
         drop(lock);
-        let cgroup = std::path::PathBuf::from(format!(
-            "/sys/fs/cgroup/vessel-test-aborted-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&cgroup).unwrap();
-        let record = crate::host::cgroup::CgroupRecord {
-            paths: vec![cgroup.clone()],
-            created: vec![cgroup.clone()],
+        // Made as `create` makes it, each directory written down first: then "killed".
+        let given = format!("/vessel-test-aborted-{}/c1", std::process::id());
+        let inner = crate::host::cgroup::inner_path(Some(&given), "c1", false).unwrap();
+        let layout = crate::host::cgroup::Layout::detect().unwrap();
+        let marker = dir.join(crate::host::state::CGROUP_FILE);
+        let mut noted = 0;
+        let mut note = |planned: &crate::host::cgroup::CgroupRecord| {
+            noted += 1;
+            crate::host::state::write_atomic(&marker, &serde_json::to_vec(planned).unwrap(), 0o600)
         };
-        std::fs::write(
-            dir.join(crate::host::state::CGROUP_FILE),
-            serde_json::to_vec(&record).unwrap(),
+        let record = crate::host::cgroup::create(
+            &layout,
+            &inner,
+            &given,
+            &crate::host::cgroup::HostLimits::default(),
+            &mut note,
         )
         .unwrap();
+        assert_eq!(
+            noted, 2,
+            "the parent and the leaf are written down: {record:?}"
+        );
+        let cgroup = record.paths[0].clone();
+        let parent = record.created[0].clone();
+        assert!(cgroup.is_dir() && cgroup.starts_with(&parent), "{record:?}");
         crate::verbs::delete::delete(&store, "c1", true).unwrap();
-        let left = cgroup.exists();
+        let left = [&cgroup, &parent].map(|d| d.exists());
         let _ = std::fs::remove_dir(&cgroup);
-        assert!(!left, "{} left", cgroup.display());
+        let _ = std::fs::remove_dir(&parent);
+        assert_eq!(left, [false, false], "{record:?} left");
         assert!(!dir.exists(), "state directory left");
     }
 

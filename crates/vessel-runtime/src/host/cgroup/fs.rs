@@ -13,12 +13,14 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates the container's cgroup in every hierarchy of `layout` and writes `limits`. On
 /// error, whatever was created is removed again. `spec_path` is `linux.cgroupsPath` as given,
-/// for messages.
+/// for messages. Before each directory is made, `note` gets the record as it will be once it
+/// is (so that a caller killed at any point has written down every directory that may exist).
 pub fn create(
     layout: &Layout,
     inner: &Path,
     spec_path: &str,
     limits: &HostLimits,
+    note: &mut dyn FnMut(&CgroupRecord) -> io::Result<()>,
 ) -> Result<CgroupRecord, CgroupError> {
     if layout.hierarchies.is_empty() {
         return Err(CgroupError::FindHierarchy(spec_path.to_owned()));
@@ -31,7 +33,7 @@ pub fn create(
     let result = (|| {
         for h in &layout.hierarchies {
             let dir = resolve(inner, h, layout.unified, &proc_cgroup)?;
-            make_dirs(h, &dir, spec_path, &mut record.created)?;
+            make_dirs(h, &dir, spec_path, &mut record, note)?;
             if procs(&dir).is_some_and(|p| !p.is_empty()) {
                 return Err(CgroupError::UseBusyCgroup {
                     spec: spec_path.to_owned(),
@@ -70,13 +72,14 @@ fn make_dirs(
     h: &Hierarchy,
     dir: &Path,
     spec: &str,
-    created: &mut Vec<PathBuf>,
+    record: &mut CgroupRecord,
+    note: &mut dyn FnMut(&CgroupRecord) -> io::Result<()>,
 ) -> Result<(), CgroupError> {
     // A parent shared with another container can vanish (that container's delete removed it)
     // between our check and our mkdir below it: start over a few times.
     let mut attempts = 0;
     loop {
-        match make_dirs_once(h, dir, spec, created) {
+        match make_dirs_once(h, dir, spec, record, note) {
             Err(CgroupError::CreateCgroup { source, .. })
                 if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
             {
@@ -91,7 +94,8 @@ fn make_dirs_once(
     h: &Hierarchy,
     dir: &Path,
     spec: &str,
-    created: &mut Vec<PathBuf>,
+    record: &mut CgroupRecord,
+    note: &mut dyn FnMut(&CgroupRecord) -> io::Result<()>,
 ) -> Result<(), CgroupError> {
     let rel = dir.strip_prefix(&h.mountpoint).unwrap_or(dir);
     let mut cur = h.mountpoint.clone();
@@ -101,8 +105,14 @@ fn make_dirs_once(
         if h.is_v2() {
             enable_controllers(&parent);
         }
+        if !cur.exists() {
+            let mut planned = record.clone();
+            planned.paths.push(dir.to_owned());
+            planned.created.push(cur.clone());
+            note(&planned).map_err(CgroupError::NoteCgroup)?;
+        }
         match std::fs::DirBuilder::new().mode(0o755).create(&cur) {
-            Ok(()) => created.push(cur.clone()),
+            Ok(()) => record.created.push(cur.clone()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cur.is_dir() => continue,
             Err(source) => {
                 return Err(CgroupError::CreateCgroup {

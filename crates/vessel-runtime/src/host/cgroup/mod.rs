@@ -47,6 +47,9 @@ pub const DEFAULT_SCOPE_PREFIX: &str = "vessel";
 /// Errors of the host cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// The cgroup about to be made could not be written down first (`create`'s `note`).
+    #[error("record the cgroup about to be made")]
+    NoteCgroup(#[source] std::io::Error),
     /// A systemd `cgroupsPath` is not `slice:prefix:name` (runc's text).
     #[error(
         "linux.cgroupsPath: expected cgroupsPath to be of format \"slice:prefix:name\" for systemd cgroups, got {0:?} instead"
