@@ -201,6 +201,25 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// Waits up to `limit`, looking every `every`, for the monitor to be gone (dead, a zombie,
+    /// or its PID reused); whether it is.
+    pub fn wait_monitor_gone(
+        &self,
+        limit: std::time::Duration,
+        every: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if !procfs::is_alive(self.monitor_pid, self.monitor_start_time) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     /// The live status: the recorded one while the monitor is alive with the recorded start
     /// time, `stopped` otherwise.
     pub fn status(&self) -> Status {

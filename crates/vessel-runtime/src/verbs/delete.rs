@@ -167,11 +167,9 @@ pub(crate) fn kill_monitor(record: &ContainerRecord) -> Result<(), DeleteError> 
         return Ok(());
     }
     let _ = kill(Pid::from_raw(record.monitor_pid), Signal::SIGKILL);
-    for _ in 0..PROBE_COUNT {
-        if !alive() {
-            return Ok(());
-        }
-        std::thread::sleep(PROBE_INTERVAL);
+    if record.wait_monitor_gone(PROBE_INTERVAL * PROBE_COUNT, PROBE_INTERVAL) {
+        Ok(())
+    } else {
+        Err(DeleteError::KillInit)
     }
-    Err(DeleteError::KillInit)
 }

@@ -1,6 +1,6 @@
 //! `kill`: send a signal to the container's init (runc kill.go).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vessel_protocol::Code;
 
@@ -75,14 +75,5 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Whether the container's monitor is gone, or goes within [`EXIT_GRACE`].
 fn ends_soon(record: &ContainerRecord) -> bool {
-    let deadline = Instant::now() + EXIT_GRACE;
-    loop {
-        if record.status() == Status::Stopped {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    record.wait_monitor_gone(EXIT_GRACE, Duration::from_millis(20))
 }
